@@ -1,0 +1,197 @@
+-- Consumer Credit Ledger: the one truth for the database. Applied by `ledger db init`; safe to run twice.
+-- No column holds a raw identifier: consumers appear only as keyed HMAC tokens (ledger/identity.py).
+
+CREATE TABLE IF NOT EXISTS platforms (
+    id              bigserial PRIMARY KEY,
+    slug            text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9_-]{1,62}$'),
+    name            text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    operator_trust  double precision NOT NULL DEFAULT 1.0 CHECK (operator_trust BETWEEN 0.2 AND 1.0),
+    -- operator_trust x (1 - overturn rate), floored; what the scoring model uses.
+    effective_trust double precision NOT NULL DEFAULT 1.0 CHECK (effective_trust BETWEEN 0.2 AND 1.0),
+    rate_per_second integer CHECK (rate_per_second > 0),
+    rate_burst      integer CHECK (rate_burst > 0),
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- API keys are shown once; only their SHA-256 digest is kept, found by the visible key id.
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id      text PRIMARY KEY,
+    platform_id bigint NOT NULL REFERENCES platforms (id),
+    digest      bytea NOT NULL,
+    scopes      text[] NOT NULL CHECK (scopes <@ ARRAY['report', 'lookup', 'dispute', 'admin']::text[]),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_platform ON api_keys (platform_id);
+
+-- Subjects: one consumer, many identifiers. Strong identifiers point straight at their subject's
+-- root; a merge re-points the smaller subject's tokens (union by size, flat find).
+CREATE TABLE IF NOT EXISTS subjects (
+    id         bigserial PRIMARY KEY,
+    merged_into bigint REFERENCES subjects (id),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS identity_links (
+    token      text PRIMARY KEY CHECK (token ~ '^[0-9a-f]{64}$'),
+    id_type    text NOT NULL,
+    subject_id bigint NOT NULL REFERENCES subjects (id)
+);
+CREATE INDEX IF NOT EXISTS identity_links_subject ON identity_links (subject_id);
+
+-- The current state of each incident: a projection of ledger_events, which is the history.
+CREATE TABLE IF NOT EXISTS incidents (
+    id             uuid PRIMARY KEY,
+    platform_id    bigint NOT NULL REFERENCES platforms (id),
+    external_id    text NOT NULL CHECK (length(external_id) BETWEEN 1 AND 128),
+    request_digest text NOT NULL,
+    category       text NOT NULL,
+    confirmation   text NOT NULL,
+    amount_minor   bigint NOT NULL CHECK (amount_minor > 0),
+    currency       char(3) NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    reported_at    timestamptz NOT NULL DEFAULT now(),
+    status         text NOT NULL DEFAULT 'active'
+                   CHECK (status IN ('active', 'disputed', 'retracted', 'expired')),
+    status_reason  text,
+    status_at      timestamptz NOT NULL DEFAULT now(),
+    subject_id     bigint REFERENCES subjects (id),
+    -- Salt of the identifiers commitment in the chain; deleted on expiry (crypto-shredding).
+    salt           bytea,
+    seq            bigint NOT NULL,
+    entry_hash     text NOT NULL,
+    UNIQUE (platform_id, external_id)
+);
+CREATE INDEX IF NOT EXISTS incidents_subject ON incidents (subject_id);
+CREATE INDEX IF NOT EXISTS incidents_unlinked ON incidents (seq) WHERE subject_id IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_expiry ON incidents (occurred_at) WHERE status <> 'expired';
+
+CREATE TABLE IF NOT EXISTS incident_identifiers (
+    incident_id uuid NOT NULL REFERENCES incidents (id),
+    id_type     text NOT NULL,
+    token       text NOT NULL CHECK (token ~ '^[0-9a-f]{64}$'),
+    PRIMARY KEY (incident_id, token)
+);
+CREATE INDEX IF NOT EXISTS incident_identifiers_token ON incident_identifiers (token);
+
+CREATE TABLE IF NOT EXISTS incident_evidence (
+    incident_id uuid NOT NULL REFERENCES incidents (id),
+    pdq         bytea NOT NULL CHECK (length(pdq) = 32),
+    quality     integer NOT NULL DEFAULT 100,
+    PRIMARY KEY (incident_id, pdq)
+);
+
+-- The append-only, hash-chained history. ledger_head serialises writers so the chain never forks.
+CREATE TABLE IF NOT EXISTS ledger_events (
+    seq         bigint PRIMARY KEY,
+    kind        text NOT NULL,
+    incident_id uuid,
+    at          timestamptz NOT NULL,
+    payload     jsonb NOT NULL,
+    prev_hash   text NOT NULL,
+    entry_hash  text NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS ledger_events_incident ON ledger_events (incident_id);
+
+CREATE TABLE IF NOT EXISTS ledger_head (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    seq       bigint NOT NULL,
+    head_hash text NOT NULL,
+    at        timestamptz NOT NULL
+);
+INSERT INTO ledger_head (singleton, seq, head_hash, at)
+VALUES (true, 0, repeat('0', 64), now()) ON CONFLICT DO NOTHING;
+
+CREATE OR REPLACE FUNCTION ledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+DROP TRIGGER IF EXISTS ledger_events_append_only ON ledger_events;
+CREATE TRIGGER ledger_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger_events
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+
+-- Outbox: committed with each ledger event; the task is sent after commit and the row is marked done
+-- by the worker. A beat sweep re-sends rows that were never marked done.
+CREATE TABLE IF NOT EXISTS outbox (
+    id          bigserial PRIMARY KEY,
+    task        text NOT NULL,
+    args        jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    sent_at     timestamptz,
+    attempts    integer NOT NULL DEFAULT 0,
+    done_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE done_at IS NULL;
+
+-- Scores computed by the workers. computed_from_seq guards against an older recompute overwriting a newer.
+CREATE TABLE IF NOT EXISTS risk_scores (
+    subject_id        bigint PRIMARY KEY REFERENCES subjects (id),
+    score             integer NOT NULL CHECK (score BETWEEN 0 AND 100),
+    tier              text NOT NULL,
+    restrictions      text[] NOT NULL,
+    reasons           text[] NOT NULL,
+    incidents         integer NOT NULL,
+    platforms         integer NOT NULL,
+    last_incident_at  timestamptz,
+    policy_version    text NOT NULL,
+    computed_from_seq bigint NOT NULL,
+    computed_at       timestamptz NOT NULL,
+    review_at         timestamptz
+);
+CREATE INDEX IF NOT EXISTS risk_scores_review ON risk_scores (review_at) WHERE review_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS risk_scores_policy ON risk_scores (policy_version);
+
+-- Lookup audit trail: append-only; each row carries a digest of its own canonical content so that
+-- `ledger verify` detects a rewritten row. Erasure after the retention period removes only the tokens.
+CREATE TABLE IF NOT EXISTS lookups (
+    id           uuid PRIMARY KEY,
+    platform_id  bigint NOT NULL REFERENCES platforms (id),
+    key_id       text NOT NULL,
+    purpose      text NOT NULL,
+    refund_ref   text,
+    tokens       text[],
+    tokens_commitment text NOT NULL,
+    tier         text NOT NULL,
+    reasons      text[] NOT NULL,
+    response     jsonb NOT NULL,
+    at           timestamptz NOT NULL,
+    row_hash     text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lookups_platform_at ON lookups (platform_id, at);
+CREATE INDEX IF NOT EXISTS lookups_tokens ON lookups USING gin (tokens);
+
+CREATE OR REPLACE FUNCTION lookups_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Only the retention job may touch a row, and only to erase its tokens.
+    IF TG_OP = 'UPDATE' AND current_setting('ledger.erasure', true) = 'on'
+       AND NEW.tokens IS NULL AND NEW.refund_ref IS NULL
+       AND (NEW.id, NEW.platform_id, NEW.key_id, NEW.purpose, NEW.tokens_commitment, NEW.tier, NEW.reasons, NEW.at, NEW.row_hash)
+           IS NOT DISTINCT FROM (OLD.id, OLD.platform_id, OLD.key_id, OLD.purpose, OLD.tokens_commitment, OLD.tier, OLD.reasons, OLD.at, OLD.row_hash)
+    THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'lookups is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+DROP TRIGGER IF EXISTS lookups_append_only ON lookups;
+CREATE TRIGGER lookups_append_only BEFORE UPDATE OR DELETE ON lookups
+    FOR EACH ROW EXECUTE FUNCTION lookups_guard();
+
+-- Disputes opened by the operator's consumer channel.
+CREATE TABLE IF NOT EXISTS disputes (
+    id           uuid PRIMARY KEY,
+    incident_id  uuid NOT NULL REFERENCES incidents (id),
+    platform_id  bigint NOT NULL REFERENCES platforms (id),
+    opened_by    bigint NOT NULL REFERENCES platforms (id),
+    statement    text CHECK (length(statement) <= 500),
+    contact_ref  text,
+    status       text NOT NULL CHECK (status IN ('open', 'upheld', 'retracted', 'expired')),
+    respond_by   timestamptz NOT NULL,
+    opened_at    timestamptz NOT NULL DEFAULT now(),
+    resolved_at  timestamptz,
+    basis        text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS disputes_one_open ON disputes (incident_id) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS disputes_platform_status ON disputes (platform_id, status);
+CREATE INDEX IF NOT EXISTS disputes_due ON disputes (respond_by) WHERE status = 'open';
