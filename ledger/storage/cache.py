@@ -1,0 +1,187 @@
+"""Redis: the lookup hot path's cache of decisions per identity token, pending flags and quotas.
+
+Keys (tokens are HMAC pseudonyms, never raw identifiers):
+  ccl:t:<token>   decision of the token's subject (or a device signal), prefixed by the 20-digit ledger
+                  sequence it was computed from; a Lua script refuses to replace it with an older one
+  ccl:p:<token>   set while a recompute for that token is pending (report accepted, not yet scored)
+  ccl:q:<key_id>  token bucket of one API key
+A short circuit breaker skips Redis for a moment after a failure, so a dead Redis costs the lookup path
+one failed connection per second rather than one per request.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+TOKEN_KEY = "ccl:t:"
+PENDING_KEY = "ccl:p:"
+QUOTA_KEY = "ccl:q:"
+PENDING_TTL_SECONDS = 300
+SEQ_WIDTH = 20
+
+_SET_IF_NEWER = """
+local seq = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if (not current) or tonumber(string.sub(current, 1, 20)) <= seq then
+    redis.call('SET', key, ARGV[i + 1])
+    written = written + 1
+  end
+end
+return written
+"""
+
+_TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+local retry = 0
+if allowed == 0 then retry = math.ceil((1 - tokens) / rate) end
+return {allowed, math.floor(tokens), retry}
+"""
+
+
+class CacheUnavailable(Exception):
+    """Redis could not be reached; the caller falls back to PostgreSQL."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    allowed: bool
+    remaining: int
+    retry_after: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class CachedLookup:
+    entries: dict[str, dict[str, Any]]  # token -> decoded decision (only tokens that have one)
+    pending: set[str]
+    quota: Quota | None
+
+
+class Cache:
+    def __init__(self, url: str, breaker_seconds: float = 1.0) -> None:
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0, retry_on_timeout=False
+        )
+        self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
+        self._bucket = self.client.register_script(_TOKEN_BUCKET)
+        self._breaker_seconds = breaker_seconds
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    # -- circuit breaker -------------------------------------------------------------------------
+    def _guard(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise CacheUnavailable("redis recently failed")
+
+    def _trip(self) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + self._breaker_seconds
+
+    @property
+    def is_tripped(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            self._trip()
+            return False
+
+    # -- hot path --------------------------------------------------------------------------------
+    def lookup(
+        self, tokens: Sequence[str], quota_key: str | None = None, rate: int = 0, burst: int = 0
+    ) -> CachedLookup:
+        """One round trip: the quota bucket (if asked), the decisions and the pending flags."""
+        self._guard()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            if quota_key is not None:
+                self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst], client=pipe)
+            pipe.mget([TOKEN_KEY + t for t in tokens] + [PENDING_KEY + t for t in tokens])
+            results = pipe.execute()
+        except redis.RedisError as exc:
+            self._trip()
+            raise CacheUnavailable(str(type(exc).__name__)) from None
+        quota = None
+        if quota_key is not None:
+            allowed, remaining, retry = results[0]
+            quota = Quota(bool(allowed), int(remaining), int(retry), burst)
+        values = results[-1]
+        n = len(tokens)
+        entries = {t: json.loads(v[SEQ_WIDTH:]) for t, v in zip(tokens, values[:n], strict=True) if v}
+        pending = {t for t, v in zip(tokens, values[n:], strict=True) if v}
+        return CachedLookup(entries, pending, quota)
+
+    def take_quota(self, quota_key: str, rate: int, burst: int) -> Quota:
+        self._guard()
+        try:
+            allowed, remaining, retry = self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst])
+        except redis.RedisError:
+            self._trip()
+            raise CacheUnavailable("quota") from None
+        return Quota(bool(allowed), int(remaining), int(retry), burst)
+
+    # -- writers (workers, CLI) ------------------------------------------------------------------
+    def put_decisions(self, seq: int, by_token: Mapping[str, Mapping[str, Any]]) -> int:
+        if not by_token:
+            return 0
+        prefix = f"{seq:0{SEQ_WIDTH}d}"
+        keys = [TOKEN_KEY + t for t in by_token]
+        values = [prefix + json.dumps(v, separators=(",", ":"), sort_keys=True) for v in by_token.values()]
+        try:
+            written = int(self._set_if_newer(keys=keys, args=[seq, *values]))
+            self.client.delete(*[PENDING_KEY + t for t in by_token])
+        except redis.RedisError:
+            self._trip()
+            raise CacheUnavailable("write") from None
+        return written
+
+    def mark_pending(self, tokens: Sequence[str]) -> None:
+        if not tokens:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for token in tokens:
+                pipe.set(PENDING_KEY + token, 1, ex=PENDING_TTL_SECONDS)
+            pipe.execute()
+        except redis.RedisError:
+            self._trip()
+            raise CacheUnavailable("pending") from None
+
+    def forget(self, tokens: Sequence[str]) -> None:
+        if tokens:
+            try:
+                self.client.delete(*[TOKEN_KEY + t for t in tokens], *[PENDING_KEY + t for t in tokens])
+            except redis.RedisError:
+                self._trip()
+                raise CacheUnavailable("forget") from None
+
+    def clear_decisions(self) -> int:
+        removed = 0
+        for key in self.client.scan_iter(match=TOKEN_KEY + "*", count=1000):
+            removed += int(self.client.delete(key))
+        return removed

@@ -1,0 +1,80 @@
+"""The PostgreSQL connection pool and the one transaction helper every storage function runs inside.
+
+Driver errors that mean "the database is not there" become `Unavailable`, so the API answers 503 with
+Retry-After and the pool heals by itself once PostgreSQL is back; views never see psycopg exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import dict_row
+
+from ledger.errors import Unavailable
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
+
+Connection = psycopg.Connection[dict]  # type: ignore[type-arg]
+
+
+class Database:
+    """A lazily opened pool, so forked gunicorn and Celery workers each open their own connections."""
+
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
+        self.url = url
+        self._min, self._max = min_size, max_size
+        self._pool: psycopg_pool.ConnectionPool | None = None
+
+    @property
+    def pool(self) -> psycopg_pool.ConnectionPool:
+        if self._pool is None:
+            self._pool = psycopg_pool.ConnectionPool(
+                self.url,
+                min_size=self._min,
+                max_size=self._max,
+                kwargs={"row_factory": dict_row, "connect_timeout": 3, "options": "-c statement_timeout=30000"},
+                timeout=5.0,
+                reconnect_timeout=0,  # keep trying for ever: the service must recover without a restart
+                open=False,
+            )
+            self._pool.open(wait=False)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @contextmanager
+    def transaction(self, isolation: str | None = None) -> Iterator[Connection]:
+        """One transaction: commit on success, roll back on any error; driver outages become Unavailable."""
+        try:
+            with self.pool.connection() as conn:
+                if isolation:
+                    conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")  # type: ignore[arg-type]
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise Unavailable("the database is unavailable; retry shortly") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.transaction() as conn:
+                conn.execute("SELECT 1")
+            return True
+        except Unavailable:
+            return False
+
+
+def apply_schema(url: str, path: Path = SCHEMA_PATH) -> None:
+    """Apply schema.sql; every statement in it is idempotent. An advisory lock keeps two inits apart."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET client_min_messages = warning")
+        conn.execute("SELECT pg_advisory_lock(7311001)")
+        try:
+            conn.execute(path.read_text())  # type: ignore[call-overload]
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7311001)")

@@ -1,0 +1,126 @@
+"""Incident rows, their identifier tokens and evidence hashes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from ledger.storage.db import Connection
+
+INCIDENT_COLUMNS = (
+    "id, platform_id, external_id, request_digest, category, confirmation, amount_minor, currency, "
+    "occurred_at, salt"
+)
+
+
+def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, UUID]:
+    """Insert incidents, skipping any whose (platform, external_id) exists. Returns external_id -> id of
+    the rows actually inserted. A concurrent identical insert blocks on the unique index, then skips."""
+    if not rows:
+        return {}
+    inserted = conn.execute(
+        f"""INSERT INTO incidents ({INCIDENT_COLUMNS})
+            SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
+                                 %s::bigint[], %s::text[], %s::timestamptz[], %s::bytea[])
+            ON CONFLICT (platform_id, external_id) DO NOTHING
+            RETURNING external_id, id""",
+        [[row[col.strip()] for row in rows] for col in INCIDENT_COLUMNS.split(",")],
+    ).fetchall()
+    return {r["external_id"]: r["id"] for r in inserted}
+
+
+def insert_identifiers(conn: Connection, pairs: Sequence[tuple[UUID, str, str]]) -> None:
+    if pairs:
+        conn.execute(
+            """INSERT INTO incident_identifiers (incident_id, id_type, token)
+               SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING""",
+            ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]),
+        )
+
+
+def insert_evidence(conn: Connection, rows: Sequence[tuple[UUID, bytes, int]]) -> None:
+    if rows:
+        conn.execute(
+            """INSERT INTO incident_evidence (incident_id, pdq, quality)
+               SELECT * FROM unnest(%s::uuid[], %s::bytea[], %s::int[]) ON CONFLICT DO NOTHING""",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+        )
+
+
+def existing_by_external(conn: Connection, platform_id: int, external_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        f"""SELECT {_PUBLIC} FROM incidents i JOIN ledger_events e ON e.incident_id = i.id AND e.kind = 'reported'
+            WHERE i.platform_id = %s AND i.external_id = ANY(%s)""",
+        (platform_id, list(external_ids)),
+    ).fetchall()
+    return {r["external_id"]: r for r in rows}
+
+
+_PUBLIC = (
+    "i.id, i.platform_id, i.external_id, i.request_digest, i.category, i.confirmation, i.amount_minor, "
+    "i.currency, i.occurred_at, i.reported_at, i.status, i.status_reason, i.status_at, i.subject_id, "
+    "e.seq, e.entry_hash"
+)
+
+
+def get_for_platform(conn: Connection, incident_id: UUID, platform_id: int, lock: bool = False) -> dict[str, Any] | None:
+    """An incident as its reporter sees it; None for another platform's incident (so it reads as 404)."""
+    return conn.execute(
+        f"""SELECT {_PUBLIC} FROM incidents i
+            JOIN ledger_events e ON e.incident_id = i.id AND e.kind = 'reported'
+            WHERE i.id = %s AND i.platform_id = %s {"FOR UPDATE OF i" if lock else ""}""",
+        (incident_id, platform_id),
+    ).fetchone()
+
+
+def get(conn: Connection, incident_id: UUID, lock: bool = False) -> dict[str, Any] | None:
+    return conn.execute(
+        f"SELECT * FROM incidents WHERE id = %s {'FOR UPDATE' if lock else ''}", (incident_id,)
+    ).fetchone()
+
+
+def tokens_of(conn: Connection, incident_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT incident_id, id_type, token FROM incident_identifiers WHERE incident_id = ANY(%s)",
+        (list(incident_ids),),
+    ).fetchall()
+
+
+def evidence_of(conn: Connection, incident_id: UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT pdq, quality FROM incident_evidence WHERE incident_id = %s ORDER BY pdq", (incident_id,)
+    ).fetchall()
+
+
+def set_status(conn: Connection, incident_id: UUID, status: str, reason: str | None) -> None:
+    conn.execute(
+        "UPDATE incidents SET status = %s, status_reason = %s, status_at = now() WHERE id = %s",
+        (status, reason, incident_id),
+    )
+
+
+def set_subject(conn: Connection, incident_ids: Sequence[UUID], subject_id: int) -> None:
+    conn.execute("UPDATE incidents SET subject_id = %s WHERE id = ANY(%s)", (subject_id, list(incident_ids)))
+
+
+def facts_for_subjects(conn: Connection, subject_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Everything the scoring model reads for a set of subjects, in one query."""
+    return conn.execute(
+        """SELECT i.subject_id, i.platform_id, i.category, i.confirmation, i.amount_minor, i.currency,
+                  i.occurred_at, i.status, p.effective_trust,
+                  EXISTS (SELECT 1 FROM disputes d WHERE d.incident_id = i.id AND d.status = 'open'
+                          AND d.statement IS NOT NULL AND d.statement <> '') AS has_statement
+           FROM incidents i JOIN platforms p ON p.id = i.platform_id
+           WHERE i.subject_id = ANY(%s)""",
+        (list(subject_ids),),
+    ).fetchall()
+
+
+def expired_candidates(conn: Connection, before: datetime, limit: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT id, subject_id FROM incidents WHERE status <> 'expired' AND occurred_at < %s
+           ORDER BY occurred_at LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (before, limit),
+    ).fetchall()
