@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     UNIQUE (platform_id, external_id)
 );
 CREATE INDEX IF NOT EXISTS incidents_subject ON incidents (subject_id);
-CREATE INDEX IF NOT EXISTS incidents_unlinked ON incidents (seq) WHERE subject_id IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_unlinked ON incidents (reported_at) WHERE subject_id IS NULL;
 CREATE INDEX IF NOT EXISTS incidents_expiry ON incidents (occurred_at) WHERE status <> 'expired';
 
 CREATE TABLE IF NOT EXISTS incident_identifiers (

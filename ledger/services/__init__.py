@@ -1,0 +1,1 @@
+"""Use cases: each combines the pure domain with storage inside explicit transactions."""

@@ -1,0 +1,266 @@
+"""Reporting, reading and retracting incidents.
+
+A report is durable before the API answers 201: the incident, its tokens, its outbox row and its
+hash-chained `reported` event commit in one transaction. The scoring task is sent only after commit;
+if that send fails the outbox sweep sends it later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from ledger.domain import chain
+from ledger.errors import Conflict, InvalidInput, LedgerError, NotFound
+from ledger.services.identifiers import tokenize_all
+from ledger.services.platforms import Principal
+from ledger.services.runtime import Runtime
+from ledger.storage import chain as chain_store
+from ledger.storage import incidents as store
+from ledger.storage import outbox
+from ledger.storage.cache import CacheUnavailable
+from ledger.storage.chain import NewEvent
+from ledger.storage.queue import PROCESS_OUTBOX
+
+RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated report: tokens instead of raw identifiers, and a digest for idempotency."""
+
+    external_id: str
+    category: str
+    confirmation: str
+    amount_minor: int
+    currency: str
+    occurred_at: datetime
+    identifiers: list[tuple[str, str]]
+    evidence: list[bytes]
+    digest: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # 201 created, 200 replayed, 409 conflict, 422 invalid
+    body: dict[str, Any]
+    error: LedgerError | None = None
+
+
+def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
+    errors: dict[str, list[str]] = {}
+    occurred: datetime = item["occurred_at"]
+    if occurred.tzinfo is None:
+        errors["occurred_at"] = ["must include a time zone offset"]
+    elif occurred > now + CLOCK_SKEW:
+        errors["occurred_at"] = ["is in the future"]
+    elif occurred < now - timedelta(days=rt.settings.retention_days):
+        errors["occurred_at"] = [f"is older than the retention period of {rt.settings.retention_days} days"]
+    currency = item["amount"]["currency"]
+    if currency not in rt.policy.currencies:
+        errors["amount.currency"] = [f"unsupported currency; supported: {', '.join(sorted(rt.policy.currencies))}"]
+    try:
+        identifiers = tokenize_all(item["identifiers"], rt.identity_key)
+    except InvalidInput as exc:
+        errors.update(exc.errors)
+        identifiers = []
+    if errors:
+        raise InvalidInput("the incident is invalid", errors)
+    evidence = sorted({bytes.fromhex(h) for h in (item.get("evidence") or {}).get("pdq", [])})
+    canonical = {
+        "external_id": item["external_id"],
+        "category": item["category"],
+        "confirmation": item["confirmation"],
+        "amount": [item["amount"]["value"], currency],
+        "occurred_at": chain.format_time(occurred),
+        "identifiers": sorted(identifiers),
+        "evidence": [e.hex() for e in evidence],
+    }
+    return Prepared(
+        external_id=item["external_id"],
+        category=item["category"],
+        confirmation=item["confirmation"],
+        amount_minor=item["amount"]["value"],
+        currency=currency,
+        occurred_at=occurred.astimezone(UTC),
+        identifiers=identifiers,
+        evidence=evidence,
+        digest=hashlib.sha256(chain.canonical(canonical)).hexdigest(),
+    )
+
+
+def public_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "external_id": row["external_id"],
+        "status": row["status"],
+        "seq": row["seq"],
+        "entry_hash": row["entry_hash"],
+    }
+
+
+def _conflict(external_id: str) -> Conflict:
+    return Conflict(
+        f"external_id '{external_id}' was already reported with a different body",
+        {"external_id": ["already used for a different incident"]},
+    )
+
+
+def report(rt: Runtime, principal: Principal, items: Sequence[Mapping[str, Any] | LedgerError]) -> list[Outcome]:
+    """Report one or many incidents. Each item is validated on its own; one bad item sinks nothing else.
+    `items` may contain a LedgerError already raised by schema validation, which is passed through."""
+    now = datetime.now(UTC)
+    outcomes: list[Outcome | None] = [None] * len(items)
+    prepared: dict[int, Prepared] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, LedgerError):
+            outcomes[index] = Outcome(item.status, {}, item)
+            continue
+        try:
+            prepared[index] = prepare(rt, item, now)
+        except InvalidInput as exc:
+            outcomes[index] = Outcome(422, {}, exc)
+
+    # Within one batch the first occurrence of an external_id wins; later ones replay or conflict.
+    first: dict[str, int] = {}
+    for index, p in prepared.items():
+        first.setdefault(p.external_id, index)
+
+    tokens_to_flag: list[str] = []
+    outbox_id = None
+    if first:
+        with rt.db.transaction() as conn:
+            externals = list(first)
+            existing = store.existing_by_external(conn, principal.platform_id, externals)
+            new_rows = []
+            for external_id, index in first.items():
+                if external_id in existing:
+                    continue
+                p = prepared[index]
+                new_rows.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "platform_id": principal.platform_id,
+                        "external_id": p.external_id,
+                        "request_digest": p.digest,
+                        "category": p.category,
+                        "confirmation": p.confirmation,
+                        "amount_minor": p.amount_minor,
+                        "currency": p.currency,
+                        "occurred_at": p.occurred_at,
+                        "salt": os.urandom(16),
+                    }
+                )
+            inserted = store.insert_many(conn, new_rows)
+            rows = [r for r in new_rows if r["external_id"] in inserted]
+            if len(inserted) < len(new_rows):  # lost a race to a concurrent identical report
+                existing.update(store.existing_by_external(conn, principal.platform_id, externals))
+            if rows:
+                by_external = {r["external_id"]: prepared[first[r["external_id"]]] for r in rows}
+                store.insert_identifiers(
+                    conn, [(r["id"], t, tok) for r in rows for t, tok in by_external[r["external_id"]].identifiers]
+                )
+                store.insert_evidence(
+                    conn, [(r["id"], pdq, 100) for r in rows for pdq in by_external[r["external_id"]].evidence]
+                )
+                outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(r["id"]) for r in rows]})
+                events = [
+                    NewEvent("reported", r["id"], _reported_payload(r, by_external[r["external_id"]])) for r in rows
+                ]
+                appended = chain_store.append(conn, events)
+                for r, a in zip(rows, appended, strict=True):
+                    existing[r["external_id"]] = {
+                        **r,
+                        "status": "active",
+                        "seq": a.seq,
+                        "entry_hash": a.entry_hash,
+                        "_created": True,
+                    }
+                    tokens_to_flag.extend(tok for _, tok in by_external[r["external_id"]].identifiers)
+        for index, p in prepared.items():
+            row = existing[p.external_id]
+            if row.get("_created") and first[p.external_id] == index:
+                outcomes[index] = Outcome(201, public_view(row))
+            elif row["request_digest"] == p.digest:
+                outcomes[index] = Outcome(200, public_view(row))
+            else:
+                error = _conflict(p.external_id)
+                outcomes[index] = Outcome(409, {}, error)
+    if outbox_id is not None:
+        after_commit(rt, outbox_id, tokens_to_flag)
+    return [o for o in outcomes if o is not None]
+
+
+def _reported_payload(row: Mapping[str, Any], p: Prepared) -> dict[str, Any]:
+    return {
+        "incident_id": str(row["id"]),
+        "platform_id": row["platform_id"],
+        "external_id": p.external_id,
+        "category": p.category,
+        "confirmation": p.confirmation,
+        "amount": p.amount_minor,
+        "currency": p.currency,
+        "occurred_at": chain.format_time(p.occurred_at),
+        "identifiers": chain.identifiers_commitment(row["salt"], (tok for _, tok in p.identifiers)),
+        "evidence": hashlib.sha256(b"".join(p.evidence)).hexdigest() if p.evidence else None,
+    }
+
+
+def after_commit(rt: Runtime, outbox_id: int, tokens: Sequence[str]) -> None:
+    """Flag the tokens as pending and send the task. Failures are fine: the outbox sweep resends."""
+    try:
+        rt.cache.mark_pending(tokens)
+    except CacheUnavailable:
+        pass
+    rt.queue.send(PROCESS_OUTBOX, outbox_id)
+
+
+def get(rt: Runtime, principal: Principal, incident_id: UUID) -> dict[str, Any]:
+    with rt.db.transaction() as conn:
+        row = store.get_for_platform(conn, incident_id, principal.platform_id)
+        if row is None:
+            raise NotFound("no such incident")
+        evidence = store.evidence_of(conn, incident_id)
+    return {
+        **public_view(row),
+        "category": row["category"],
+        "confirmation": row["confirmation"],
+        "amount": {"value": row["amount_minor"], "currency": row["currency"]},
+        "occurred_at": row["occurred_at"],
+        "reported_at": row["reported_at"],
+        "status_reason": row["status_reason"],
+        "evidence": {"pdq": [bytes(e["pdq"]).hex() for e in evidence]},
+    }
+
+
+def change_status(
+    rt: Runtime, incident_id: UUID, status: str, reason: str | None, kind: str, extra: Mapping[str, Any] | None = None,
+    *, conn: Any,
+) -> int:
+    """Record a status change as a chained event plus an outbox row, in the caller's transaction."""
+    store.set_status(conn, incident_id, status, reason)
+    outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(incident_id)]})
+    payload = {"incident_id": str(incident_id), "status": status, "reason": reason, **(extra or {})}
+    chain_store.append(conn, [NewEvent(kind, incident_id, payload)])
+    return outbox_id
+
+
+def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -> dict[str, Any]:
+    with rt.db.transaction() as conn:
+        row = store.get_for_platform(conn, incident_id, principal.platform_id, lock=True)
+        if row is None:
+            raise NotFound("no such incident")
+        if row["status"] in ("retracted", "expired"):
+            return public_view(row)  # idempotent: retracting twice changes nothing
+        outbox_id = change_status(rt, incident_id, "retracted", reason, "retracted", conn=conn)
+        row = store.get_for_platform(conn, incident_id, principal.platform_id)
+    assert row is not None
+    after_commit(rt, outbox_id, [])
+    return public_view(row)

@@ -1,0 +1,169 @@
+"""Member platforms, API keys and authentication.
+
+A key looks like `ccl_<key id>_<secret>`. Only SHA-256 of the whole key is stored, found by its visible
+key id and compared in constant time. Resolved keys are cached per process for at most
+`auth_cache_seconds` (1 s), which bounds how long a revoked key keeps working in any API worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from ledger.services.runtime import Runtime
+from ledger.storage import platforms as store
+
+SCOPES = ("report", "lookup", "dispute", "admin")
+_KEY_RE = re.compile(r"\Accl_([0-9a-f]{12})_([A-Za-z0-9_-]{32,64})\Z")
+_SLUG_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{1,62}\Z")
+
+
+@dataclass(frozen=True)
+class Principal:
+    platform_id: int
+    slug: str
+    key_id: str
+    scopes: frozenset[str]
+    rate_per_second: int
+    burst: int
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"this API key lacks the '{scope}' scope")
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    platform: str
+    key_id: str
+    key: str
+    scopes: tuple[str, ...]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def parse_scopes(raw: str | list[str]) -> list[str]:
+    scopes = [s.strip() for s in (raw.split(",") if isinstance(raw, str) else raw) if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not scopes or unknown:
+        raise InvalidInput(f"scopes must be a non-empty subset of {', '.join(SCOPES)}", {"scopes": ["unknown scope"]})
+    return sorted(set(scopes), key=SCOPES.index)
+
+
+def _issue(conn: Any, platform_id: int, slug: str, scopes: list[str]) -> IssuedKey:
+    key_id = secrets.token_hex(6)
+    key = f"ccl_{key_id}_{secrets.token_urlsafe(32)}"
+    store.insert_key(conn, key_id, platform_id, _digest(key), scopes)
+    return IssuedKey(slug, key_id, key, tuple(scopes))
+
+
+def create_platform(rt: Runtime, slug: str, name: str, scopes: str | list[str]) -> IssuedKey:
+    if not _SLUG_RE.match(slug):
+        raise InvalidInput("slug must be 2-63 lowercase letters, digits, '-' or '_'", {"slug": ["invalid"]})
+    if not name.strip() or len(name) > 200:
+        raise InvalidInput("name must be 1-200 characters", {"name": ["invalid length"]})
+    wanted = parse_scopes(scopes)
+    with rt.db.transaction() as conn:
+        platform_id = store.create_platform(conn, slug, name.strip())
+        if platform_id < 0:
+            raise Conflict(f"platform '{slug}' already exists")
+        return _issue(conn, platform_id, slug, wanted)
+
+
+def rotate_key(rt: Runtime, slug: str, scopes: str | list[str] | None = None, revoke_old: bool = False) -> IssuedKey:
+    """Issue a new key. Old keys stay valid unless `revoke_old`, so partners can roll over without downtime."""
+    with rt.db.transaction() as conn:
+        platform = store.platform_by_slug(conn, slug)
+        if platform is None:
+            raise NotFound(f"no platform '{slug}'")
+        wanted = parse_scopes(scopes) if scopes else store.active_scopes(conn, platform["id"]) or ["report", "lookup"]
+        if revoke_old:
+            store.revoke_platform_keys(conn, platform["id"])
+        return _issue(conn, platform["id"], slug, wanted)
+
+
+def revoke_key(rt: Runtime, key_id: str) -> None:
+    with rt.db.transaction() as conn:
+        if not store.revoke_key(conn, key_id):
+            raise NotFound(f"no active key '{key_id}'")
+
+
+def list_platforms(rt: Runtime) -> list[dict[str, Any]]:
+    with rt.db.transaction() as conn:
+        return store.list_platforms(conn)
+
+
+def set_trust(rt: Runtime, slug: str, trust: float) -> int:
+    policy = rt.policy
+    if not policy.trust_min <= trust <= policy.trust_max:
+        raise InvalidInput(f"trust must be between {policy.trust_min} and {policy.trust_max}")
+    with rt.db.transaction() as conn:
+        platform = store.platform_by_slug(conn, slug)
+        if platform is None:
+            raise NotFound(f"no platform '{slug}'")
+        store.set_operator_trust(conn, platform["id"], trust)
+        return int(platform["id"])
+
+
+def set_rate_limit(rt: Runtime, slug: str, per_second: int | None, burst: int | None) -> None:
+    with rt.db.transaction() as conn:
+        platform = store.platform_by_slug(conn, slug)
+        if platform is None:
+            raise NotFound(f"no platform '{slug}'")
+        store.set_rate_limit(conn, platform["id"], per_second, burst)
+
+
+class KeyResolver:
+    """Authenticates bearer keys, caching each key id's record briefly in this process."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+
+    def _record(self, key_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        hit = self._cache.get(key_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.rt.db.transaction() as conn:
+            record = store.key_record(conn, key_id)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key_id] = (now + self.rt.settings.auth_cache_seconds, record)
+        return record
+
+    def resolve(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthorized("missing Authorization: Bearer <key> header")
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise Unauthorized("expected Authorization: Bearer <key>")
+        match = _KEY_RE.match(key)
+        if not match:
+            raise Unauthorized("unknown or revoked API key")
+        record = self._record(match.group(1))
+        # Compare even when the record is missing, so timing does not reveal which key ids exist.
+        expected = bytes(record["digest"]) if record else b"\0" * 32
+        if not hmac.compare_digest(expected, _digest(key)) or record is None or record["revoked_at"] is not None:
+            raise Unauthorized("unknown or revoked API key")
+        settings = self.rt.settings
+        return Principal(
+            platform_id=int(record["platform_id"]),
+            slug=record["slug"],
+            key_id=record["key_id"],
+            scopes=frozenset(record["scopes"]),
+            rate_per_second=int(record["rate_per_second"] or settings.rate_limit_per_second),
+            burst=int(record["rate_burst"] or settings.rate_limit_burst),
+        )

@@ -1,0 +1,49 @@
+"""The handles every use case needs: settings, database, cache, task queue and policy.
+
+Built once per process (by `create_app`, the Celery worker or the CLI) and passed explicitly, so that
+services are plain functions of their inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ledger.config import Settings
+from ledger.domain.policy import Policy, load_policy
+from ledger.storage.cache import Cache
+from ledger.storage.db import Database
+from ledger.storage.queue import TaskQueue
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+
+    @cached_property
+    def db(self) -> Database:
+        assert self.settings.database_url
+        return Database(self.settings.database_url, self.settings.pool_min, self.settings.pool_max)
+
+    @cached_property
+    def cache(self) -> Cache:
+        assert self.settings.redis_url
+        return Cache(self.settings.redis_url)
+
+    @cached_property
+    def queue(self) -> TaskQueue:
+        assert self.settings.redis_url
+        return TaskQueue(self.settings.redis_url)
+
+    @cached_property
+    def policy(self) -> Policy:
+        return load_policy(self.settings.policy_path)
+
+    @property
+    def identity_key(self) -> str:
+        assert self.settings.identity_key, "Settings.require_services() fills the identity key"
+        return self.settings.identity_key
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.close()

@@ -1,0 +1,267 @@
+"""Scoring jobs: link incidents into subjects, recompute scores, refresh the Redis cache.
+
+Every job is idempotent and safe to run twice or out of order:
+- linking only touches incidents whose subject is still unknown, under an advisory lock;
+- a score is written only if computed from a ledger position at least as new as the stored one, in
+  PostgreSQL (`scores.upsert_many`) and in Redis (a compare-and-set script);
+- an outbox row is marked done only after both writes succeeded, so a killed worker or a dead Redis
+  leaves it pending for the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from ledger.domain.scoring import Assessment, IncidentFacts, assess
+from ledger.identity import STRONG_TYPES
+from ledger.services.runtime import Runtime
+from ledger.storage import chain as chain_store
+from ledger.storage import incidents as incident_store
+from ledger.storage import outbox, scores, subjects
+from ledger.storage.cache import CacheUnavailable
+from ledger.storage.queue import PROCESS_OUTBOX
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+def link_incidents(rt: Runtime, incident_ids: Sequence[UUID]) -> set[int]:
+    """Give every incident a subject, merging subjects its strong identifiers connect. Returns the roots."""
+    with rt.db.transaction() as conn:
+        subjects.lock_linking(conn)
+        rows = conn.execute(
+            "SELECT id, subject_id FROM incidents WHERE id = ANY(%s) ORDER BY reported_at, id", (list(incident_ids),)
+        ).fetchall()
+        unlinked = [r["id"] for r in rows if r["subject_id"] is None]
+        tokens_by_incident: dict[UUID, list[tuple[str, str]]] = {}
+        for t in incident_store.tokens_of(conn, unlinked):
+            if t["id_type"] in STRONG_TYPES:
+                tokens_by_incident.setdefault(t["incident_id"], []).append((t["token"], t["id_type"]))
+        for incident_id in unlinked:
+            pairs = tokens_by_incident.get(incident_id, [])
+            known = subjects.subjects_of_tokens(conn, [p[0] for p in pairs]) if pairs else {}
+            found = sorted(set(known.values()))
+            if not found:
+                root = subjects.new_subject(conn)
+            elif len(found) == 1:
+                root = found[0]
+            else:
+                size = subjects.sizes(conn, found)
+                root = max(found, key=lambda s: (size.get(s, 0), -s))
+                subjects.merge(conn, root, [s for s in found if s != root])
+            subjects.link_tokens(conn, root, pairs)
+            incident_store.set_subject(conn, [incident_id], root)
+        final = conn.execute("SELECT DISTINCT subject_id FROM incidents WHERE id = ANY(%s)", (list(incident_ids),))
+        return {int(r["subject_id"]) for r in final.fetchall() if r["subject_id"] is not None}
+
+
+def _facts(row: dict[str, Any]) -> IncidentFacts:
+    return IncidentFacts(
+        platform_id=int(row["platform_id"]),
+        category=row["category"],
+        confirmation=row["confirmation"],
+        amount_minor=int(row["amount_minor"]),
+        currency=row["currency"].strip(),
+        occurred_at=row["occurred_at"],
+        status=row["status"],
+        platform_trust=float(row["effective_trust"]),
+        has_statement=bool(row["has_statement"]),
+    )
+
+
+def cache_entry(subject_id: int, a: Assessment | dict[str, Any], policy_version: str, at: datetime) -> dict[str, Any]:
+    """The compact decision stored in Redis under each of the subject's tokens."""
+    if isinstance(a, dict):  # a risk_scores row
+        return {
+            "s": subject_id, "score": a["score"], "tier": a["tier"], "why": list(a["reasons"]),
+            "n": a["incidents"], "p": a["platforms"],
+            "last": a["last_incident_at"].isoformat() if a["last_incident_at"] else None,
+            "pv": a["policy_version"], "at": a["computed_at"].isoformat(),
+        }
+    return {
+        "s": subject_id, "score": a.score, "tier": a.tier, "why": list(a.reasons), "n": a.incidents,
+        "p": a.platforms, "last": a.last_incident_at.isoformat() if a.last_incident_at else None,
+        "pv": policy_version, "at": at.isoformat(),
+    }
+
+
+def rescore(rt: Runtime, subject_ids: Iterable[int], now: datetime | None = None) -> int:
+    """Recompute the given subjects from their incidents; write PostgreSQL, then Redis. Returns how many."""
+    ids = sorted(set(subject_ids))
+    total = 0
+    for start in range(0, len(ids), CHUNK):
+        total += _rescore_chunk(rt, ids[start : start + CHUNK], now)
+    return total
+
+
+def _rescore_chunk(rt: Runtime, ids: list[int], now: datetime | None) -> int:
+    policy = rt.policy
+    at = now or datetime.now(UTC)
+    with rt.db.transaction(isolation="REPEATABLE READ") as conn:
+        seq = chain_store.head_seq(conn)
+        live = {
+            int(r["id"])
+            for r in conn.execute("SELECT id FROM subjects WHERE id = ANY(%s) AND merged_into IS NULL", (ids,))
+        }
+        by_subject: dict[int, list[IncidentFacts]] = {s: [] for s in live}
+        for row in incident_store.facts_for_subjects(conn, list(live)):
+            by_subject[int(row["subject_id"])].append(_facts(row))
+        assessments = {s: assess(facts, at, policy) for s, facts in by_subject.items()}
+        written = scores.upsert_many(
+            conn,
+            [
+                {
+                    "subject_id": s, "score": a.score, "tier": a.tier, "restrictions": list(a.restrictions),
+                    "reasons": list(a.reasons), "incidents": a.incidents, "platforms": a.platforms,
+                    "last_incident_at": a.last_incident_at, "policy_version": policy.version,
+                    "computed_from_seq": seq, "computed_at": at, "review_at": a.review_at,
+                }
+                for s, a in assessments.items()
+            ],
+        )
+        tokens = subjects.strong_tokens(conn, list(written))
+        devices = subjects.device_subject_counts(conn, subjects.device_tokens(conn, list(written)))
+    by_token: dict[str, dict[str, Any]] = {}
+    for s in written:
+        entry = cache_entry(s, assessments[s], policy.version, at)
+        for token in tokens.get(s, []):
+            by_token[token] = entry
+    for token, count in devices.items():
+        by_token[token] = {"d": count, "pv": policy.version, "at": at.isoformat()}
+    rt.cache.put_decisions(seq, by_token)
+    return len(written)
+
+
+def process_outbox(rt: Runtime, outbox_id: int) -> str:
+    """The body of the `ledger.process_outbox` task. Safe to run any number of times."""
+    with rt.db.transaction() as conn:
+        row = outbox.get(conn, outbox_id)
+    if row is None:
+        return "missing"
+    if row["done_at"] is not None:
+        return "already-done"
+    args = row["args"]
+    affected: set[int] = set()
+    if "incidents" in args:
+        affected |= link_incidents(rt, [UUID(i) for i in args["incidents"]])
+    if "subjects" in args:
+        affected |= {int(s) for s in args["subjects"]}
+    if "platform" in args:
+        rescore_platform(rt, int(args["platform"]))
+    rescore(rt, affected)
+    with rt.db.transaction() as conn:
+        outbox.mark_done(conn, outbox_id)
+    return "done"
+
+
+def rescore_platform(rt: Runtime, platform_id: int) -> int:
+    total, after = 0, 0
+    while True:
+        with rt.db.transaction() as conn:
+            rows = conn.execute(
+                """SELECT DISTINCT subject_id FROM incidents WHERE platform_id = %s AND subject_id > %s
+                   AND subject_id IS NOT NULL ORDER BY subject_id LIMIT %s""",
+                (platform_id, after, CHUNK),
+            ).fetchall()
+        if not rows:
+            return total
+        ids = [int(r["subject_id"]) for r in rows]
+        total += rescore(rt, ids)
+        after = ids[-1]
+
+
+def link_pending(rt: Runtime, limit: int = 5000) -> set[int]:
+    """Link incidents that never got a subject (e.g. reports accepted while the broker was down)."""
+    with rt.db.transaction() as conn:
+        rows = conn.execute("SELECT id FROM incidents WHERE subject_id IS NULL LIMIT %s", (limit,)).fetchall()
+    return link_incidents(rt, [r["id"] for r in rows]) if rows else set()
+
+
+def rescore_all(rt: Runtime, chunk: int = CHUNK) -> int:
+    """Recompute every subject, in chunks. The CLI twin of a policy change."""
+    link_pending(rt, limit=10**9)
+    total, after = 0, 0
+    while True:
+        with rt.db.transaction() as conn:
+            ids = subjects.all_subject_ids(conn, after, chunk)
+        if not ids:
+            return total
+        total += rescore(rt, ids)
+        after = ids[-1]
+
+
+def rescore_due(rt: Runtime, now: datetime | None = None, limit: int = 50_000) -> int:
+    """The daily decay job: only subjects whose tier can drop by decay alone by now."""
+    at = now or datetime.now(UTC)
+    with rt.db.transaction() as conn:
+        ids = scores.due_for_review(conn, at, limit)
+    return rescore(rt, ids, now=at)
+
+
+def rescore_stale_policy(rt: Runtime, max_chunks: int = 20) -> int:
+    """After a policy version change, recompute subjects scored under another version, a few chunks a run."""
+    total, after = 0, 0
+    for _ in range(max_chunks):
+        with rt.db.transaction() as conn:
+            ids = scores.stale_policy(conn, rt.policy.version, after, CHUNK)
+        if not ids:
+            break
+        total += rescore(rt, ids)
+        after = ids[-1]
+    return total
+
+
+def sweep_outbox(rt: Runtime, limit: int = 500) -> int:
+    """Re-send outbox rows never marked done. The beat task and `ledger outbox flush --send` call this."""
+    with rt.db.transaction() as conn:
+        rows = outbox.due(conn, rt.settings.outbox_grace_seconds, limit)
+        ids = [int(r["id"]) for r in rows]
+        if ids:
+            outbox.mark_sent(conn, ids)
+    sent = sum(1 for i in ids if rt.queue.send(PROCESS_OUTBOX, i))
+    return sent
+
+
+def flush_outbox(rt: Runtime, limit: int = 10_000) -> int:
+    """Process every pending outbox row synchronously in this process (no broker needed)."""
+    with rt.db.transaction() as conn:
+        ids = [int(r["id"]) for r in conn.execute(
+            "SELECT id FROM outbox WHERE done_at IS NULL ORDER BY id LIMIT %s", (limit,)
+        ).fetchall()]
+    done = 0
+    for outbox_id in ids:
+        try:
+            if process_outbox(rt, outbox_id) == "done":
+                done += 1
+        except CacheUnavailable:
+            log.warning("redis unavailable; outbox row %s stays pending", outbox_id)
+    return done
+
+
+def rebuild_cache(rt: Runtime, chunk: int = 5000) -> int:
+    """Write every stored score back into Redis (`ledger cache rebuild`)."""
+    written, after = 0, 0
+    while True:
+        with rt.db.transaction(isolation="REPEATABLE READ") as conn:
+            seq = chain_store.head_seq(conn)
+            rows = scores.iter_all(conn, after, chunk)
+            if not rows:
+                return written
+            ids = [int(r["subject_id"]) for r in rows]
+            tokens = subjects.strong_tokens(conn, ids)
+            devices = subjects.device_subject_counts(conn, subjects.device_tokens(conn, ids))
+        by_token: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            entry = cache_entry(int(row["subject_id"]), row, row["policy_version"], row["computed_at"])
+            for token in tokens.get(int(row["subject_id"]), []):
+                by_token[token] = entry
+        for token, count in devices.items():
+            by_token[token] = {"d": count, "pv": rt.policy.version, "at": datetime.now(UTC).isoformat()}
+        rt.cache.put_decisions(seq, by_token)
+        written += len(by_token)
+        after = ids[-1]
