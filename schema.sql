@@ -58,8 +58,6 @@ CREATE TABLE IF NOT EXISTS incidents (
     subject_id     bigint REFERENCES subjects (id),
     -- Salt of the identifiers commitment in the chain; deleted on expiry (crypto-shredding).
     salt           bytea,
-    seq            bigint NOT NULL,
-    entry_hash     text NOT NULL,
     UNIQUE (platform_id, external_id)
 );
 CREATE INDEX IF NOT EXISTS incidents_subject ON incidents (subject_id);
@@ -151,6 +149,7 @@ CREATE TABLE IF NOT EXISTS lookups (
     purpose      text NOT NULL,
     refund_ref   text,
     tokens       text[],
+    salt         bytea,
     tokens_commitment text NOT NULL,
     tier         text NOT NULL,
     reasons      text[] NOT NULL,
@@ -165,7 +164,7 @@ CREATE OR REPLACE FUNCTION lookups_guard() RETURNS trigger LANGUAGE plpgsql AS $
 BEGIN
     -- Only the retention job may touch a row, and only to erase its tokens.
     IF TG_OP = 'UPDATE' AND current_setting('ledger.erasure', true) = 'on'
-       AND NEW.tokens IS NULL AND NEW.refund_ref IS NULL
+       AND NEW.tokens IS NULL AND NEW.refund_ref IS NULL AND NEW.salt IS NULL
        AND (NEW.id, NEW.platform_id, NEW.key_id, NEW.purpose, NEW.tokens_commitment, NEW.tier, NEW.reasons, NEW.at, NEW.row_hash)
            IS NOT DISTINCT FROM (OLD.id, OLD.platform_id, OLD.key_id, OLD.purpose, OLD.tokens_commitment, OLD.tier, OLD.reasons, OLD.at, OLD.row_hash)
     THEN

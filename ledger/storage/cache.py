@@ -42,6 +42,7 @@ return written
 _TOKEN_BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -49,14 +50,14 @@ local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= cost then
+  tokens = tokens - cost
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 local retry = 0
-if allowed == 0 then retry = math.ceil((1 - tokens) / rate) end
+if allowed == 0 then retry = math.max(1, math.ceil((cost - tokens) / rate)) end
 return {allowed, math.floor(tokens), retry}
 """
 
@@ -113,14 +114,14 @@ class Cache:
 
     # -- hot path --------------------------------------------------------------------------------
     def lookup(
-        self, tokens: Sequence[str], quota_key: str | None = None, rate: int = 0, burst: int = 0
+        self, tokens: Sequence[str], quota_key: str | None = None, rate: int = 0, burst: int = 0, cost: int = 1
     ) -> CachedLookup:
         """One round trip: the quota bucket (if asked), the decisions and the pending flags."""
         self._guard()
         try:
             pipe = self.client.pipeline(transaction=False)
             if quota_key is not None:
-                self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst], client=pipe)
+                self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst, cost], client=pipe)
             pipe.mget([TOKEN_KEY + t for t in tokens] + [PENDING_KEY + t for t in tokens])
             results = pipe.execute()
         except redis.RedisError as exc:
@@ -139,7 +140,7 @@ class Cache:
     def take_quota(self, quota_key: str, rate: int, burst: int) -> Quota:
         self._guard()
         try:
-            allowed, remaining, retry = self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst])
+            allowed, remaining, retry = self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst, 1])
         except redis.RedisError:
             self._trip()
             raise CacheUnavailable("quota") from None

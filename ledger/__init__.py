@@ -1,0 +1,58 @@
+"""Consumer Credit Ledger: a consortium ledger of confirmed refund fraud.
+
+`create_app` only wires things together: settings, the runtime (pool, cache, queue, policy), the API
+with its blueprints and the one problem+json error envelope.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from ledger.config import Settings
+
+__all__ = ["create_app"]
+
+JSON_TYPES = ("application/json",)
+MULTIPART_ENDPOINTS: frozenset[str] = frozenset()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from ledger.api import incidents, lookups, problems, system
+    from ledger.services.platforms import KeyResolver
+    from ledger.services.runtime import Runtime
+
+    settings = (settings or Settings.from_env()).require_services()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="Consumer Credit Ledger",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "info": {"description": "Cross-platform ledger of confirmed refund fraud. Errors are RFC 9457 "
+                     "application/problem+json."},
+        },
+    )
+    rt = Runtime(settings)
+    app.extensions["ledger.runtime"] = rt
+    app.extensions["ledger.keys"] = KeyResolver(rt)
+
+    api = problems.ProblemApi(app)
+    for module in (system, incidents, lookups):
+        api.register_blueprint(module.blp)
+    problems.register(app)
+
+    @app.before_request
+    def _require_json() -> object:
+        if request.method in ("POST", "PUT", "PATCH") and request.endpoint not in MULTIPART_ENDPOINTS:
+            mimetype = request.mimetype or ""
+            if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+                return problems.problem(415, "Unsupported Media Type", "send the body as application/json")
+        return None
+
+    return app

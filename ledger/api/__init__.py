@@ -1,0 +1,1 @@
+"""HTTP API: flask-smorest blueprints and marshmallow schemas. The only layer that knows about HTTP."""

@@ -1,0 +1,119 @@
+"""Incident endpoints: report (single and batch), read, retract."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import marshmallow as ma
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ledger import metrics
+from ledger.api import schemas
+from ledger.api.context import principal, requires, runtime
+from ledger.api.problems import flatten, problem_for
+from ledger.errors import InvalidInput, LedgerError
+from ledger.services import incidents
+
+blp = Blueprint("incidents", __name__, url_prefix="/v1/incidents", description="The incident ledger")
+SECURITY = [{"bearerAuth": []}]
+
+
+def _problem_body(error: LedgerError) -> dict[str, Any]:
+    return dict(json.loads(problem_for(error).get_data()))
+
+
+@blp.route("")
+class IncidentCollection(MethodView):
+    @blp.doc(security=SECURITY)
+    @requires("report")
+    @blp.arguments(schemas.IncidentSchema)
+    @blp.response(201, schemas.IncidentCreatedSchema)
+    @blp.alt_response(200, schema=schemas.IncidentCreatedSchema, description="Replay of an earlier identical report")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def post(self, incident: dict[str, Any]) -> Any:
+        """Report a confirmed incident
+
+        Durable and hash-chained before 201. Retrying with the same `external_id` and body returns 200
+        and the original result; the same `external_id` with a different body is a 409.
+        """
+        [outcome] = incidents.report(runtime(), principal(), [incident])
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.status == 201:
+            metrics.INCIDENTS.inc()
+        return outcome.body, outcome.status
+
+
+@blp.route("/batch")
+class IncidentBatch(MethodView):
+    @blp.doc(security=SECURITY)
+    @requires("report")
+    @blp.arguments(schemas.IncidentBatchSchema)
+    @blp.response(200, schemas.IncidentBatchResultSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def post(self, batch: dict[str, Any]) -> Any:
+        """Report up to 1,000 incidents
+
+        One result per item, in order: 201, 200 (replay), 409 or 422. One bad item does not sink others.
+        """
+        schema = schemas.IncidentSchema()
+        items: list[dict[str, Any] | LedgerError] = []
+        for raw in batch["incidents"]:
+            try:
+                items.append(schema.load(raw))
+            except ma.ValidationError as exc:
+                items.append(InvalidInput("the incident is invalid", flatten(exc.messages)))
+        outcomes = incidents.report(runtime(), principal(), items)
+        metrics.INCIDENTS.inc(sum(1 for o in outcomes if o.status == 201))
+        return {
+            "results": [
+                {
+                    "index": i,
+                    "status": o.status,
+                    "incident": o.body if o.error is None else None,
+                    "problem": _problem_body(o.error) if o.error is not None else None,
+                }
+                for i, o in enumerate(outcomes)
+            ]
+        }
+
+
+@blp.route("/<uuid:incident_id>")
+class IncidentItem(MethodView):
+    @blp.doc(security=SECURITY)
+    @requires("report")
+    @blp.response(200, schemas.IncidentSchemaOut)
+    @blp.alt_response(404, response="NOT_FOUND", description="Unknown, or reported by another platform")
+    def get(self, incident_id: UUID) -> Any:
+        """Read one of your own incidents
+
+        Another platform's incident is a 404, never a 403, so that its existence is not revealed.
+        """
+        return incidents.get(runtime(), principal(), incident_id)
+
+
+@blp.route("/<uuid:incident_id>/retract")
+class IncidentRetract(MethodView):
+    @blp.doc(security=SECURITY)
+    @requires("report")
+    @blp.arguments(schemas.RetractSchema)
+    @blp.response(200, schemas.IncidentCreatedSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, body: dict[str, Any], incident_id: UUID) -> Any:
+        """Retract one of your incidents
+
+        The incident stays in the ledger with status `retracted` and stops counting.
+        """
+        return incidents.retract(runtime(), principal(), incident_id, body["reason"])

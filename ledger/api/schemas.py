@@ -1,0 +1,208 @@
+"""marshmallow schemas: the API contract, and the source of the OpenAPI document.
+
+Strict types throughout: money is `Integer(strict=True)` in minor units, so 12.5 or "100" is a 422,
+and every schema rejects unknown fields. There is deliberately no free-text field on incidents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import RAISE, ValidationError, validate, validates_schema
+
+from ledger.identity import IDENTIFIER_TYPES
+
+CATEGORIES = (
+    "fabricated_evidence", "false_damage_claim", "false_not_received", "refund_only_abuse", "return_fraud",
+    "chargeback_abuse",
+)
+CONFIRMATIONS = ("platform_review", "merchant_evidence", "consumer_admission", "court_or_police")
+PURPOSES = ("refund_review", "dispute_investigation", "account_review")
+REFUND_KINDS = ("refund_only", "return_and_refund")
+RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
+PDQ = validate.Regexp(r"\A[0-9a-f]{64}\Z", error="must be 64 lowercase hex characters")
+TOKEN = validate.Regexp(r"\A[0-9a-f]{64}\Z", error="must be 64 lowercase hex characters")
+
+
+class Strict(ma.Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class IdentifierSchema(Strict):
+    """One consumer identifier: a raw `value` (normalised and tokenised by the server, then forgotten) or
+    a `token` computed by the platform with `ledger.identity.tokenize`. Exactly one of the two."""
+
+    type = ma.fields.String(required=True, validate=validate.OneOf(IDENTIFIER_TYPES))
+    value = ma.fields.String(validate=validate.Length(min=1, max=256), load_only=True)
+    token = ma.fields.String(validate=TOKEN)
+
+    @validates_schema
+    def one_of_value_or_token(self, data: dict[str, Any], **_: Any) -> None:
+        if ("value" in data) == ("token" in data):
+            raise ValidationError("give exactly one of 'value' or 'token'", "_schema")
+
+
+class AmountSchema(Strict):
+    value = ma.fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=10**13),
+        metadata={"description": "Amount in minor units (fen for CNY), a positive integer"},
+    )
+    currency = ma.fields.String(
+        required=True, validate=validate.Regexp(r"\A[A-Z]{3}\Z", error="must be an ISO 4217 code such as CNY")
+    )
+
+
+class EvidenceSchema(Strict):
+    pdq = ma.fields.List(ma.fields.String(validate=PDQ), required=True, validate=validate.Length(min=1, max=20))
+
+
+Identifiers = ma.fields.List(
+    ma.fields.Nested(IdentifierSchema), required=True, validate=validate.Length(min=1, max=10)
+)
+
+
+class IncidentSchema(Strict):
+    """A confirmed fraudulent refund. Report outcomes you have confirmed, not suspicions."""
+
+    external_id = ma.fields.String(
+        required=True, validate=validate.Length(min=1, max=128),
+        metadata={"description": "Your own reference; unique per platform; retrying with it is safe"},
+    )
+    category = ma.fields.String(required=True, validate=validate.OneOf(CATEGORIES))
+    confirmation = ma.fields.String(required=True, validate=validate.OneOf(CONFIRMATIONS))
+    amount = ma.fields.Nested(AmountSchema, required=True)
+    occurred_at = ma.fields.AwareDateTime(
+        required=True, format="iso", metadata={"description": "RFC 3339; not in the future; within retention"}
+    )
+    identifiers = Identifiers
+    evidence = ma.fields.Nested(EvidenceSchema)
+
+
+class IncidentBatchSchema(Strict):
+    incidents = ma.fields.List(
+        ma.fields.Dict(), required=True, validate=validate.Length(min=1, max=1000),
+        metadata={"description": "1 to 1,000 incidents, each as for POST /v1/incidents"},
+    )
+
+
+class IncidentCreatedSchema(ma.Schema):
+    id = ma.fields.UUID(required=True)
+    external_id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, validate=validate.OneOf(("active", "disputed", "retracted", "expired")))
+    seq = ma.fields.Integer(required=True, metadata={"description": "Ledger sequence number of the report"})
+    entry_hash = ma.fields.String(required=True, metadata={"description": "Hash-chain entry of the report"})
+
+
+class IncidentSchemaOut(IncidentCreatedSchema):
+    category = ma.fields.String(required=True)
+    confirmation = ma.fields.String(required=True)
+    amount = ma.fields.Nested(AmountSchema, required=True)
+    occurred_at = ma.fields.DateTime(required=True)
+    reported_at = ma.fields.DateTime(required=True)
+    status_reason = ma.fields.String(allow_none=True)
+    evidence = ma.fields.Dict()
+
+
+class ProblemItemSchema(ma.Schema):
+    type = ma.fields.String()
+    title = ma.fields.String()
+    status = ma.fields.Integer()
+    detail = ma.fields.String()
+    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+
+
+class BatchItemResultSchema(ma.Schema):
+    index = ma.fields.Integer(required=True)
+    status = ma.fields.Integer(required=True, metadata={"description": "201, 200, 409 or 422"})
+    incident = ma.fields.Nested(IncidentCreatedSchema, allow_none=True)
+    problem = ma.fields.Nested(ProblemItemSchema, allow_none=True)
+
+
+class IncidentBatchResultSchema(ma.Schema):
+    results = ma.fields.List(ma.fields.Nested(BatchItemResultSchema), required=True)
+
+
+class RetractSchema(Strict):
+    reason = ma.fields.String(required=True, validate=validate.OneOf(RETRACT_REASONS))
+
+
+class CheckpointSchema(ma.Schema):
+    seq = ma.fields.Integer(required=True)
+    head_hash = ma.fields.String(required=True)
+    at = ma.fields.DateTime(required=True)
+
+
+class RefundSchema(Strict):
+    reference = ma.fields.String(validate=validate.Length(min=1, max=128),
+                                 metadata={"description": "Your refund or order reference (purpose limitation)"})
+    amount = ma.fields.Nested(AmountSchema)
+    kind = ma.fields.String(validate=validate.OneOf(REFUND_KINDS))
+
+
+class LookupSchema(Strict):
+    """Ask, before approving a refund, whether to restrict it. Every lookup is recorded for the consumer."""
+
+    identifiers = Identifiers
+    purpose = ma.fields.String(required=True, validate=validate.OneOf(PURPOSES))
+    refund = ma.fields.Nested(RefundSchema)
+    evidence = ma.fields.Nested(EvidenceSchema)
+
+
+class LookupBatchSchema(Strict):
+    lookups = ma.fields.List(ma.fields.Dict(), required=True, validate=validate.Length(min=1, max=100))
+
+
+class ReasonSchema(ma.Schema):
+    code = ma.fields.String(required=True)
+    text_zh = ma.fields.String(required=True)
+    text_en = ma.fields.String(required=True)
+
+
+RESTRICTIONS_HELP = (
+    "What a refund system should do for each restriction: `manual_review`: route the claim to a person "
+    "before approving; `no_refund_only`: do not grant a refund without the goods coming back; "
+    "`require_return`: approve only after the goods are returned and checked; `no_auto_refund`: never "
+    "approve automatically, even on a return. With refund.kind=return_and_refund, `no_refund_only` and "
+    "`require_return` are already satisfied and are left out. The ledger informs the decision; the "
+    "refund system makes it."
+)
+
+
+class DecisionSchema(ma.Schema):
+    tier = ma.fields.String(required=True, validate=validate.OneOf(("clear", "review", "return_required", "hold")))
+    restrictions = ma.fields.List(ma.fields.String(), required=True, metadata={"description": RESTRICTIONS_HELP})
+    score = ma.fields.Integer(required=True)
+    reasons = ma.fields.List(ma.fields.Nested(ReasonSchema), required=True)
+
+
+class SummarySchema(ma.Schema):
+    incidents = ma.fields.Integer(required=True)
+    platforms = ma.fields.Integer(required=True, metadata={"description": "How many platforms; never which"})
+    last_incident_at = ma.fields.String(allow_none=True)
+
+
+class LookupResultSchema(ma.Schema):
+    lookup_id = ma.fields.UUID(required=True)
+    decision = ma.fields.Nested(DecisionSchema, required=True)
+    summary = ma.fields.Nested(SummarySchema, required=True)
+    policy_version = ma.fields.String(required=True)
+    computed_at = ma.fields.String(allow_none=True)
+    stale = ma.fields.Boolean(required=True, metadata={"description": "A recompute is pending"})
+
+
+class LookupBatchItemSchema(ma.Schema):
+    index = ma.fields.Integer(required=True)
+    status = ma.fields.Integer(required=True)
+    lookup = ma.fields.Nested(LookupResultSchema, allow_none=True)
+    problem = ma.fields.Nested(ProblemItemSchema, allow_none=True)
+
+
+class LookupBatchResultSchema(ma.Schema):
+    results = ma.fields.List(ma.fields.Nested(LookupBatchItemSchema), required=True)
+
+
+class HealthSchema(ma.Schema):
+    status = ma.fields.String(required=True)
+    checks = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())

@@ -1,0 +1,65 @@
+"""Health, readiness, metrics and the ledger checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ledger import metrics
+from ledger.api import schemas
+from ledger.api.context import runtime
+from ledger.services import verification
+
+blp = Blueprint("system", __name__, description="Health, metrics and tamper evidence")
+
+
+@blp.route("/healthz")
+class Health(MethodView):
+    @blp.response(200, schemas.HealthSchema)
+    def get(self) -> Any:
+        """The process is up"""
+        return {"status": "ok"}
+
+
+@blp.route("/readyz")
+class Ready(MethodView):
+    @blp.response(200, schemas.HealthSchema)
+    @blp.alt_response(503, schema=schemas.HealthSchema, description="A dependency is down; `checks` names it")
+    def get(self) -> Any:
+        """PostgreSQL and Redis are reachable
+
+        When Redis is down lookups fall back to PostgreSQL: `checks.lookup_path` says `postgres-fallback`.
+        """
+        rt = runtime()
+        postgres = rt.db.ping()
+        redis = rt.cache.ping()
+        checks = {
+            "postgres": "ok" if postgres else "down",
+            "redis": "ok" if redis else "down",
+            "lookup_path": "redis" if redis else ("postgres-fallback" if postgres else "unavailable"),
+        }
+        ok = postgres and redis
+        return {"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503
+
+
+@blp.route("/metrics")
+class Metrics(MethodView):
+    @blp.doc(responses={"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}})
+    def get(self) -> Response:
+        """Prometheus metrics"""
+        return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
+@blp.route("/v1/ledger/checkpoint")
+class Checkpoint(MethodView):
+    @blp.response(200, schemas.CheckpointSchema)
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def get(self) -> Any:
+        """The current head of the hash chain
+
+        Publish it: anyone holding an older checkpoint can later check that history was only appended to.
+        """
+        return verification.checkpoint(runtime())

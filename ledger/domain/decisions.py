@@ -1,0 +1,100 @@
+"""Combining cached subject scores into one refund-time decision. Pure: no I/O.
+
+A lookup may name identifiers of several subjects (or none). The decision takes the most restrictive
+tier and the union of reasons; device identifiers are a weak signal that never merges subjects and on
+their own raise the tier at most to the policy's device tier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ledger.domain import chain
+from ledger.domain.policy import Policy
+
+SATISFIED_BY_RETURN = frozenset({"no_refund_only", "require_return"})
+
+
+@dataclass(frozen=True)
+class SubjectView:
+    subject_id: int
+    score: int
+    tier: str
+    reasons: tuple[str, ...]
+    incidents: int
+    platforms: int
+    last_incident_at: str | None
+    policy_version: str
+    computed_at: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    tier: str
+    restrictions: tuple[str, ...]
+    score: int
+    reasons: tuple[str, ...]
+    incidents: int
+    platforms: int
+    last_incident_at: str | None
+    policy_version: str
+    computed_at: str | None
+
+
+def decide(
+    subjects: Sequence[SubjectView],
+    device_subjects: Sequence[int],
+    kind: str | None,
+    policy: Policy,
+    evidence_matched: bool = False,
+) -> Decision:
+    unique = {s.subject_id: s for s in subjects}
+    views = sorted(unique.values(), key=lambda s: (-policy.rank(s.tier), -s.score, s.subject_id))
+    clear = policy.tiers[-1].name
+    tier = views[0].tier if views else clear
+    reasons: list[str] = []
+    for view in views:
+        reasons.extend(r for r in view.reasons if r not in reasons)
+    if len(views) > 1:
+        reasons.append("MULTIPLE_SUBJECTS_MATCHED")
+    if any(n >= policy.device_min_subjects for n in device_subjects):
+        reasons.append("DEVICE_LINKED")
+        if not views and policy.rank(tier) < policy.rank(policy.device_max_tier):
+            tier = policy.device_max_tier
+    if evidence_matched:
+        reasons.append("EVIDENCE_REUSED")
+        if policy.rank(tier) < policy.rank(policy.evidence_min_tier):
+            tier = policy.evidence_min_tier
+    restrictions = policy.tier(tier).restrictions
+    if kind == "return_and_refund":
+        restrictions = tuple(r for r in restrictions if r not in SATISFIED_BY_RETURN)
+    lasts = [v.last_incident_at for v in views if v.last_incident_at]
+    return Decision(
+        tier=tier,
+        restrictions=restrictions,
+        score=max((v.score for v in views), default=0),
+        reasons=tuple(reasons),
+        incidents=sum(v.incidents for v in views),
+        platforms=max((v.platforms for v in views), default=0),
+        last_incident_at=max(lasts) if lasts else None,
+        policy_version=views[0].policy_version if views else policy.version,
+        computed_at=min(v.computed_at for v in views) if views else None,
+    )
+
+
+def audit_row_hash(
+    lookup_id: str, platform_id: int, key_id: str, purpose: str, tokens_commitment: str, tier: str,
+    reasons: Sequence[str], at: str,
+) -> str:
+    """Digest of the parts of a lookup record that are never erased; `ledger verify` re-checks it."""
+    body = {
+        "id": lookup_id, "platform_id": platform_id, "key_id": key_id, "purpose": purpose,
+        "tokens": tokens_commitment, "tier": tier, "reasons": list(reasons), "at": at,
+    }
+    return hashlib.sha256(chain.canonical(body)).hexdigest()
+
+
+def lookup_commitment(salt: bytes, tokens: Sequence[str], refund_ref: str | None) -> str:
+    return chain.identifiers_commitment(salt + b"\0" + (refund_ref or "").encode(), tokens)

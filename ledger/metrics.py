@@ -1,0 +1,37 @@
+"""Prometheus metrics shared by the API and services.
+
+Under gunicorn, `ledger serve` sets PROMETHEUS_MULTIPROC_DIR so that /metrics aggregates all workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+LOOKUPS = Counter("ledger_lookups_total", "Lookups answered, by tier and purpose", ["tier", "purpose"])
+LOOKUP_LATENCY = Histogram(
+    "ledger_lookup_seconds",
+    "Time to answer a lookup request",
+    buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+REQUEST_LATENCY = Histogram(
+    "ledger_request_seconds", "Time to answer an API request, by endpoint", ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+FALLBACKS = Counter("ledger_cache_fallbacks_total", "Lookups answered from PostgreSQL because Redis failed")
+RATE_LIMITED = Counter("ledger_rate_limited_total", "Requests refused with 429")
+FISHING = Counter(
+    "ledger_lookups_without_refund_reference_total",
+    "refund_review lookups without a refund reference (possible fishing), by platform",
+    ["platform"],
+)
+INCIDENTS = Counter("ledger_incidents_reported_total", "Incidents accepted (201)")
+
+
+def render() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,0 +1,191 @@
+"""Refund-time lookups: the hot path.
+
+One Redis round trip fetches the key's quota, every token's cached decision and pending flags; no scoring
+and no scan of incidents happen here. If Redis fails, an indexed PostgreSQL join over `risk_scores`
+gives the same decision, slower. The audit record is committed before the answer is returned (see
+docs/audit.md for why this path was chosen over a Redis stream).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from ledger import metrics
+from ledger.domain import chain
+from ledger.domain.decisions import Decision, SubjectView, audit_row_hash, decide, lookup_commitment
+from ledger.errors import InvalidInput, LedgerError, NotFound, QuotaExceeded
+from ledger.services.identifiers import tokenize_all
+from ledger.services.platforms import Principal
+from ledger.services.runtime import Runtime
+from ledger.services.scoring import cache_entry
+from ledger.storage import audit, scores, subjects
+from ledger.storage.cache import CacheUnavailable
+
+log = logging.getLogger(__name__)
+
+PURPOSES = ("refund_review", "dispute_investigation", "account_review")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    purpose: str
+    refund_ref: str | None
+    kind: str | None
+    tokens: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    error: LedgerError | None = None
+
+
+def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
+    refund = request.get("refund") or {}
+    return Prepared(
+        purpose=request["purpose"],
+        refund_ref=refund.get("reference"),
+        kind=refund.get("kind"),
+        tokens=tokenize_all(request["identifiers"], rt.identity_key),
+    )
+
+
+def _view(entry: Mapping[str, Any]) -> SubjectView:
+    return SubjectView(
+        subject_id=int(entry["s"]), score=int(entry["score"]), tier=entry["tier"], reasons=tuple(entry["why"]),
+        incidents=int(entry["n"]), platforms=int(entry["p"]), last_incident_at=entry["last"],
+        policy_version=entry["pv"], computed_at=entry["at"],
+    )
+
+
+def _from_postgres(rt: Runtime, tokens: Sequence[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The fallback: the same entries the cache would hold, read from risk_scores."""
+    with rt.db.transaction() as conn:
+        entries = {r["token"]: cache_entry(int(r["subject_id"]), r, r["policy_version"], r["computed_at"])
+                   for r in scores.for_tokens(conn, tokens)}
+        for token, count in subjects.device_subject_counts(conn, tokens).items():
+            if count and token not in entries:
+                entries[token] = {"d": count}
+        pending = {
+            r["token"] for r in conn.execute(
+                """SELECT DISTINCT ii.token FROM incident_identifiers ii JOIN incidents i ON i.id = ii.incident_id
+                   WHERE ii.token = ANY(%s) AND i.subject_id IS NULL""",
+                (list(tokens),),
+            ).fetchall()
+        }
+    return entries, pending
+
+
+def response_body(rt: Runtime, lookup_id: UUID, decision: Decision, stale: bool) -> dict[str, Any]:
+    texts = rt.policy.reasons
+    return {
+        "lookup_id": str(lookup_id),
+        "decision": {
+            "tier": decision.tier,
+            "restrictions": list(decision.restrictions),
+            "score": decision.score,
+            "reasons": [
+                {"code": code, "text_zh": texts.get(code, (code, code))[0], "text_en": texts.get(code, (code, code))[1]}
+                for code in decision.reasons
+            ],
+        },
+        "summary": {
+            "incidents": decision.incidents,
+            "platforms": decision.platforms,
+            "last_incident_at": decision.last_incident_at,
+        },
+        "policy_version": decision.policy_version,
+        "computed_at": decision.computed_at,
+        "stale": stale,
+    }
+
+
+def lookup_many(rt: Runtime, principal: Principal, requests: Sequence[Mapping[str, Any] | LedgerError]) -> list[Outcome]:
+    """Answer lookups; each answered one gets a durable audit record before this returns."""
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    prepared: dict[int, Prepared] = {}
+    for index, request in enumerate(requests):
+        if isinstance(request, LedgerError):
+            outcomes[index] = Outcome(request.status, {}, request)
+            continue
+        try:
+            prepared[index] = prepare(rt, request)
+        except InvalidInput as exc:
+            outcomes[index] = Outcome(422, {}, exc)
+    if not prepared:
+        return [o for o in outcomes if o is not None]
+
+    all_tokens = sorted({tok for p in prepared.values() for _, tok in p.tokens})
+    try:
+        cached = rt.cache.lookup(
+            all_tokens, quota_key=principal.key_id, rate=principal.rate_per_second, burst=principal.burst,
+            cost=len(prepared),
+        )
+        entries, pending = cached.entries, cached.pending
+        if cached.quota is not None and not cached.quota.allowed:
+            metrics.RATE_LIMITED.inc()
+            raise QuotaExceeded(
+                "rate limit exceeded for this API key", cached.quota.retry_after, cached.quota.limit
+            )
+    except CacheUnavailable:
+        metrics.FALLBACKS.inc()
+        entries, pending = _from_postgres(rt, all_tokens)
+
+    now = datetime.now(UTC)
+    records = []
+    for index, p in prepared.items():
+        found = [entries[tok] for _, tok in p.tokens if tok in entries]
+        views = [_view(e) for e in found if "s" in e]
+        devices = [int(e["d"]) for e in found if "d" in e]
+        decision = decide(views, devices, p.kind, rt.policy)
+        stale = any(tok in pending for _, tok in p.tokens) or any(v.policy_version != rt.policy.version for v in views)
+        lookup_id = uuid.uuid4()
+        body = response_body(rt, lookup_id, decision, stale)
+        tokens = [tok for _, tok in p.tokens]
+        salt = os.urandom(16)
+        commitment = lookup_commitment(salt, tokens, p.refund_ref)
+        records.append(
+            {
+                "id": lookup_id, "platform_id": principal.platform_id, "key_id": principal.key_id,
+                "purpose": p.purpose, "refund_ref": p.refund_ref, "tokens": tokens, "salt": salt,
+                "tokens_commitment": commitment, "tier": decision.tier, "reasons": list(decision.reasons),
+                "response": body, "at": now,
+                "row_hash": audit_row_hash(
+                    str(lookup_id), principal.platform_id, principal.key_id, p.purpose, commitment,
+                    decision.tier, decision.reasons, chain.format_time(now),
+                ),
+            }
+        )
+        outcomes[index] = Outcome(200, body)
+        metrics.LOOKUPS.labels(decision.tier, p.purpose).inc()
+        if p.purpose == "refund_review" and not p.refund_ref:
+            metrics.FISHING.labels(principal.slug).inc()
+    with rt.db.transaction() as conn:
+        audit.insert_many(conn, records)
+    return [o for o in outcomes if o is not None]
+
+
+def get(rt: Runtime, principal: Principal, lookup_id: UUID) -> dict[str, Any]:
+    with rt.db.transaction() as conn:
+        row = audit.get_for_platform(conn, lookup_id, principal.platform_id)
+    if row is None:
+        raise NotFound("no such lookup")
+    return dict(row["response"])
+
+
+def fishing_report(rt: Runtime, days: int = 30) -> list[dict[str, Any]]:
+    """Per platform: lookups, and refund_review lookups without a refund reference (purpose limitation)."""
+    with rt.db.transaction() as conn:
+        rows = audit.fishing_report(conn, datetime.now(UTC) - timedelta(days=days))
+    return [
+        {**r, "share_without_reference": round(r["without_reference"] / r["lookups"], 4) if r["lookups"] else 0.0}
+        for r in rows
+    ]

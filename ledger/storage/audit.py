@@ -1,0 +1,72 @@
+"""The lookup audit trail (append-only; the table's trigger refuses changes except token erasure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from ledger.storage.db import Connection
+
+COLUMNS = (
+    "id, platform_id, key_id, purpose, refund_ref, tokens, salt, tokens_commitment, tier, reasons, response, at, "
+    "row_hash"
+)
+
+
+def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO lookups ({COLUMNS}) VALUES ({', '.join(['%s'] * 13)})",
+            [
+                (
+                    r["id"], r["platform_id"], r["key_id"], r["purpose"], r["refund_ref"], r["tokens"], r["salt"],
+                    r["tokens_commitment"], r["tier"], r["reasons"], Jsonb(r["response"]), r["at"], r["row_hash"],
+                )
+                for r in rows
+            ],
+        )
+
+
+def get_for_platform(conn: Connection, lookup_id: UUID, platform_id: int) -> dict[str, Any] | None:
+    return conn.execute(
+        "SELECT response FROM lookups WHERE id = %s AND platform_id = %s", (lookup_id, platform_id)
+    ).fetchone()
+
+
+def iter_rows(conn: Connection, after: UUID | None, limit: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        f"""SELECT {COLUMNS} FROM lookups WHERE (%s::uuid IS NULL OR id > %s) ORDER BY id LIMIT %s""",
+        (after, after, limit),
+    ).fetchall()
+
+
+def for_tokens(conn: Connection, tokens: Sequence[str], since: datetime) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT l.at, l.purpose, p.slug, p.name FROM lookups l JOIN platforms p ON p.id = l.platform_id
+           WHERE l.tokens && %s::text[] AND l.at >= %s ORDER BY l.at DESC""",
+        (list(tokens), since),
+    ).fetchall()
+
+
+def erase_before(conn: Connection, before: datetime, limit: int) -> int:
+    conn.execute("SET LOCAL ledger.erasure = 'on'")
+    cur = conn.execute(
+        """UPDATE lookups SET tokens = NULL, refund_ref = NULL, salt = NULL
+           WHERE id IN (SELECT id FROM lookups WHERE at < %s AND tokens IS NOT NULL LIMIT %s)""",
+        (before, limit),
+    )
+    return cur.rowcount
+
+
+def fishing_report(conn: Connection, since: datetime) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT p.slug, count(*) AS lookups,
+                  count(*) FILTER (WHERE l.refund_ref IS NULL AND l.purpose = 'refund_review') AS without_reference
+           FROM lookups l JOIN platforms p ON p.id = l.platform_id WHERE l.at >= %s
+           GROUP BY p.slug ORDER BY without_reference DESC""",
+        (since,),
+    ).fetchall()
