@@ -6,7 +6,7 @@ with its blueprints and the one problem+json error envelope.
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Response, request
 
 from ledger.config import Settings
 
@@ -34,8 +34,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
-            "info": {"description": "Cross-platform ledger of confirmed refund fraud. Errors are RFC 9457 "
-                     "application/problem+json."},
+            "info": {
+                "description": "Cross-platform ledger of confirmed refund fraud. Errors are RFC 9457 "
+                "application/problem+json."
+            },
         },
     )
     rt = Runtime(settings)
@@ -48,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     problems.register(app)
 
     @app.before_request
-    def _require_json() -> object:
+    def _require_json() -> Response | None:
         if request.method in ("POST", "PUT", "PATCH") and request.endpoint not in MULTIPART_ENDPOINTS:
             mimetype = request.mimetype or ""
             if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):

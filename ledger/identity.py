@@ -55,7 +55,9 @@ def _clean(id_type: str, value: str) -> str:
 def normalize(id_type: str, value: str) -> str:
     """Return the canonical form of `value`, or raise InvalidIdentifier with a reason (never the value)."""
     if id_type not in IDENTIFIER_TYPES:
-        raise InvalidIdentifier(id_type, f"unknown identifier type; expected one of {', '.join(IDENTIFIER_TYPES)}")
+        raise InvalidIdentifier(
+            id_type, f"unknown identifier type; expected one of {', '.join(IDENTIFIER_TYPES)}"
+        )
     value = _clean(id_type, value)
     if id_type == "phone":
         try:
@@ -90,7 +92,9 @@ def tokenize(id_type: str, value: str, key: str | bytes) -> str:
 def check_token(id_type: str, token: str) -> str:
     """Validate a token a partner computed on its side."""
     if id_type not in IDENTIFIER_TYPES:
-        raise InvalidIdentifier(id_type, f"unknown identifier type; expected one of {', '.join(IDENTIFIER_TYPES)}")
+        raise InvalidIdentifier(
+            id_type, f"unknown identifier type; expected one of {', '.join(IDENTIFIER_TYPES)}"
+        )
     if not isinstance(token, str) or not TOKEN_RE.match(token):
         raise InvalidIdentifier(id_type, "token must be 64 lowercase hex characters")
     return token

@@ -16,7 +16,9 @@ LOOKUP_LATENCY = Histogram(
     buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 REQUEST_LATENCY = Histogram(
-    "ledger_request_seconds", "Time to answer an API request, by endpoint", ["endpoint"],
+    "ledger_request_seconds",
+    "Time to answer an API request, by endpoint",
+    ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 FALLBACKS = Counter("ledger_cache_fallbacks_total", "Lookups answered from PostgreSQL because Redis failed")
@@ -32,6 +34,6 @@ INCIDENTS = Counter("ledger_incidents_reported_total", "Incidents accepted (201)
 def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()

@@ -18,7 +18,7 @@ from ledger.errors import InvalidInput, LedgerError
 from ledger.services import incidents
 
 blp = Blueprint("incidents", __name__, url_prefix="/v1/incidents", description="The incident ledger")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 def _problem_body(error: LedgerError) -> dict[str, Any]:
@@ -31,7 +31,9 @@ class IncidentCollection(MethodView):
     @requires("report")
     @blp.arguments(schemas.IncidentSchema)
     @blp.response(201, schemas.IncidentCreatedSchema)
-    @blp.alt_response(200, schema=schemas.IncidentCreatedSchema, description="Replay of an earlier identical report")
+    @blp.alt_response(
+        200, schema=schemas.IncidentCreatedSchema, description="Replay of an earlier identical report"
+    )
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")

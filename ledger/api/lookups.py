@@ -19,7 +19,7 @@ from ledger.errors import InvalidInput, LedgerError
 from ledger.services import lookups
 
 blp = Blueprint("lookups", __name__, url_prefix="/v1/lookups", description="Refund-time risk lookups")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("")

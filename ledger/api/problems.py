@@ -57,8 +57,12 @@ def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 
 
 def problem(
-    status: int, title: str, detail: str | None = None, errors: dict[str, list[str]] | None = None,
-    slug: str | None = None, headers: Mapping[str, str] | None = None,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    errors: dict[str, list[str]] | None = None,
+    slug: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {"type": TYPE_BASE + (slug or str(status)), "title": title, "status": status}
     if detail:
@@ -94,28 +98,37 @@ class ProblemApi(Api):
     DEFAULT_ERROR_RESPONSE_NAME = "DEFAULT_ERROR"
 
     def _register_responses(self) -> None:
-        original = self.DEFAULT_RESPONSE_CONTENT_TYPE
+        original: str = getattr(self, "DEFAULT_RESPONSE_CONTENT_TYPE")  # noqa: B009
         self.DEFAULT_RESPONSE_CONTENT_TYPE = PROBLEM_TYPE
         try:
-            super()._register_responses()  # type: ignore[misc]
+            super()._register_responses()
         finally:
             self.DEFAULT_RESPONSE_CONTENT_TYPE = original
 
-    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException) -> Response:
         status = error.code or 500
         data = getattr(error, "data", None) or {}
         errors = flatten(data["messages"]) if "messages" in data else None
         if errors:
             # webargs nests by location ({"json": {...}}): drop that level, clients think in body fields.
-            errors = {k.split(".", 1)[1] if "." in k and k.split(".", 1)[0] in ("json", "query", "form", "files",
-                      "headers", "path", "view_args") else k: v for k, v in errors.items()}
+            errors = {
+                k.split(".", 1)[1]
+                if "." in k
+                and k.split(".", 1)[0] in ("json", "query", "form", "files", "headers", "path", "view_args")
+                else k: v
+                for k, v in errors.items()
+            }
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         headers.update(data.get("headers") or {})
         if status >= 500:
-            log.error("unhandled error: %s", type(error.original_exception if hasattr(error, "original_exception") else error).__name__)
+            log.error(
+                "unhandled error: %s",
+                type(error.original_exception if hasattr(error, "original_exception") else error).__name__,
+            )
             return problem(500, "Internal server error", "an unexpected error occurred", slug="internal")
-        if status == 400 and errors and "_body" in errors or (errors and set(errors) == {"json"}):
-            detail, errors = "the body is not valid JSON", None
+        if (status == 400 and errors and "_body" in errors) or (errors and set(errors) == {"json"}):
+            detail: str | None = "the body is not valid JSON"
+            errors = None
         else:
             detail = "the request failed validation" if errors else (error.description or None)
         return problem(status, error.name, detail, errors, slug=str(status), headers=headers)

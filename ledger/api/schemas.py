@@ -14,7 +14,11 @@ from marshmallow import RAISE, ValidationError, validate, validates_schema
 from ledger.identity import IDENTIFIER_TYPES
 
 CATEGORIES = (
-    "fabricated_evidence", "false_damage_claim", "false_not_received", "refund_only_abuse", "return_fraud",
+    "fabricated_evidence",
+    "false_damage_claim",
+    "false_not_received",
+    "refund_only_abuse",
+    "return_fraud",
     "chargeback_abuse",
 )
 CONFIRMATIONS = ("platform_review", "merchant_evidence", "consumer_admission", "court_or_police")
@@ -46,7 +50,9 @@ class IdentifierSchema(Strict):
 
 class AmountSchema(Strict):
     value = ma.fields.Integer(
-        required=True, strict=True, validate=validate.Range(min=1, max=10**13),
+        required=True,
+        strict=True,
+        validate=validate.Range(min=1, max=10**13),
         metadata={"description": "Amount in minor units (fen for CNY), a positive integer"},
     )
     currency = ma.fields.String(
@@ -55,7 +61,9 @@ class AmountSchema(Strict):
 
 
 class EvidenceSchema(Strict):
-    pdq = ma.fields.List(ma.fields.String(validate=PDQ), required=True, validate=validate.Length(min=1, max=20))
+    pdq = ma.fields.List(
+        ma.fields.String(validate=PDQ), required=True, validate=validate.Length(min=1, max=20)
+    )
 
 
 Identifiers = ma.fields.List(
@@ -67,7 +75,8 @@ class IncidentSchema(Strict):
     """A confirmed fraudulent refund. Report outcomes you have confirmed, not suspicions."""
 
     external_id = ma.fields.String(
-        required=True, validate=validate.Length(min=1, max=128),
+        required=True,
+        validate=validate.Length(min=1, max=128),
         metadata={"description": "Your own reference; unique per platform; retrying with it is safe"},
     )
     category = ma.fields.String(required=True, validate=validate.OneOf(CATEGORIES))
@@ -82,7 +91,9 @@ class IncidentSchema(Strict):
 
 class IncidentBatchSchema(Strict):
     incidents = ma.fields.List(
-        ma.fields.Dict(), required=True, validate=validate.Length(min=1, max=1000),
+        ma.fields.Dict(),
+        required=True,
+        validate=validate.Length(min=1, max=1000),
         metadata={"description": "1 to 1,000 incidents, each as for POST /v1/incidents"},
     )
 
@@ -90,7 +101,9 @@ class IncidentBatchSchema(Strict):
 class IncidentCreatedSchema(ma.Schema):
     id = ma.fields.UUID(required=True)
     external_id = ma.fields.String(required=True)
-    status = ma.fields.String(required=True, validate=validate.OneOf(("active", "disputed", "retracted", "expired")))
+    status = ma.fields.String(
+        required=True, validate=validate.OneOf(("active", "disputed", "retracted", "expired"))
+    )
     seq = ma.fields.Integer(required=True, metadata={"description": "Ledger sequence number of the report"})
     entry_hash = ma.fields.String(required=True, metadata={"description": "Hash-chain entry of the report"})
 
@@ -135,8 +148,10 @@ class CheckpointSchema(ma.Schema):
 
 
 class RefundSchema(Strict):
-    reference = ma.fields.String(validate=validate.Length(min=1, max=128),
-                                 metadata={"description": "Your refund or order reference (purpose limitation)"})
+    reference = ma.fields.String(
+        validate=validate.Length(min=1, max=128),
+        metadata={"description": "Your refund or order reference (purpose limitation)"},
+    )
     amount = ma.fields.Nested(AmountSchema)
     kind = ma.fields.String(validate=validate.OneOf(REFUND_KINDS))
 
@@ -171,8 +186,12 @@ RESTRICTIONS_HELP = (
 
 
 class DecisionSchema(ma.Schema):
-    tier = ma.fields.String(required=True, validate=validate.OneOf(("clear", "review", "return_required", "hold")))
-    restrictions = ma.fields.List(ma.fields.String(), required=True, metadata={"description": RESTRICTIONS_HELP})
+    tier = ma.fields.String(
+        required=True, validate=validate.OneOf(("clear", "review", "return_required", "hold"))
+    )
+    restrictions = ma.fields.List(
+        ma.fields.String(), required=True, metadata={"description": RESTRICTIONS_HELP}
+    )
     score = ma.fields.Integer(required=True)
     reasons = ma.fields.List(ma.fields.Nested(ReasonSchema), required=True)
 

@@ -71,7 +71,9 @@ class ChainEvent:
     entry_hash: str
 
 
-def first_bad_seq(events: Iterable[ChainEvent], start_prev: str = GENESIS_HASH, start_seq: int = 1) -> int | None:
+def first_bad_seq(
+    events: Iterable[ChainEvent], start_prev: str = GENESIS_HASH, start_seq: int = 1
+) -> int | None:
     """Re-verify a run of events in order; return the first sequence number that does not check out."""
     expected_prev, expected_seq = start_prev, start_seq
     for event in events:

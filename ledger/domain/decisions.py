@@ -85,13 +85,25 @@ def decide(
 
 
 def audit_row_hash(
-    lookup_id: str, platform_id: int, key_id: str, purpose: str, tokens_commitment: str, tier: str,
-    reasons: Sequence[str], at: str,
+    lookup_id: str,
+    platform_id: int,
+    key_id: str,
+    purpose: str,
+    tokens_commitment: str,
+    tier: str,
+    reasons: Sequence[str],
+    at: str,
 ) -> str:
     """Digest of the parts of a lookup record that are never erased; `ledger verify` re-checks it."""
     body = {
-        "id": lookup_id, "platform_id": platform_id, "key_id": key_id, "purpose": purpose,
-        "tokens": tokens_commitment, "tier": tier, "reasons": list(reasons), "at": at,
+        "id": lookup_id,
+        "platform_id": platform_id,
+        "key_id": key_id,
+        "purpose": purpose,
+        "tokens": tokens_commitment,
+        "tier": tier,
+        "reasons": list(reasons),
+        "at": at,
     }
     return hashlib.sha256(chain.canonical(body)).hexdigest()
 

@@ -118,7 +118,8 @@ def parse_policy(raw: dict[str, Any]) -> Policy:
         evidence_min_quality=int(raw["evidence"]["min_quality"]),
         evidence_min_tier=str(raw["evidence"]["min_tier"]),
         currencies={
-            code: Currency(int(c["exponent"]), float(c["rate_to_cny"])) for code, c in raw["currencies"].items()
+            code: Currency(int(c["exponent"]), float(c["rate_to_cny"]))
+            for code, c in raw["currencies"].items()
         },
         reasons={code: (str(r["zh"]), str(r["en"])) for code, r in raw["reasons"].items()},
     )

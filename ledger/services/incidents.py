@@ -7,6 +7,7 @@ if that send fails the outbox sweep sends it later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -65,7 +66,9 @@ def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
         errors["occurred_at"] = [f"is older than the retention period of {rt.settings.retention_days} days"]
     currency = item["amount"]["currency"]
     if currency not in rt.policy.currencies:
-        errors["amount.currency"] = [f"unsupported currency; supported: {', '.join(sorted(rt.policy.currencies))}"]
+        errors["amount.currency"] = [
+            f"unsupported currency; supported: {', '.join(sorted(rt.policy.currencies))}"
+        ]
     try:
         identifiers = tokenize_all(item["identifiers"], rt.identity_key)
     except InvalidInput as exc:
@@ -113,7 +116,9 @@ def _conflict(external_id: str) -> Conflict:
     )
 
 
-def report(rt: Runtime, principal: Principal, items: Sequence[Mapping[str, Any] | LedgerError]) -> list[Outcome]:
+def report(
+    rt: Runtime, principal: Principal, items: Sequence[Mapping[str, Any] | LedgerError]
+) -> list[Outcome]:
     """Report one or many incidents. Each item is validated on its own; one bad item sinks nothing else.
     `items` may contain a LedgerError already raised by schema validation, which is passed through."""
     now = datetime.now(UTC)
@@ -139,7 +144,7 @@ def report(rt: Runtime, principal: Principal, items: Sequence[Mapping[str, Any] 
         with rt.db.transaction() as conn:
             externals = list(first)
             existing = store.existing_by_external(conn, principal.platform_id, externals)
-            new_rows = []
+            new_rows: list[dict[str, Any]] = []
             for external_id, index in first.items():
                 if external_id in existing:
                     continue
@@ -165,14 +170,17 @@ def report(rt: Runtime, principal: Principal, items: Sequence[Mapping[str, Any] 
             if rows:
                 by_external = {r["external_id"]: prepared[first[r["external_id"]]] for r in rows}
                 store.insert_identifiers(
-                    conn, [(r["id"], t, tok) for r in rows for t, tok in by_external[r["external_id"]].identifiers]
+                    conn,
+                    [(r["id"], t, tok) for r in rows for t, tok in by_external[r["external_id"]].identifiers],
                 )
                 store.insert_evidence(
-                    conn, [(r["id"], pdq, 100) for r in rows for pdq in by_external[r["external_id"]].evidence]
+                    conn,
+                    [(r["id"], pdq, 100) for r in rows for pdq in by_external[r["external_id"]].evidence],
                 )
                 outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(r["id"]) for r in rows]})
                 events = [
-                    NewEvent("reported", r["id"], _reported_payload(r, by_external[r["external_id"]])) for r in rows
+                    NewEvent("reported", r["id"], _reported_payload(r, by_external[r["external_id"]]))
+                    for r in rows
                 ]
                 appended = chain_store.append(conn, events)
                 for r, a in zip(rows, appended, strict=True):
@@ -215,10 +223,8 @@ def _reported_payload(row: Mapping[str, Any], p: Prepared) -> dict[str, Any]:
 
 def after_commit(rt: Runtime, outbox_id: int, tokens: Sequence[str]) -> None:
     """Flag the tokens as pending and send the task. Failures are fine: the outbox sweep resends."""
-    try:
+    with contextlib.suppress(CacheUnavailable):
         rt.cache.mark_pending(tokens)
-    except CacheUnavailable:
-        pass
     rt.queue.send(PROCESS_OUTBOX, outbox_id)
 
 
@@ -241,8 +247,13 @@ def get(rt: Runtime, principal: Principal, incident_id: UUID) -> dict[str, Any]:
 
 
 def change_status(
-    rt: Runtime, incident_id: UUID, status: str, reason: str | None, kind: str, extra: Mapping[str, Any] | None = None,
-    *, conn: Any,
+    incident_id: UUID,
+    status: str,
+    reason: str | None,
+    kind: str,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    conn: Any,
 ) -> int:
     """Record a status change as a chained event plus an outbox row, in the caller's transaction."""
     store.set_status(conn, incident_id, status, reason)
@@ -259,7 +270,7 @@ def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -
             raise NotFound("no such incident")
         if row["status"] in ("retracted", "expired"):
             return public_view(row)  # idempotent: retracting twice changes nothing
-        outbox_id = change_status(rt, incident_id, "retracted", reason, "retracted", conn=conn)
+        outbox_id = change_status(incident_id, "retracted", reason, "retracted", conn=conn)
         row = store.get_for_platform(conn, incident_id, principal.platform_id)
     assert row is not None
     after_commit(rt, outbox_id, [])

@@ -60,22 +60,31 @@ def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
 
 def _view(entry: Mapping[str, Any]) -> SubjectView:
     return SubjectView(
-        subject_id=int(entry["s"]), score=int(entry["score"]), tier=entry["tier"], reasons=tuple(entry["why"]),
-        incidents=int(entry["n"]), platforms=int(entry["p"]), last_incident_at=entry["last"],
-        policy_version=entry["pv"], computed_at=entry["at"],
+        subject_id=int(entry["s"]),
+        score=int(entry["score"]),
+        tier=entry["tier"],
+        reasons=tuple(entry["why"]),
+        incidents=int(entry["n"]),
+        platforms=int(entry["p"]),
+        last_incident_at=entry["last"],
+        policy_version=entry["pv"],
+        computed_at=entry["at"],
     )
 
 
 def _from_postgres(rt: Runtime, tokens: Sequence[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """The fallback: the same entries the cache would hold, read from risk_scores."""
     with rt.db.transaction() as conn:
-        entries = {r["token"]: cache_entry(int(r["subject_id"]), r, r["policy_version"], r["computed_at"])
-                   for r in scores.for_tokens(conn, tokens)}
+        entries = {
+            r["token"]: cache_entry(int(r["subject_id"]), r, r["policy_version"], r["computed_at"])
+            for r in scores.for_tokens(conn, tokens)
+        }
         for token, count in subjects.device_subject_counts(conn, tokens).items():
             if count and token not in entries:
                 entries[token] = {"d": count}
         pending = {
-            r["token"] for r in conn.execute(
+            r["token"]
+            for r in conn.execute(
                 """SELECT DISTINCT ii.token FROM incident_identifiers ii JOIN incidents i ON i.id = ii.incident_id
                    WHERE ii.token = ANY(%s) AND i.subject_id IS NULL""",
                 (list(tokens),),
@@ -93,7 +102,11 @@ def response_body(rt: Runtime, lookup_id: UUID, decision: Decision, stale: bool)
             "restrictions": list(decision.restrictions),
             "score": decision.score,
             "reasons": [
-                {"code": code, "text_zh": texts.get(code, (code, code))[0], "text_en": texts.get(code, (code, code))[1]}
+                {
+                    "code": code,
+                    "text_zh": texts.get(code, (code, code))[0],
+                    "text_en": texts.get(code, (code, code))[1],
+                }
                 for code in decision.reasons
             ],
         },
@@ -108,7 +121,9 @@ def response_body(rt: Runtime, lookup_id: UUID, decision: Decision, stale: bool)
     }
 
 
-def lookup_many(rt: Runtime, principal: Principal, requests: Sequence[Mapping[str, Any] | LedgerError]) -> list[Outcome]:
+def lookup_many(
+    rt: Runtime, principal: Principal, requests: Sequence[Mapping[str, Any] | LedgerError]
+) -> list[Outcome]:
     """Answer lookups; each answered one gets a durable audit record before this returns."""
     outcomes: list[Outcome | None] = [None] * len(requests)
     prepared: dict[int, Prepared] = {}
@@ -126,7 +141,10 @@ def lookup_many(rt: Runtime, principal: Principal, requests: Sequence[Mapping[st
     all_tokens = sorted({tok for p in prepared.values() for _, tok in p.tokens})
     try:
         cached = rt.cache.lookup(
-            all_tokens, quota_key=principal.key_id, rate=principal.rate_per_second, burst=principal.burst,
+            all_tokens,
+            quota_key=principal.key_id,
+            rate=principal.rate_per_second,
+            burst=principal.burst,
             cost=len(prepared),
         )
         entries, pending = cached.entries, cached.pending
@@ -146,7 +164,9 @@ def lookup_many(rt: Runtime, principal: Principal, requests: Sequence[Mapping[st
         views = [_view(e) for e in found if "s" in e]
         devices = [int(e["d"]) for e in found if "d" in e]
         decision = decide(views, devices, p.kind, rt.policy)
-        stale = any(tok in pending for _, tok in p.tokens) or any(v.policy_version != rt.policy.version for v in views)
+        stale = any(tok in pending for _, tok in p.tokens) or any(
+            v.policy_version != rt.policy.version for v in views
+        )
         lookup_id = uuid.uuid4()
         body = response_body(rt, lookup_id, decision, stale)
         tokens = [tok for _, tok in p.tokens]
@@ -154,13 +174,27 @@ def lookup_many(rt: Runtime, principal: Principal, requests: Sequence[Mapping[st
         commitment = lookup_commitment(salt, tokens, p.refund_ref)
         records.append(
             {
-                "id": lookup_id, "platform_id": principal.platform_id, "key_id": principal.key_id,
-                "purpose": p.purpose, "refund_ref": p.refund_ref, "tokens": tokens, "salt": salt,
-                "tokens_commitment": commitment, "tier": decision.tier, "reasons": list(decision.reasons),
-                "response": body, "at": now,
+                "id": lookup_id,
+                "platform_id": principal.platform_id,
+                "key_id": principal.key_id,
+                "purpose": p.purpose,
+                "refund_ref": p.refund_ref,
+                "tokens": tokens,
+                "salt": salt,
+                "tokens_commitment": commitment,
+                "tier": decision.tier,
+                "reasons": list(decision.reasons),
+                "response": body,
+                "at": now,
                 "row_hash": audit_row_hash(
-                    str(lookup_id), principal.platform_id, principal.key_id, p.purpose, commitment,
-                    decision.tier, decision.reasons, chain.format_time(now),
+                    str(lookup_id),
+                    principal.platform_id,
+                    principal.key_id,
+                    p.purpose,
+                    commitment,
+                    decision.tier,
+                    decision.reasons,
+                    chain.format_time(now),
                 ),
             }
         )
@@ -186,6 +220,11 @@ def fishing_report(rt: Runtime, days: int = 30) -> list[dict[str, Any]]:
     with rt.db.transaction() as conn:
         rows = audit.fishing_report(conn, datetime.now(UTC) - timedelta(days=days))
     return [
-        {**r, "share_without_reference": round(r["without_reference"] / r["lookups"], 4) if r["lookups"] else 0.0}
+        {
+            **r,
+            "share_without_reference": round(r["without_reference"] / r["lookups"], 4)
+            if r["lookups"]
+            else 0.0,
+        }
         for r in rows
     ]

@@ -55,7 +55,9 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
     scopes = [s.strip() for s in (raw.split(",") if isinstance(raw, str) else raw) if s.strip()]
     unknown = [s for s in scopes if s not in SCOPES]
     if not scopes or unknown:
-        raise InvalidInput(f"scopes must be a non-empty subset of {', '.join(SCOPES)}", {"scopes": ["unknown scope"]})
+        raise InvalidInput(
+            f"scopes must be a non-empty subset of {', '.join(SCOPES)}", {"scopes": ["unknown scope"]}
+        )
     return sorted(set(scopes), key=SCOPES.index)
 
 
@@ -79,13 +81,19 @@ def create_platform(rt: Runtime, slug: str, name: str, scopes: str | list[str]) 
         return _issue(conn, platform_id, slug, wanted)
 
 
-def rotate_key(rt: Runtime, slug: str, scopes: str | list[str] | None = None, revoke_old: bool = False) -> IssuedKey:
+def rotate_key(
+    rt: Runtime, slug: str, scopes: str | list[str] | None = None, revoke_old: bool = False
+) -> IssuedKey:
     """Issue a new key. Old keys stay valid unless `revoke_old`, so partners can roll over without downtime."""
     with rt.db.transaction() as conn:
         platform = store.platform_by_slug(conn, slug)
         if platform is None:
             raise NotFound(f"no platform '{slug}'")
-        wanted = parse_scopes(scopes) if scopes else store.active_scopes(conn, platform["id"]) or ["report", "lookup"]
+        wanted = (
+            parse_scopes(scopes)
+            if scopes
+            else store.active_scopes(conn, platform["id"]) or ["report", "lookup"]
+        )
         if revoke_old:
             store.revoke_platform_keys(conn, platform["id"])
         return _issue(conn, platform["id"], slug, wanted)
@@ -156,7 +164,11 @@ class KeyResolver:
         record = self._record(match.group(1))
         # Compare even when the record is missing, so timing does not reveal which key ids exist.
         expected = bytes(record["digest"]) if record else b"\0" * 32
-        if not hmac.compare_digest(expected, _digest(key)) or record is None or record["revoked_at"] is not None:
+        if (
+            not hmac.compare_digest(expected, _digest(key))
+            or record is None
+            or record["revoked_at"] is not None
+        ):
             raise Unauthorized("unknown or revoked API key")
         settings = self.rt.settings
         return Principal(

@@ -35,7 +35,8 @@ def link_incidents(rt: Runtime, incident_ids: Sequence[UUID]) -> set[int]:
     with rt.db.transaction() as conn:
         subjects.lock_linking(conn)
         rows = conn.execute(
-            "SELECT id, subject_id FROM incidents WHERE id = ANY(%s) ORDER BY reported_at, id", (list(incident_ids),)
+            "SELECT id, subject_id FROM incidents WHERE id = ANY(%s) ORDER BY reported_at, id",
+            (list(incident_ids),),
         ).fetchall()
         unlinked = [r["id"] for r in rows if r["subject_id"] is None]
         tokens_by_incident: dict[UUID, list[tuple[str, str]]] = {}
@@ -56,7 +57,9 @@ def link_incidents(rt: Runtime, incident_ids: Sequence[UUID]) -> set[int]:
                 subjects.merge(conn, root, [s for s in found if s != root])
             subjects.link_tokens(conn, root, pairs)
             incident_store.set_subject(conn, [incident_id], root)
-        final = conn.execute("SELECT DISTINCT subject_id FROM incidents WHERE id = ANY(%s)", (list(incident_ids),))
+        final = conn.execute(
+            "SELECT DISTINCT subject_id FROM incidents WHERE id = ANY(%s)", (list(incident_ids),)
+        )
         return {int(r["subject_id"]) for r in final.fetchall() if r["subject_id"] is not None}
 
 
@@ -74,19 +77,32 @@ def _facts(row: dict[str, Any]) -> IncidentFacts:
     )
 
 
-def cache_entry(subject_id: int, a: Assessment | dict[str, Any], policy_version: str, at: datetime) -> dict[str, Any]:
+def cache_entry(
+    subject_id: int, a: Assessment | dict[str, Any], policy_version: str, at: datetime
+) -> dict[str, Any]:
     """The compact decision stored in Redis under each of the subject's tokens."""
     if isinstance(a, dict):  # a risk_scores row
         return {
-            "s": subject_id, "score": a["score"], "tier": a["tier"], "why": list(a["reasons"]),
-            "n": a["incidents"], "p": a["platforms"],
+            "s": subject_id,
+            "score": a["score"],
+            "tier": a["tier"],
+            "why": list(a["reasons"]),
+            "n": a["incidents"],
+            "p": a["platforms"],
             "last": a["last_incident_at"].isoformat() if a["last_incident_at"] else None,
-            "pv": a["policy_version"], "at": a["computed_at"].isoformat(),
+            "pv": a["policy_version"],
+            "at": a["computed_at"].isoformat(),
         }
     return {
-        "s": subject_id, "score": a.score, "tier": a.tier, "why": list(a.reasons), "n": a.incidents,
-        "p": a.platforms, "last": a.last_incident_at.isoformat() if a.last_incident_at else None,
-        "pv": policy_version, "at": at.isoformat(),
+        "s": subject_id,
+        "score": a.score,
+        "tier": a.tier,
+        "why": list(a.reasons),
+        "n": a.incidents,
+        "p": a.platforms,
+        "last": a.last_incident_at.isoformat() if a.last_incident_at else None,
+        "pv": policy_version,
+        "at": at.isoformat(),
     }
 
 
@@ -106,7 +122,9 @@ def _rescore_chunk(rt: Runtime, ids: list[int], now: datetime | None) -> int:
         seq = chain_store.head_seq(conn)
         live = {
             int(r["id"])
-            for r in conn.execute("SELECT id FROM subjects WHERE id = ANY(%s) AND merged_into IS NULL", (ids,))
+            for r in conn.execute(
+                "SELECT id FROM subjects WHERE id = ANY(%s) AND merged_into IS NULL", (ids,)
+            )
         }
         by_subject: dict[int, list[IncidentFacts]] = {s: [] for s in live}
         for row in incident_store.facts_for_subjects(conn, list(live)):
@@ -116,10 +134,18 @@ def _rescore_chunk(rt: Runtime, ids: list[int], now: datetime | None) -> int:
             conn,
             [
                 {
-                    "subject_id": s, "score": a.score, "tier": a.tier, "restrictions": list(a.restrictions),
-                    "reasons": list(a.reasons), "incidents": a.incidents, "platforms": a.platforms,
-                    "last_incident_at": a.last_incident_at, "policy_version": policy.version,
-                    "computed_from_seq": seq, "computed_at": at, "review_at": a.review_at,
+                    "subject_id": s,
+                    "score": a.score,
+                    "tier": a.tier,
+                    "restrictions": list(a.restrictions),
+                    "reasons": list(a.reasons),
+                    "incidents": a.incidents,
+                    "platforms": a.platforms,
+                    "last_incident_at": a.last_incident_at,
+                    "policy_version": policy.version,
+                    "computed_from_seq": seq,
+                    "computed_at": at,
+                    "review_at": a.review_at,
                 }
                 for s, a in assessments.items()
             ],
@@ -223,16 +249,18 @@ def sweep_outbox(rt: Runtime, limit: int = 500) -> int:
         ids = [int(r["id"]) for r in rows]
         if ids:
             outbox.mark_sent(conn, ids)
-    sent = sum(1 for i in ids if rt.queue.send(PROCESS_OUTBOX, i))
-    return sent
+    return sum(1 for i in ids if rt.queue.send(PROCESS_OUTBOX, i))
 
 
 def flush_outbox(rt: Runtime, limit: int = 10_000) -> int:
     """Process every pending outbox row synchronously in this process (no broker needed)."""
     with rt.db.transaction() as conn:
-        ids = [int(r["id"]) for r in conn.execute(
-            "SELECT id FROM outbox WHERE done_at IS NULL ORDER BY id LIMIT %s", (limit,)
-        ).fetchall()]
+        ids = [
+            int(r["id"])
+            for r in conn.execute(
+                "SELECT id FROM outbox WHERE done_at IS NULL ORDER BY id LIMIT %s", (limit,)
+            ).fetchall()
+        ]
     done = 0
     for outbox_id in ids:
         try:

@@ -48,7 +48,9 @@ def verify(rt: Runtime) -> Verification:
         if bad is None and (expected - 1 != head["seq"] or prev != head["head_hash"]):
             bad = expected if expected - 1 < head["seq"] else head["seq"]
         if bad is not None:
-            return Verification(False, count, head["seq"], head["head_hash"], bad, problem=f"ledger event {bad}")
+            return Verification(
+                False, count, head["seq"], head["head_hash"], bad, problem=f"ledger event {bad}"
+            )
         lookups, bad_lookup, after = 0, None, None
         while bad_lookup is None:
             rows = audit.iter_rows(conn, after, 5000)
@@ -61,18 +63,35 @@ def verify(rt: Runtime) -> Verification:
                     break
             after = rows[-1]["id"]
     if bad_lookup is not None:
-        return Verification(False, count, head["seq"], head["head_hash"], None, lookups, bad_lookup,
-                            problem=f"lookup record {bad_lookup}")
+        return Verification(
+            False,
+            count,
+            head["seq"],
+            head["head_hash"],
+            None,
+            lookups,
+            bad_lookup,
+            problem=f"lookup record {bad_lookup}",
+        )
     return Verification(True, count, head["seq"], head["head_hash"], lookups=lookups)
 
 
 def _lookup_ok(row: dict[str, Any]) -> bool:
     expected = audit_row_hash(
-        str(row["id"]), row["platform_id"], row["key_id"], row["purpose"], row["tokens_commitment"],
-        row["tier"], row["reasons"], chain.format_time(row["at"]),
+        str(row["id"]),
+        row["platform_id"],
+        row["key_id"],
+        row["purpose"],
+        row["tokens_commitment"],
+        row["tier"],
+        row["reasons"],
+        chain.format_time(row["at"]),
     )
     if expected != row["row_hash"]:
         return False
     if row["tokens"] is not None and row["salt"] is not None:
-        return lookup_commitment(bytes(row["salt"]), row["tokens"], row["refund_ref"]) == row["tokens_commitment"]
+        return (
+            lookup_commitment(bytes(row["salt"]), row["tokens"], row["refund_ref"])
+            == row["tokens_commitment"]
+        )
     return True

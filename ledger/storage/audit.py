@@ -23,8 +23,19 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             f"INSERT INTO lookups ({COLUMNS}) VALUES ({', '.join(['%s'] * 13)})",
             [
                 (
-                    r["id"], r["platform_id"], r["key_id"], r["purpose"], r["refund_ref"], r["tokens"], r["salt"],
-                    r["tokens_commitment"], r["tier"], r["reasons"], Jsonb(r["response"]), r["at"], r["row_hash"],
+                    r["id"],
+                    r["platform_id"],
+                    r["key_id"],
+                    r["purpose"],
+                    r["refund_ref"],
+                    r["tokens"],
+                    r["salt"],
+                    r["tokens_commitment"],
+                    r["tier"],
+                    r["reasons"],
+                    Jsonb(r["response"]),
+                    r["at"],
+                    r["row_hash"],
                 )
                 for r in rows
             ],

@@ -84,7 +84,11 @@ class CachedLookup:
 class Cache:
     def __init__(self, url: str, breaker_seconds: float = 1.0) -> None:
         self.client = redis.Redis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0, retry_on_timeout=False
+            url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            health_check_interval=0,
+            retry_on_timeout=False,
         )
         self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
         self._bucket = self.client.register_script(_TOKEN_BUCKET)
@@ -114,7 +118,12 @@ class Cache:
 
     # -- hot path --------------------------------------------------------------------------------
     def lookup(
-        self, tokens: Sequence[str], quota_key: str | None = None, rate: int = 0, burst: int = 0, cost: int = 1
+        self,
+        tokens: Sequence[str],
+        quota_key: str | None = None,
+        rate: int = 0,
+        burst: int = 0,
+        cost: int = 1,
     ) -> CachedLookup:
         """One round trip: the quota bucket (if asked), the decisions and the pending flags."""
         self._guard()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 import psycopg_pool
@@ -18,7 +19,7 @@ from ledger.errors import Unavailable
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
 
-Connection = psycopg.Connection[dict]  # type: ignore[type-arg]
+Connection = psycopg.Connection[dict[str, Any]]
 
 
 class Database:
@@ -36,7 +37,11 @@ class Database:
                 self.url,
                 min_size=self._min,
                 max_size=self._max,
-                kwargs={"row_factory": dict_row, "connect_timeout": 3, "options": "-c statement_timeout=30000"},
+                kwargs={
+                    "row_factory": dict_row,
+                    "connect_timeout": 3,
+                    "options": "-c statement_timeout=30000",
+                },
                 timeout=5.0,
                 reconnect_timeout=0,  # keep trying for ever: the service must recover without a restart
                 open=False,
@@ -55,8 +60,8 @@ class Database:
         try:
             with self.pool.connection() as conn:
                 if isolation:
-                    conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")  # type: ignore[arg-type]
-                yield conn
+                    conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+                yield cast(Connection, conn)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise Unavailable("the database is unavailable; retry shortly") from exc
 
@@ -75,6 +80,6 @@ def apply_schema(url: str, path: Path = SCHEMA_PATH) -> None:
         conn.execute("SET client_min_messages = warning")
         conn.execute("SELECT pg_advisory_lock(7311001)")
         try:
-            conn.execute(path.read_text())  # type: ignore[call-overload]
+            conn.execute(path.read_text())
         finally:
             conn.execute("SELECT pg_advisory_unlock(7311001)")

@@ -49,7 +49,9 @@ def insert_evidence(conn: Connection, rows: Sequence[tuple[UUID, bytes, int]]) -
         )
 
 
-def existing_by_external(conn: Connection, platform_id: int, external_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+def existing_by_external(
+    conn: Connection, platform_id: int, external_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     rows = conn.execute(
         f"""SELECT {_PUBLIC} FROM incidents i JOIN ledger_events e ON e.incident_id = i.id AND e.kind = 'reported'
             WHERE i.platform_id = %s AND i.external_id = ANY(%s)""",
@@ -65,7 +67,9 @@ _PUBLIC = (
 )
 
 
-def get_for_platform(conn: Connection, incident_id: UUID, platform_id: int, lock: bool = False) -> dict[str, Any] | None:
+def get_for_platform(
+    conn: Connection, incident_id: UUID, platform_id: int, lock: bool = False
+) -> dict[str, Any] | None:
     """An incident as its reporter sees it; None for another platform's incident (so it reads as 404)."""
     return conn.execute(
         f"""SELECT {_PUBLIC} FROM incidents i

@@ -84,5 +84,6 @@ def set_effective_trust(conn: Connection, platform_id: int, trust: float) -> boo
 
 def set_rate_limit(conn: Connection, platform_id: int, per_second: int | None, burst: int | None) -> None:
     conn.execute(
-        "UPDATE platforms SET rate_per_second = %s, rate_burst = %s WHERE id = %s", (per_second, burst, platform_id)
+        "UPDATE platforms SET rate_per_second = %s, rate_burst = %s WHERE id = %s",
+        (per_second, burst, platform_id),
     )

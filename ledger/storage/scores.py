@@ -34,10 +34,7 @@ def upsert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[int]:
             WHERE r.computed_from_seq < EXCLUDED.computed_from_seq
                OR (r.computed_from_seq = EXCLUDED.computed_from_seq AND r.computed_at <= EXCLUDED.computed_at)
             RETURNING subject_id""",
-        [
-            [",".join(row[c]) if c in ("restrictions", "reasons") else row[c] for row in rows]
-            for c in cols
-        ],
+        [[",".join(row[c]) if c in ("restrictions", "reasons") else row[c] for row in rows] for c in cols],
     ).fetchall()
     return {int(r["subject_id"]) for r in written}
 
@@ -52,7 +49,9 @@ def for_tokens(conn: Connection, tokens: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def for_subjects(conn: Connection, subject_ids: Sequence[int]) -> list[dict[str, Any]]:
-    return conn.execute("SELECT * FROM risk_scores WHERE subject_id = ANY(%s)", (list(subject_ids),)).fetchall()
+    return conn.execute(
+        "SELECT * FROM risk_scores WHERE subject_id = ANY(%s)", (list(subject_ids),)
+    ).fetchall()
 
 
 def due_for_review(conn: Connection, now: Any, limit: int) -> list[int]:

@@ -1,0 +1,377 @@
+"""The `ledger` command: set up, administer, run and verify the service.
+
+Every subcommand has --help and prints JSON with --json. Configuration errors print one line naming
+the setting and exit 2, never a traceback. Heavy modules are imported inside commands so that
+`ledger --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from ledger.config import Settings
+from ledger.errors import LedgerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes | memoryview):
+        return None  # digests and salts are never printed
+    return str(value)
+
+
+def emit(as_json: bool, payload: Any, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, default=_default, ensure_ascii=False, sort_keys=True))
+    else:
+        click.echo(
+            text if text is not None else json.dumps(payload, default=_default, ensure_ascii=False, indent=2)
+        )
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(func)
+
+
+def runtime() -> Any:
+    from ledger.services.runtime import Runtime
+
+    return Runtime(Settings.from_env().require_services())
+
+
+def handled(func: F) -> F:
+    """Turn domain and configuration errors into one clear line and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LedgerError as exc:
+            click.echo(f"error: {exc.detail}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(help="Consumer Credit Ledger: a consortium ledger of confirmed refund fraud.")
+def main() -> None:
+    pass
+
+
+# -- database ----------------------------------------------------------------------------------------
+@main.group(help="Database setup.")
+def db() -> None:
+    pass
+
+
+@db.command("init", help="Apply schema.sql (idempotent: safe to run twice).")
+@json_option
+@handled
+def db_init(as_json: bool) -> None:
+    from ledger.storage.db import SCHEMA_PATH, apply_schema
+
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise LedgerError("DATABASE_URL is not set")
+    try:
+        apply_schema(settings.database_url)
+    except Exception as exc:
+        raise LedgerError(f"could not apply the schema: {type(exc).__name__}") from None
+    emit(as_json, {"applied": str(SCHEMA_PATH.name)}, "schema applied")
+
+
+# -- platforms and keys ------------------------------------------------------------------------------
+@main.group(help="Member platforms.")
+def platforms() -> None:
+    pass
+
+
+@platforms.command("create", help="Admit a platform and print its first API key (shown once).")
+@click.argument("slug")
+@click.option("--name", required=True, help="Display name.")
+@click.option(
+    "--scopes", default="report,lookup", show_default=True, help="Comma list of report,lookup,dispute,admin."
+)
+@json_option
+@handled
+def platforms_create(slug: str, name: str, scopes: str, as_json: bool) -> None:
+    from ledger.services import platforms as svc
+
+    issued = svc.create_platform(runtime(), slug, name, scopes)
+    emit(
+        as_json,
+        {
+            "platform": issued.platform,
+            "key_id": issued.key_id,
+            "key": issued.key,
+            "scopes": list(issued.scopes),
+        },
+        f"platform {issued.platform} created\nkey id: {issued.key_id}\nAPI key (shown once): {issued.key}",
+    )
+
+
+@platforms.command("list", help="List member platforms.")
+@json_option
+@handled
+def platforms_list(as_json: bool) -> None:
+    from ledger.services import platforms as svc
+
+    rows = svc.list_platforms(runtime())
+    text = (
+        "\n".join(
+            f"{r['slug']:<20} {r['name']:<30} trust={r['operator_trust']:.2f} effective={r['effective_trust']:.2f} "
+            f"keys={r['active_keys']}"
+            for r in rows
+        )
+        or "no platforms"
+    )
+    emit(as_json, rows, text)
+
+
+@platforms.command(
+    "trust", help="Set the operator's trust in a platform (0.2 to 1.0) and rescore its subjects."
+)
+@click.argument("slug")
+@click.argument("trust", type=float)
+@json_option
+@handled
+def platforms_trust(slug: str, trust: float, as_json: bool) -> None:
+    from ledger.services import platforms as svc
+    from ledger.services import reliability
+
+    rt = runtime()
+    platform_id = svc.set_trust(rt, slug, trust)
+    changed = reliability.refresh(rt, platform_ids=[platform_id])
+    emit(
+        as_json,
+        {"platform": slug, "operator_trust": trust, "rescored_platforms": changed},
+        f"{slug}: trust {trust}",
+    )
+
+
+@platforms.command("rate-limit", help="Set a platform's per-key rate limit (requests/s and burst).")
+@click.argument("slug")
+@click.option("--per-second", type=int, required=True)
+@click.option("--burst", type=int, required=True)
+@json_option
+@handled
+def platforms_rate_limit(slug: str, per_second: int, burst: int, as_json: bool) -> None:
+    from ledger.services import platforms as svc
+
+    svc.set_rate_limit(runtime(), slug, per_second, burst)
+    emit(as_json, {"platform": slug, "per_second": per_second, "burst": burst}, "rate limit set")
+
+
+@main.group(help="API keys.")
+def keys() -> None:
+    pass
+
+
+@keys.command("rotate", help="Issue a new key for a platform (printed once).")
+@click.argument("slug")
+@click.option(
+    "--scopes", default=None, help="Scopes of the new key (default: the platform's current scopes)."
+)
+@click.option("--revoke-old", is_flag=True, help="Revoke the platform's other keys at once.")
+@json_option
+@handled
+def keys_rotate(slug: str, scopes: str | None, revoke_old: bool, as_json: bool) -> None:
+    from ledger.services import platforms as svc
+
+    issued = svc.rotate_key(runtime(), slug, scopes, revoke_old)
+    emit(
+        as_json,
+        {
+            "platform": issued.platform,
+            "key_id": issued.key_id,
+            "key": issued.key,
+            "scopes": list(issued.scopes),
+        },
+        f"key id: {issued.key_id}\nAPI key (shown once): {issued.key}",
+    )
+
+
+@keys.command("revoke", help="Revoke one key by its key id. Refused everywhere within a second.")
+@click.argument("key_id")
+@json_option
+@handled
+def keys_revoke(key_id: str, as_json: bool) -> None:
+    from ledger.services import platforms as svc
+
+    svc.revoke_key(runtime(), key_id)
+    emit(as_json, {"revoked": key_id}, f"key {key_id} revoked")
+
+
+# -- running -----------------------------------------------------------------------------------------
+@main.command("serve", help="Serve the API with gunicorn (production WSGI server).")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int, help="Threads per worker (gthread).")
+@click.option("--worker-class", default="sync", show_default=True, type=click.Choice(["sync", "gthread"]))
+@json_option
+@handled
+def serve(bind: str, workers: int, threads: int, worker_class: str, as_json: bool) -> None:
+    from ledger.server import run_gunicorn
+
+    Settings.from_env().require_services()  # fail fast, with one line, before forking workers
+    if as_json:
+        emit(True, {"bind": bind, "workers": workers, "threads": threads, "worker_class": worker_class})
+    run_gunicorn(bind=bind, workers=workers, threads=threads, worker_class=worker_class)
+
+
+@main.command("worker", help="Run a Celery worker.", context_settings={"ignore_unknown_options": True})
+@click.option("--concurrency", default=2, show_default=True, type=int)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@json_option
+@handled
+def worker(concurrency: int, celery_args: tuple[str, ...], as_json: bool) -> None:
+    Settings.from_env().require_services()
+    from workers.app import app
+
+    if as_json:
+        emit(True, {"concurrency": concurrency})
+    app.worker_main(
+        ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "ledger", *celery_args]
+    )
+
+
+@main.command(
+    "beat", help="Run the Celery beat scheduler.", context_settings={"ignore_unknown_options": True}
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@json_option
+@handled
+def beat(celery_args: tuple[str, ...], as_json: bool) -> None:
+    Settings.from_env().require_services()
+    from workers.app import app
+
+    if as_json:
+        emit(True, {"beat": True})
+    schedule = os.path.join(os.environ.get("LEDGER_STATE_DIR", "."), ".celerybeat-schedule")
+    app.start(["beat", "--loglevel=INFO", "-s", schedule, *celery_args])
+
+
+# -- verification ------------------------------------------------------------------------------------
+@main.command(
+    "verify",
+    help="Re-verify the whole hash chain and the lookup audit trail. Exit 1 names the first bad entry.",
+)
+@json_option
+@handled
+def verify(as_json: bool) -> None:
+    from ledger.services import verification
+
+    result = verification.verify(runtime())
+    if result.ok:
+        emit(
+            as_json,
+            result.as_dict(),
+            f"ok: {result.events} events up to seq {result.head_seq} (head {result.head_hash}); "
+            f"{result.lookups} lookup records",
+        )
+        return
+    emit(as_json, result.as_dict(), f"FAILED: first bad {result.problem}")
+    sys.exit(1)
+
+
+# -- scoring jobs (CLI twins of the periodic tasks) --------------------------------------------------
+@main.command("rescore", help="Recompute scores synchronously.")
+@click.option("--all", "everything", is_flag=True, help="Every subject.")
+@click.option("--subject", "token", default=None, help="The subject holding this identity token.")
+@click.option("--due", is_flag=True, help="Only subjects whose tier can drop through decay (the daily job).")
+@click.option("--stale-policy", is_flag=True, help="Subjects scored under another policy version.")
+@json_option
+@handled
+def rescore(everything: bool, token: str | None, due: bool, stale_policy: bool, as_json: bool) -> None:
+    from ledger.services import scoring
+    from ledger.storage import subjects
+
+    rt = runtime()
+    if everything:
+        count = scoring.rescore_all(rt)
+    elif token:
+        with rt.db.transaction() as conn:
+            found = subjects.subjects_of_tokens(conn, [token.strip().lower()])
+        if not found:
+            raise LedgerError("no subject holds that token")
+        count = scoring.rescore(rt, found.values())
+    elif due:
+        count = scoring.rescore_due(rt)
+    elif stale_policy:
+        count = scoring.rescore_stale_policy(rt, max_chunks=10**9)
+    else:
+        raise LedgerError("say what to rescore: --all, --subject TOKEN, --due or --stale-policy")
+    emit(as_json, {"rescored": count}, f"rescored {count} subjects")
+
+
+@main.group(help="The transactional outbox.")
+def outbox() -> None:
+    pass
+
+
+@outbox.command(
+    "flush", help="Process every pending outbox row now, in this process (or --send them to workers)."
+)
+@click.option("--send", is_flag=True, help="Re-send overdue rows to the workers instead (the beat task).")
+@json_option
+@handled
+def outbox_flush(send: bool, as_json: bool) -> None:
+    from ledger.services import scoring
+
+    rt = runtime()
+    count = scoring.sweep_outbox(rt) if send else scoring.flush_outbox(rt)
+    emit(as_json, {"sent" if send else "processed": count}, f"{'sent' if send else 'processed'} {count}")
+
+
+@main.group(help="The Redis cache of decisions.")
+def cache() -> None:
+    pass
+
+
+@cache.command("rebuild", help="Rewrite every stored score into Redis from PostgreSQL.")
+@json_option
+@handled
+def cache_rebuild(as_json: bool) -> None:
+    from ledger.services import scoring
+
+    count = scoring.rebuild_cache(runtime())
+    emit(as_json, {"tokens_written": count}, f"wrote {count} tokens")
+
+
+@main.group(help="Operator reports on lookups.")
+def lookups() -> None:
+    pass
+
+
+@lookups.command("fishing", help="Platforms making refund_review lookups without refund references.")
+@click.option("--days", default=30, show_default=True, type=int)
+@json_option
+@handled
+def lookups_fishing(days: int, as_json: bool) -> None:
+    from ledger.services import lookups as svc
+
+    rows = svc.fishing_report(runtime(), days)
+    text = (
+        "\n".join(
+            f"{r['slug']:<20} lookups={r['lookups']:<8} without_reference={r['without_reference']:<8} "
+            f"share={r['share_without_reference']:.1%}"
+            for r in rows
+        )
+        or "no lookups"
+    )
+    emit(as_json, rows, text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Celery workers and beat: thin shells over `ledger.services`."""

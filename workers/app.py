@@ -1,0 +1,44 @@
+"""The Celery app: Redis broker from REDIS_URL, late acks, and the beat schedule.
+
+`acks_late` with `task_reject_on_worker_lost` means a task whose worker is killed mid-run goes back to
+the queue; every task body is idempotent, so running it again is safe. The outbox sweep is the second
+net: anything never marked done is sent again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cache
+
+from celery import Celery
+from celery.schedules import crontab
+
+from ledger.config import Settings
+from ledger.services.runtime import Runtime
+from ledger.storage.queue import broker_options
+
+settings = Settings.from_env()
+app = Celery("ledger", broker=settings.redis_url, include=["workers.tasks"])
+app.conf.update(
+    task_default_queue="ledger",
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_acks_on_failure_or_timeout=False,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    broker_transport_options=broker_options(),
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "outbox-sweep": {"task": "ledger.sweep_outbox", "schedule": timedelta(seconds=5)},
+        "decay-rescore": {"task": "ledger.rescore_due", "schedule": crontab(minute=17, hour=3)},
+        "policy-rescore": {"task": "ledger.rescore_stale_policy", "schedule": timedelta(minutes=1)},
+        "reliability": {"task": "ledger.refresh_reliability", "schedule": crontab(minute=5, hour=4)},
+    },
+)
+
+
+@cache
+def runtime() -> Runtime:
+    """One Runtime per worker process, opened lazily after fork."""
+    return Runtime(Settings.from_env().require_services())

@@ -1,0 +1,49 @@
+"""Celery tasks. Each is a thin shell over a service function, with an explicit name, late acks and an
+idempotent body; each periodic one has a CLI twin (see `ledger --help`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.services import scoring
+from workers.app import app, runtime
+
+TASK_OPTIONS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+
+
+@app.task(
+    name="ledger.process_outbox",
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=5,
+    **TASK_OPTIONS,
+)
+def process_outbox(outbox_id: int) -> str:
+    return scoring.process_outbox(runtime(), outbox_id)
+
+
+@app.task(name="ledger.sweep_outbox", **TASK_OPTIONS)
+def sweep_outbox() -> int:
+    return scoring.sweep_outbox(runtime())
+
+
+@app.task(name="ledger.rescore_due", **TASK_OPTIONS)
+def rescore_due() -> int:
+    return scoring.rescore_due(runtime())
+
+
+@app.task(name="ledger.rescore_stale_policy", **TASK_OPTIONS)
+def rescore_stale_policy() -> int:
+    return scoring.rescore_stale_policy(runtime())
+
+
+@app.task(name="ledger.rescore_subjects", **TASK_OPTIONS)
+def rescore_subjects(subject_ids: list[int]) -> int:
+    return scoring.rescore(runtime(), subject_ids)
+
+
+@app.task(name="ledger.refresh_reliability", **TASK_OPTIONS)
+def refresh_reliability() -> list[str]:
+    from ledger.services import reliability
+
+    return reliability.refresh(runtime())
