@@ -1,0 +1,212 @@
+"""Shared fixtures: a private PostgreSQL database and Redis database per test session, reset before
+each test, an app and client wired to them, and a real Celery worker process when a test needs one.
+
+Environment: TEST_PG_URL (a server URL, default postgresql://postgres@127.0.0.1:5432/postgres) and
+TEST_REDIS_URL (default redis://127.0.0.1:6379/13).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from ledger import create_app
+from ledger.config import Settings
+from ledger.services import platforms as platform_service
+from ledger.services.runtime import Runtime
+from ledger.storage.db import apply_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_SERVER = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+IDENTITY_KEY = "test-identity-key-0123456789abcdef"
+TABLES = (
+    "lookups, disputes, risk_scores, outbox, incident_evidence, incident_identifiers, incidents, identity_links, "
+    "subjects, ledger_events, ledger_head, api_keys, platforms"
+)
+
+
+def _db_url(name: str) -> str:
+    base, _, _ = PG_SERVER.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"ledger_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _db_url(name)
+    apply_schema(url)
+    yield url
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        identity_key=IDENTITY_KEY,
+        environment="test",
+        outbox_grace_seconds=1,
+        pool_max=16,
+    )
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """Environment for subprocesses (worker, beat, serve, CLI) pointing at the test services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "DATABASE_URL", "REDIS_URL"))}
+    env.update(
+        DATABASE_URL=settings.database_url or "",
+        REDIS_URL=settings.redis_url or "",
+        LEDGER_IDENTITY_KEY=settings.identity_key or "",
+        LEDGER_ENV="test",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def reset_state(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # lets TRUNCATE pass the append-only triggers
+        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        conn.execute("INSERT INTO ledger_head (singleton, seq, head_hash, at) VALUES (true, 0, repeat('0', 64), now())")
+    # Only our own keys: flushing would also drop Celery's queue bindings under a running worker.
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match="ccl:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def clean(database_url: str) -> None:
+    reset_state(database_url)
+
+
+@pytest.fixture
+def app(settings: Settings, clean: None) -> Iterator[Any]:
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["ledger.runtime"].close()
+
+
+@pytest.fixture
+def rt(app: Any) -> Runtime:
+    return app.extensions["ledger.runtime"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@dataclass
+class Member:
+    slug: str
+    key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def make_platform(rt: Runtime) -> Callable[..., Member]:
+    def make(slug: str = "alpha", scopes: str = "report,lookup") -> Member:
+        issued = platform_service.create_platform(rt, slug, slug.title(), scopes)
+        return Member(slug, issued.key, issued.key_id)
+
+    return make
+
+
+@pytest.fixture
+def alpha(make_platform: Callable[..., Member]) -> Member:
+    return make_platform("alpha", "report,lookup")
+
+
+@pytest.fixture
+def beta(make_platform: Callable[..., Member]) -> Member:
+    return make_platform("beta", "report,lookup")
+
+
+def incident_body(external_id: str = "order-1", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "external_id": external_id,
+        "category": "fabricated_evidence",
+        "confirmation": "platform_review",
+        "amount": {"value": 45_000, "currency": "CNY"},
+        "occurred_at": "2026-11-01T10:00:00+08:00",
+        "identifiers": [{"type": "phone", "value": "13800138000"}],
+    }
+    body.update(overrides)
+    return body
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A real `ledger worker` subprocess on the test broker."""
+
+    def __init__(self, settings: Settings, concurrency: int = 2) -> None:
+        self.settings = settings
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = ROOT / ".pytest_cache" / f"worker-{os.getpid()}-{uuid.uuid4().hex[:6]}.log"
+
+    def start(self) -> WorkerProcess:
+        self.log.parent.mkdir(exist_ok=True)
+        handle = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "worker", f"--concurrency={self.concurrency}", "--without-heartbeat",
+             "--without-gossip", "--without-mingle", "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
+            env=env_for(self.settings), stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True,
+        )
+        wait_for(lambda: b"ready" in self.log.read_bytes() or self.proc.poll() is not None, timeout=30)  # type: ignore[union-attr]
+        assert self.proc.poll() is None, self.log.read_text()
+        return self
+
+    def kill(self, sig: int = 9) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings) -> Iterator[WorkerProcess]:
+    """One worker for the session; tests that need it take this fixture."""
+    proc = WorkerProcess(settings).start()
+    yield proc
+    proc.stop()
