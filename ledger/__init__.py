@@ -17,7 +17,7 @@ MULTIPART_ENDPOINTS: frozenset[str] = frozenset()
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from ledger.api import incidents, lookups, problems, system
+    from ledger.api import disputes, incidents, lookups, problems, system
     from ledger.services.platforms import KeyResolver
     from ledger.services.runtime import Runtime
 
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ledger.keys"] = KeyResolver(rt)
 
     api = problems.ProblemApi(app)
-    for module in (system, incidents, lookups):
+    for module in (system, incidents, lookups, disputes):
         api.register_blueprint(module.blp)
     problems.register(app)
 

@@ -285,6 +285,71 @@ def verify(as_json: bool) -> None:
     sys.exit(1)
 
 
+def _when(value: str | None) -> datetime | None:
+    """--now for the clock-driven jobs, so they can be run (and tested) with a frozen clock."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise LedgerError("--now must be an ISO 8601 timestamp with a time zone") from None
+    if parsed.tzinfo is None:
+        raise LedgerError("--now must include a time zone offset")
+    return parsed
+
+
+@platforms.command("stats", help="Volume, dispute rate, overturn rate and effective trust per platform.")
+@json_option
+@handled
+def platforms_stats(as_json: bool) -> None:
+    from ledger.services import reliability
+
+    rows = reliability.stats(runtime())
+    text = (
+        "\n".join(
+            f"{r['slug']:<20} reported={r['reported']:<7} disputed={r['disputed']:<5} dispute_rate={r['dispute_rate']:.1%} "
+            f"overturn_rate={r['overturn_rate']:.1%} trust={r['operator_trust']:.2f} effective={r['effective_trust']:.2f}"
+            for r in rows
+        )
+        or "no platforms"
+    )
+    emit(as_json, rows, text)
+
+
+@main.group(help="Disputes (consumer rights).")
+def disputes() -> None:
+    pass
+
+
+@disputes.command("expire", help="The SLA job: retract incidents whose dispute passed respond_by unanswered.")
+@click.option("--now", default=None, help="Run as if it were this time (ISO 8601 with offset).")
+@json_option
+@handled
+def disputes_expire(now: str | None, as_json: bool) -> None:
+    from ledger.services import disputes as svc
+
+    count = svc.expire_overdue(runtime(), _when(now))
+    emit(as_json, {"expired": count}, f"{count} disputes expired; their incidents were retracted")
+
+
+@main.group(help="Retention and erasure.")
+def retention() -> None:
+    pass
+
+
+@retention.command(
+    "run", help="Expire incidents past retention (erasing their tokens) and old lookup tokens."
+)
+@click.option("--now", default=None, help="Run as if it were this time (ISO 8601 with offset).")
+@json_option
+@handled
+def retention_run(now: str | None, as_json: bool) -> None:
+    from ledger.services import retention as svc
+
+    result = svc.run(runtime(), _when(now))
+    emit(as_json, result, ", ".join(f"{k}={v}" for k, v in result.items()))
+
+
 # -- scoring jobs (CLI twins of the periodic tasks) --------------------------------------------------
 @main.command("rescore", help="Recompute scores synchronously.")
 @click.option("--all", "everything", is_flag=True, help="Every subject.")

@@ -34,6 +34,8 @@ app.conf.update(
         "decay-rescore": {"task": "ledger.rescore_due", "schedule": crontab(minute=17, hour=3)},
         "policy-rescore": {"task": "ledger.rescore_stale_policy", "schedule": timedelta(minutes=1)},
         "reliability": {"task": "ledger.refresh_reliability", "schedule": crontab(minute=5, hour=4)},
+        "dispute-sla": {"task": "ledger.expire_disputes", "schedule": timedelta(minutes=5)},
+        "retention": {"task": "ledger.expire_retention", "schedule": crontab(minute=41, hour=2)},
     },
 )
 

@@ -47,3 +47,17 @@ def refresh_reliability() -> list[str]:
     from ledger.services import reliability
 
     return reliability.refresh(runtime())
+
+
+@app.task(name="ledger.expire_disputes", **TASK_OPTIONS)
+def expire_disputes() -> int:
+    from ledger.services import disputes
+
+    return disputes.expire_overdue(runtime())
+
+
+@app.task(name="ledger.expire_retention", **TASK_OPTIONS)
+def expire_retention() -> dict[str, int]:
+    from ledger.services import retention
+
+    return retention.run(runtime())

@@ -202,6 +202,18 @@ class SummarySchema(ma.Schema):
     last_incident_at = ma.fields.String(allow_none=True)
 
 
+class AdverseActionSchema(ma.Schema):
+    """FCRA §615 / PIPL Art. 24 notice: a consortium record influenced the decision; how to get and dispute it."""
+
+    text_zh = ma.fields.String(required=True)
+    text_en = ma.fields.String(required=True)
+    decided_by = ma.fields.String(required=True)
+    how_to_get_report_zh = ma.fields.String(required=True)
+    how_to_get_report_en = ma.fields.String(required=True)
+    how_to_dispute_zh = ma.fields.String(required=True)
+    how_to_dispute_en = ma.fields.String(required=True)
+
+
 class LookupResultSchema(ma.Schema):
     lookup_id = ma.fields.UUID(required=True)
     decision = ma.fields.Nested(DecisionSchema, required=True)
@@ -209,6 +221,17 @@ class LookupResultSchema(ma.Schema):
     policy_version = ma.fields.String(required=True)
     computed_at = ma.fields.String(allow_none=True)
     stale = ma.fields.Boolean(required=True, metadata={"description": "A recompute is pending"})
+    consumer_statement = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "The consumer filed a statement about a disputed entry (text not shown)"},
+    )
+    adverse_action = ma.fields.Nested(
+        AdverseActionSchema,
+        allow_none=True,
+        metadata={
+            "description": "Present when the decision carries a restriction: a notice the refund system can show"
+        },
+    )
 
 
 class LookupBatchItemSchema(ma.Schema):
@@ -225,3 +248,115 @@ class LookupBatchResultSchema(ma.Schema):
 class HealthSchema(ma.Schema):
     status = ma.fields.String(required=True)
     checks = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+
+
+class DisputeOpenSchema(Strict):
+    """Opened by the operator's consumer channel on the consumer's behalf."""
+
+    identifiers = Identifiers
+    incident_id = ma.fields.UUID(metadata={"description": "The disputed incident; or set all_entries"})
+    all_entries = ma.fields.Boolean(
+        load_default=False, metadata={"description": "Dispute every entry about me"}
+    )
+    statement = ma.fields.String(
+        validate=validate.Length(max=500),
+        metadata={"description": "The consumer's statement, at most 500 characters"},
+    )
+    contact_ref = ma.fields.String(
+        validate=validate.Length(min=1, max=128),
+        metadata={"description": "The operator's own contact reference"},
+    )
+
+
+class DisputeSchemaOut(ma.Schema):
+    id = ma.fields.UUID(required=True)
+    incident_id = ma.fields.UUID(required=True)
+    status = ma.fields.String(
+        required=True, validate=validate.OneOf(("open", "upheld", "retracted", "expired"))
+    )
+    respond_by = ma.fields.DateTime(required=True)
+
+
+class DisputeOpenedSchema(ma.Schema):
+    disputes = ma.fields.List(ma.fields.Nested(DisputeSchemaOut), required=True)
+
+
+class DisputeListQuerySchema(Strict):
+    status = ma.fields.String(validate=validate.OneOf(("open", "upheld", "retracted", "expired")))
+
+
+class DisputeForReporterSchema(DisputeSchemaOut):
+    external_id = ma.fields.String(required=True)
+    statement = ma.fields.String(allow_none=True, metadata={"description": "The consumer's statement"})
+    opened_at = ma.fields.DateTime(required=True)
+    resolved_at = ma.fields.DateTime(allow_none=True)
+    basis = ma.fields.String(allow_none=True)
+
+
+class DisputeListSchema(ma.Schema):
+    disputes = ma.fields.List(ma.fields.Nested(DisputeForReporterSchema), required=True)
+
+
+class DisputeResponseSchema(Strict):
+    outcome = ma.fields.String(required=True, validate=validate.OneOf(("upheld", "retracted")))
+    basis = ma.fields.String(
+        validate=validate.OneOf(CONFIRMATIONS),
+        metadata={"description": "Required when upheld: how it was re-verified"},
+    )
+
+
+class SubjectReportRequestSchema(Strict):
+    identifiers = Identifiers
+
+
+class ReportQuerySchema(Strict):
+    format = ma.fields.String(validate=validate.OneOf(("json", "html")))
+
+
+class PlatformNameSchema(ma.Schema):
+    slug = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+
+
+class ReportDisputeSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True)
+    opened_at = ma.fields.DateTime(required=True)
+    respond_by = ma.fields.DateTime(required=True)
+    resolved_at = ma.fields.DateTime(allow_none=True)
+    statement_filed = ma.fields.Boolean(required=True)
+
+
+class ReportIncidentSchema(ma.Schema):
+    id = ma.fields.String(required=True)
+    category = ma.fields.String(required=True)
+    confirmation = ma.fields.String(required=True)
+    amount = ma.fields.Nested(AmountSchema, required=True)
+    occurred_at = ma.fields.DateTime(required=True)
+    reported_at = ma.fields.DateTime(required=True)
+    status = ma.fields.String(required=True)
+    status_reason = ma.fields.String(allow_none=True)
+    platform = ma.fields.Nested(PlatformNameSchema, required=True)
+    disputes = ma.fields.List(ma.fields.Nested(ReportDisputeSchema), required=True)
+
+
+class ReportScoreSchema(ma.Schema):
+    score = ma.fields.Integer(required=True)
+    tier = ma.fields.String(required=True)
+    restrictions = ma.fields.List(ma.fields.String(), required=True)
+    reasons = ma.fields.List(ma.fields.Nested(ReasonSchema), required=True)
+    policy_version = ma.fields.String(required=True)
+    computed_at = ma.fields.DateTime(required=True)
+
+
+class ReportLookupSchema(ma.Schema):
+    platform = ma.fields.Nested(PlatformNameSchema, required=True)
+    at = ma.fields.DateTime(required=True)
+    purpose = ma.fields.String(required=True)
+
+
+class SubjectReportSchema(ma.Schema):
+    generated_at = ma.fields.DateTime(required=True)
+    incidents = ma.fields.List(ma.fields.Nested(ReportIncidentSchema), required=True)
+    scores = ma.fields.List(ma.fields.Nested(ReportScoreSchema), required=True)
+    lookups = ma.fields.List(ma.fields.Nested(ReportLookupSchema), required=True)

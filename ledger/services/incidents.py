@@ -23,8 +23,8 @@ from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import chain as chain_store
+from ledger.storage import disputes, outbox
 from ledger.storage import incidents as store
-from ledger.storage import outbox
 from ledger.storage.cache import CacheUnavailable
 from ledger.storage.chain import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
@@ -270,6 +270,9 @@ def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -
             raise NotFound("no such incident")
         if row["status"] in ("retracted", "expired"):
             return public_view(row)  # idempotent: retracting twice changes nothing
+        open_dispute = disputes.open_for_incident(conn, incident_id)
+        if open_dispute is not None:  # retracting answers the consumer's dispute too
+            disputes.resolve(conn, open_dispute["id"], "retracted", None, datetime.now(UTC))
         outbox_id = change_status(incident_id, "retracted", reason, "retracted", conn=conn)
         row = store.get_for_platform(conn, incident_id, principal.platform_id)
     assert row is not None

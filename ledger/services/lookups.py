@@ -20,6 +20,7 @@ from uuid import UUID
 from ledger import metrics
 from ledger.domain import chain
 from ledger.domain.decisions import Decision, SubjectView, audit_row_hash, decide, lookup_commitment
+from ledger.domain.notices import adverse_action
 from ledger.errors import InvalidInput, LedgerError, NotFound, QuotaExceeded
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
@@ -118,6 +119,8 @@ def response_body(rt: Runtime, lookup_id: UUID, decision: Decision, stale: bool)
         "policy_version": decision.policy_version,
         "computed_at": decision.computed_at,
         "stale": stale,
+        "consumer_statement": "CONSUMER_STATEMENT_PRESENT" in decision.reasons,
+        "adverse_action": adverse_action(decision.tier) if decision.restrictions else None,
     }
 
 

@@ -180,6 +180,8 @@ def process_outbox(rt: Runtime, outbox_id: int) -> str:
     if "platform" in args:
         rescore_platform(rt, int(args["platform"]))
     rescore(rt, affected)
+    if args.get("forget"):
+        rt.cache.forget(args["forget"])
     with rt.db.transaction() as conn:
         outbox.mark_done(conn, outbox_id)
     return "done"

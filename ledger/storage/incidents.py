@@ -128,3 +128,26 @@ def expired_candidates(conn: Connection, before: datetime, limit: int) -> list[d
            ORDER BY occurred_at LIMIT %s FOR UPDATE SKIP LOCKED""",
         (before, limit),
     ).fetchall()
+
+
+def shred(conn: Connection, incident_ids: Sequence[UUID], tokens: Sequence[str]) -> list[str]:
+    """Expire incidents and delete every link from them to a person. Returns the tokens no incident
+    refers to any more (their identity links are deleted; the caller drops them from Redis)."""
+    ids = list(incident_ids)
+    conn.execute(
+        """UPDATE incidents SET status = 'expired', status_reason = 'retention', status_at = now(), salt = NULL
+           WHERE id = ANY(%s)""",
+        (ids,),
+    )
+    conn.execute("DELETE FROM incident_identifiers WHERE incident_id = ANY(%s)", (ids,))
+    conn.execute("DELETE FROM incident_evidence WHERE incident_id = ANY(%s)", (ids,))
+    orphans = [
+        r["token"]
+        for r in conn.execute(
+            """SELECT t AS token FROM unnest(%s::text[]) AS t
+               WHERE NOT EXISTS (SELECT 1 FROM incident_identifiers ii WHERE ii.token = t)""",
+            (list(set(tokens)),),
+        ).fetchall()
+    ]
+    conn.execute("DELETE FROM identity_links WHERE token = ANY(%s)", (orphans,))
+    return orphans

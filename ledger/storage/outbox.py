@@ -27,7 +27,11 @@ def mark_sent(conn: Connection, ids: list[int]) -> None:
 
 
 def mark_done(conn: Connection, outbox_id: int) -> None:
-    conn.execute("UPDATE outbox SET done_at = now() WHERE id = %s AND done_at IS NULL", (outbox_id,))
+    # Erased tokens travel in `forget` only until the cache has dropped them.
+    conn.execute(
+        "UPDATE outbox SET done_at = now(), args = args - 'forget' WHERE id = %s AND done_at IS NULL",
+        (outbox_id,),
+    )
 
 
 def due(conn: Connection, grace_seconds: int, limit: int = 500) -> list[dict[str, Any]]:

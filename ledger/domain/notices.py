@@ -1,0 +1,32 @@
+"""The adverse-action notice shown to a consumer when a lookup restricts their refund.
+
+The wording lives in a template shipped with the package (ledger/templates/adverse_action.toml) so the
+operator can review and translate it without touching code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "adverse_action.toml"
+
+
+@cache
+def _template() -> dict[str, str]:
+    with TEMPLATE.open("rb") as handle:
+        return {k: str(v) for k, v in tomllib.load(handle).items()}
+
+
+def adverse_action(tier: str) -> dict[str, str]:
+    t = _template()
+    return {
+        "text_zh": t["zh"].format(tier=tier),
+        "text_en": t["en"].format(tier=tier),
+        "decided_by": "platform",
+        "how_to_get_report_zh": t["how_to_report_zh"],
+        "how_to_get_report_en": t["how_to_report_en"],
+        "how_to_dispute_zh": t["how_to_dispute_zh"],
+        "how_to_dispute_en": t["how_to_dispute_en"],
+    }

@@ -1,0 +1,81 @@
+"""Subject access report: everything the ledger holds about one consumer (PIPL Art. 45, FCRA §609).
+
+It is what the operator hands to the consumer, so unlike a lookup it names the reporting platforms and
+every platform that looked the consumer up in the past two years.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ledger.services.disputes import incidents_about
+from ledger.services.identifiers import tokenize_all
+from ledger.services.runtime import Runtime
+from ledger.storage import audit, disputes, scores
+
+LOOKUP_HISTORY = timedelta(days=730)
+
+
+def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
+    tokens = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
+    texts = rt.policy.reasons
+    with rt.db.transaction(isolation="REPEATABLE READ") as conn:
+        incidents = incidents_about(conn, tokens)
+        names = {
+            r["id"]: (r["slug"], r["name"])
+            for r in conn.execute("SELECT id, slug, name FROM platforms").fetchall()
+        }
+        subject_ids = sorted({int(i["subject_id"]) for i in incidents if i["subject_id"] is not None})
+        score_rows = scores.for_subjects(conn, subject_ids)
+        dispute_rows = disputes.for_incidents(conn, [i["id"] for i in incidents])
+        lookups = audit.for_tokens(conn, tokens, datetime.now(UTC) - LOOKUP_HISTORY)
+    by_incident: dict[Any, list[dict[str, Any]]] = {}
+    for d in dispute_rows:
+        by_incident.setdefault(d["incident_id"], []).append(
+            {
+                "id": str(d["id"]),
+                "status": d["status"],
+                "opened_at": d["opened_at"],
+                "respond_by": d["respond_by"],
+                "resolved_at": d["resolved_at"],
+                "statement_filed": d["has_statement"],
+            }
+        )
+    return {
+        "generated_at": datetime.now(UTC),
+        "incidents": [
+            {
+                "id": str(i["id"]),
+                "category": i["category"],
+                "confirmation": i["confirmation"],
+                "amount": {"value": i["amount_minor"], "currency": i["currency"].strip()},
+                "occurred_at": i["occurred_at"],
+                "reported_at": i["reported_at"],
+                "status": i["status"],
+                "status_reason": i["status_reason"],
+                "platform": {"slug": names[i["platform_id"]][0], "name": names[i["platform_id"]][1]},
+                "disputes": by_incident.get(i["id"], []),
+            }
+            for i in incidents
+        ],
+        "scores": [
+            {
+                "score": s["score"],
+                "tier": s["tier"],
+                "restrictions": list(s["restrictions"]),
+                "reasons": [
+                    {"code": c, "text_zh": texts.get(c, (c, c))[0], "text_en": texts.get(c, (c, c))[1]}
+                    for c in s["reasons"]
+                ],
+                "policy_version": s["policy_version"],
+                "computed_at": s["computed_at"],
+            }
+            for s in score_rows
+        ],
+        "lookups": [
+            {"platform": {"slug": r["slug"], "name": r["name"]}, "at": r["at"], "purpose": r["purpose"]}
+            for r in lookups
+        ],
+    }

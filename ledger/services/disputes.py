@@ -1,0 +1,186 @@
+"""Disputes: the consumer's way to correct the ledger (FCRA §611, PIPL Art. 46).
+
+Opening a dispute marks the incident `disputed` (half weight) and starts an SLA clock; the reporting
+platform must uphold it with a confirmation basis or retract it before `respond_by`, or the SLA job
+retracts it with reason DISPUTE_SLA_EXPIRED. Every action is a hash-chained ledger event and feeds the
+reporter's reliability.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from ledger.errors import Conflict, InvalidInput, NotFound
+from ledger.services import reliability
+from ledger.services.identifiers import tokenize_all
+from ledger.services.incidents import after_commit, change_status
+from ledger.services.platforms import Principal
+from ledger.services.runtime import Runtime
+from ledger.storage import disputes as store
+from ledger.storage import incidents as incident_store
+
+REDISPUTE_COOLDOWN = timedelta(days=90)
+SLA_REASON = "DISPUTE_SLA_EXPIRED"
+
+
+def incidents_about(conn: Any, tokens: list[str]) -> list[dict[str, Any]]:
+    """Incidents concerning the consumer behind these tokens: by subject, or by a directly shared token."""
+    return conn.execute(
+        """SELECT i.* FROM incidents i
+           WHERE i.subject_id IN (SELECT subject_id FROM identity_links WHERE token = ANY(%s))
+              OR i.id IN (SELECT incident_id FROM incident_identifiers WHERE token = ANY(%s))
+           ORDER BY i.occurred_at""",
+        (tokens, tokens),
+    ).fetchall()
+
+
+def open_dispute(rt: Runtime, principal: Principal, request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    tokens = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
+    wanted: UUID | None = request.get("incident_id")
+    if (wanted is None) == (not request.get("all_entries", False)):
+        raise InvalidInput(
+            "give either incident_id or all_entries=true",
+            {"incident_id": ["give incident_id or all_entries"]},
+        )
+    now = datetime.now(UTC)
+    respond_by = now + timedelta(days=rt.settings.dispute_days)
+    created: list[dict[str, Any]] = []
+    outbox_ids: list[int] = []
+    with rt.db.transaction() as conn:
+        about = incidents_about(conn, tokens)
+        if wanted is not None:
+            about = [i for i in about if i["id"] == wanted]
+            if not about:
+                # The same answer for an unknown incident and one about somebody else.
+                raise NotFound("no incident with that id concerns this consumer")
+        candidates = [i for i in about if i["status"] in ("active", "disputed")]
+        if wanted is not None and not candidates:
+            raise Conflict(f"the incident is {about[0]['status']} and cannot be disputed")
+        for incident in candidates:
+            incident_store.get(conn, incident["id"], lock=True)
+            if store.open_for_incident(conn, incident["id"]) is not None:
+                if wanted is not None:
+                    raise Conflict(
+                        "this incident already has an open dispute", {"incident_id": ["already disputed"]}
+                    )
+                continue
+            upheld = store.last_upheld(conn, incident["id"])
+            if upheld is not None and now - upheld < REDISPUTE_COOLDOWN:
+                if wanted is not None:
+                    until = (upheld + REDISPUTE_COOLDOWN).date().isoformat()
+                    raise Conflict(
+                        f"a dispute of this incident was upheld recently; it can be disputed again from {until}",
+                        {"incident_id": ["upheld within the last 90 days"]},
+                    )
+                continue
+            dispute_id = uuid.uuid4()
+            store.insert(
+                conn,
+                dispute_id,
+                incident["id"],
+                incident["platform_id"],
+                principal.platform_id,
+                request.get("statement") or None,
+                request.get("contact_ref"),
+                respond_by,
+            )
+            outbox_ids.append(
+                change_status(
+                    incident["id"],
+                    "disputed",
+                    "consumer_dispute",
+                    "disputed",
+                    {
+                        "dispute_id": str(dispute_id),
+                        "respond_by": respond_by.isoformat(),
+                        "statement": bool(request.get("statement")),
+                    },
+                    conn=conn,
+                )
+            )
+            created.append(
+                {"id": dispute_id, "incident_id": incident["id"], "status": "open", "respond_by": respond_by}
+            )
+        if not created:
+            raise Conflict("no entry about this consumer can be disputed now")
+    for outbox_id in outbox_ids:
+        after_commit(rt, outbox_id, tokens)
+    return created
+
+
+def list_for_platform(
+    rt: Runtime, principal: Principal, status: str | None, limit: int = 500
+) -> list[dict[str, Any]]:
+    with rt.db.transaction() as conn:
+        return store.for_platform(conn, principal.platform_id, status, limit)
+
+
+def respond(
+    rt: Runtime, principal: Principal, dispute_id: UUID, outcome: str, basis: str | None
+) -> dict[str, Any]:
+    if outcome == "upheld" and not basis:
+        raise InvalidInput(
+            "an upheld dispute needs the confirmation basis", {"basis": ["required when upheld"]}
+        )
+    now = datetime.now(UTC)
+    with rt.db.transaction() as conn:
+        dispute = store.get(conn, dispute_id, lock=True)
+        if dispute is None or dispute["platform_id"] != principal.platform_id:
+            raise NotFound("no such dispute")
+        if dispute["status"] != "open":
+            raise Conflict(f"the dispute is already {dispute['status']}")
+        if outcome == "upheld":
+            store.resolve(conn, dispute_id, "upheld", basis, now)
+            outbox_id = change_status(
+                dispute["incident_id"],
+                "active",
+                "dispute_upheld",
+                "dispute_upheld",
+                {"dispute_id": str(dispute_id), "basis": basis},
+                conn=conn,
+            )
+        else:
+            store.resolve(conn, dispute_id, "retracted", None, now)
+            outbox_id = change_status(
+                dispute["incident_id"],
+                "retracted",
+                "dispute_retracted",
+                "dispute_retracted",
+                {"dispute_id": str(dispute_id)},
+                conn=conn,
+            )
+        resolved = store.get(conn, dispute_id)
+    after_commit(rt, outbox_id, [])
+    reliability.refresh(rt, platform_ids=[principal.platform_id])
+    assert resolved is not None
+    return resolved
+
+
+def expire_overdue(rt: Runtime, now: datetime | None = None, limit: int = 1000) -> int:
+    """The SLA job: retract every incident whose dispute passed respond_by with no response."""
+    at = now or datetime.now(UTC)
+    outbox_ids: list[int] = []
+    platforms: set[int] = set()
+    with rt.db.transaction() as conn:
+        for dispute in store.overdue(conn, at, limit):
+            store.resolve(conn, dispute["id"], "expired", None, at)
+            outbox_ids.append(
+                change_status(
+                    dispute["incident_id"],
+                    "retracted",
+                    SLA_REASON,
+                    "dispute_sla_expired",
+                    {"dispute_id": str(dispute["id"])},
+                    conn=conn,
+                )
+            )
+            platforms.add(int(dispute["platform_id"]))
+    for outbox_id in outbox_ids:
+        after_commit(rt, outbox_id, [])
+    if platforms:
+        reliability.refresh(rt, platform_ids=sorted(platforms))
+    return len(outbox_ids)

@@ -1,0 +1,68 @@
+"""Retention and erasure: entries expire, and expiry erases the link to the person.
+
+An incident older than the retention period (5 years by default, from occurred_at) gets an `expired`
+chain event and status; its token references, its commitment salt, its evidence hashes and any dispute
+statement are deleted, and identity links no longer backed by a live incident are deleted too. That is
+crypto-shredding: the chain keeps only a salted commitment whose salt is gone, so it still verifies but
+links to nobody. Lookup audit records lose their tokens after 2 years the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ledger.services.incidents import after_commit
+from ledger.services.runtime import Runtime
+from ledger.storage import audit, disputes, outbox
+from ledger.storage import chain as chain_store
+from ledger.storage import incidents as incident_store
+from ledger.storage.chain import NewEvent
+from ledger.storage.queue import PROCESS_OUTBOX
+
+
+def expire_incidents(rt: Runtime, now: datetime | None = None, chunk: int = 500) -> dict[str, Any]:
+    at = now or datetime.now(UTC)
+    before = at - timedelta(days=rt.settings.retention_days)
+    expired = 0
+    forgotten: list[str] = []
+    while True:
+        with rt.db.transaction() as conn:
+            rows = incident_store.expired_candidates(conn, before, chunk)
+            if not rows:
+                break
+            ids = [r["id"] for r in rows]
+            subjects = sorted({int(r["subject_id"]) for r in rows if r["subject_id"] is not None})
+            tokens = [t["token"] for t in incident_store.tokens_of(conn, ids)]
+            chain_store.append(
+                conn, [NewEvent("expired", i, {"incident_id": str(i), "status": "expired"}) for i in ids]
+            )
+            gone = incident_store.shred(conn, ids, tokens)
+            disputes.erase_personal(conn, ids)
+            # The worker drops the erased tokens from Redis (retried until it succeeds) and rescores.
+            outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"subjects": subjects, "forget": gone})
+        expired += len(ids)
+        forgotten.extend(gone)
+        after_commit(rt, outbox_id, [])
+        if len(rows) < chunk:
+            break
+    return {"expired": expired, "tokens_erased": len(forgotten)}
+
+
+def erase_old_lookups(rt: Runtime, now: datetime | None = None, chunk: int = 5000) -> int:
+    at = now or datetime.now(UTC)
+    before = at - timedelta(days=rt.settings.audit_retention_days)
+    total = 0
+    while True:
+        with rt.db.transaction() as conn:
+            count = audit.erase_before(conn, before, chunk)
+        total += count
+        if count < chunk:
+            return total
+
+
+def run(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
+    """The daily retention job (`ledger retention run` is its CLI twin)."""
+    result = expire_incidents(rt, now)
+    result["lookups_erased"] = erase_old_lookups(rt, now)
+    return result
