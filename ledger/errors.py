@@ -85,3 +85,10 @@ class Unavailable(LedgerError):
     def __init__(self, detail: str, retry_after: int = 2) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class Contention(Unavailable):
+    """A transaction lost a serialization or deadlock race; running it again is the fix."""
+
+    def __init__(self, detail: str = "a concurrent change interfered; retry", retry_after: int = 1) -> None:
+        super().__init__(detail, retry_after)

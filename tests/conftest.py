@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.errors
 import pytest
 import redis
 
@@ -80,10 +81,24 @@ def env_for(settings: Settings) -> dict[str, str]:
 
 
 def reset_state(database_url: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SET session_replication_role = replica")  # lets TRUNCATE pass the append-only triggers
-        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-        conn.execute("INSERT INTO ledger_head (singleton, seq, head_hash, at) VALUES (true, 0, repeat('0', 64), now())")
+    # A session-wide worker may still be finishing the previous test's tasks: retry on lock conflicts.
+    for attempt in range(20):
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    "SET session_replication_role = replica"
+                )  # lets TRUNCATE pass the append-only triggers
+                conn.execute("SET lock_timeout = '2s'")
+                with conn.transaction():
+                    conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+                    conn.execute(
+                        "INSERT INTO ledger_head (singleton, seq, head_hash, at) VALUES (true, 0, repeat('0', 64), now())"
+                    )
+            break
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+            if attempt == 19:
+                raise
+            time.sleep(0.1)
     # Only our own keys: flushing would also drop Celery's queue bindings under a running worker.
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(match="ccl:*", count=1000))
@@ -181,9 +196,22 @@ class WorkerProcess:
         self.log.parent.mkdir(exist_ok=True)
         handle = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "worker", f"--concurrency={self.concurrency}", "--without-heartbeat",
-             "--without-gossip", "--without-mingle", "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
-            env=env_for(self.settings), stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "ledger.cli",
+                "worker",
+                f"--concurrency={self.concurrency}",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            env=env_for(self.settings),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             start_new_session=True,
         )
         wait_for(lambda: b"ready" in self.log.read_bytes() or self.proc.poll() is not None, timeout=30)  # type: ignore[union-attr]

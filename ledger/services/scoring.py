@@ -11,12 +11,15 @@ Every job is idempotent and safe to run twice or out of order:
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from ledger.domain.scoring import Assessment, IncidentFacts, assess
+from ledger.errors import Contention
 from ledger.identity import STRONG_TYPES
 from ledger.services.runtime import Runtime
 from ledger.storage import chain as chain_store
@@ -115,7 +118,19 @@ def rescore(rt: Runtime, subject_ids: Iterable[int], now: datetime | None = None
     return total
 
 
-def _rescore_chunk(rt: Runtime, ids: list[int], now: datetime | None) -> int:
+def _rescore_chunk(rt: Runtime, ids: list[int], now: datetime | None, attempts: int = 5) -> int:
+    for attempt in range(attempts):
+        try:
+            return _rescore_once(rt, ids, now)
+        except Contention:
+            # Another recompute of the same subjects committed first; ours re-reads a newer snapshot.
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1) + random.random() * 0.02)
+    return 0
+
+
+def _rescore_once(rt: Runtime, ids: list[int], now: datetime | None) -> int:
     policy = rt.policy
     at = now or datetime.now(UTC)
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:

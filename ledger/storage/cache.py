@@ -49,16 +49,19 @@ local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+-- A request costing more than the burst (a large batch) goes through once the bucket is full and leaves
+-- it in debt; otherwise it could never pass, and Retry-After would promise what never comes.
+local need = math.min(cost, burst)
 local allowed = 0
-if tokens >= cost then
+if tokens >= need then
   tokens = tokens - cost
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 local retry = 0
-if allowed == 0 then retry = math.max(1, math.ceil((cost - tokens) / rate)) end
-return {allowed, math.floor(tokens), retry}
+if allowed == 0 then retry = math.max(1, math.ceil((need - tokens) / rate)) end
+return {allowed, math.max(0, math.floor(tokens)), retry}
 """
 
 

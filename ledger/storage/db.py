@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import psycopg
+import psycopg.errors
 import psycopg_pool
 from psycopg.rows import dict_row
 
-from ledger.errors import Unavailable
+from ledger.errors import Contention, Unavailable
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
 
@@ -62,6 +63,8 @@ class Database:
                 if isolation:
                     conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
                 yield cast(Connection, conn)
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+            raise Contention() from exc
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise Unavailable("the database is unavailable; retry shortly") from exc
 
