@@ -71,7 +71,8 @@ def counts(database_url: str) -> tuple[int, int]:
     with psycopg.connect(database_url) as conn:
         disputes = conn.execute("SELECT count(*) FROM disputes").fetchone()
         events = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
-    assert disputes is not None and events is not None
+    assert disputes is not None
+    assert events is not None
     return int(disputes[0]), int(events[0])
 
 
@@ -259,7 +260,9 @@ def test_subject_report_shows_incidents_reporters_and_lookups(
     assert html.status_code == 200
     assert html.mimetype == "text/html"
     page = html.get_data(as_text=True)
-    assert "个人信用记录报告" in page and "Alpha" in page and "Beta" in page
+    assert "个人信用记录报告" in page
+    assert "Alpha" in page
+    assert "Beta" in page
     negotiated = client.post(
         "/v1/subjects/report",
         json={"identifiers": [PHONE]},
@@ -296,7 +299,7 @@ def test_expiry_shreds_the_link_and_the_chain_still_verifies(
     with psycopg.connect(database_url) as conn:
         for table in ("incident_identifiers", "identity_links", "incident_evidence"):
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            assert row is not None and row[0] == 0, table
+            assert row == (0,), table
         salt = conn.execute("SELECT salt, status FROM incidents").fetchone()
         assert salt == (None, "expired")
     assert lookup(client, beta, PHONE)["decision"] == {
@@ -347,14 +350,16 @@ def test_overturned_reports_lower_trust_and_then_scores(
             f"/v1/disputes/{dispute['id']}/response", json={"outcome": "retracted"}, headers=alpha.headers
         )
     stats = {row["slug"]: row for row in reliability.stats(rt)}
-    assert stats["alpha"]["disputed"] == 6 and stats["alpha"]["overturned"] == 6
+    assert stats["alpha"]["disputed"] == 6
+    assert stats["alpha"]["overturned"] == 6
     assert stats["alpha"]["effective_trust"] < 1.0
     assert stats["beta"]["effective_trust"] == 1.0
     scoring.flush_outbox(rt)
     assert score_of(client, beta, PHONE) < before
     assert client.get(f"/v1/incidents/{kept}", headers=alpha.headers).get_json()["status"] == "active"
     cli = run_cli(client.application.extensions["ledger.runtime"].settings, "platforms", "stats", "--json")
-    assert cli.returncode == 0 and '"overturn_rate"' in cli.stdout
+    assert cli.returncode == 0
+    assert '"overturn_rate"' in cli.stdout
 
 
 def test_adverse_action_notice_accompanies_restrictions(
