@@ -29,7 +29,7 @@ def requires(scope: str) -> Callable[[F], F]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             resolver = cast(KeyResolver, current_app.extensions["ledger.keys"])
-            who = resolver.resolve(request.headers.get("Authorization"))
+            who = resolver.resolve(request.headers.get("Authorization"), request.remote_addr or "")
             who.require(scope)
             g.principal = who
             return view(*args, **kwargs)

@@ -16,11 +16,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthorized
 from ledger.services.runtime import Runtime
 from ledger.storage import platforms as store
+from ledger.storage.cache import CacheUnavailable
 
 SCOPES = ("report", "lookup", "dispute", "admin")
+# More than AUTH_FAILURES failed authentications from one client address within the window -> 429.
+AUTH_FAILURES = 20
+AUTH_WINDOW_SECONDS = 60
 _KEY_RE = re.compile(r"\Accl_([0-9a-f]{12})_([A-Za-z0-9_-]{32,64})\Z")
 _SLUG_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{1,62}\Z")
 
@@ -136,6 +140,7 @@ class KeyResolver:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._blocked: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _record(self, key_id: str) -> dict[str, Any] | None:
@@ -151,7 +156,33 @@ class KeyResolver:
             self._cache[key_id] = (now + self.rt.settings.auth_cache_seconds, record)
         return record
 
-    def resolve(self, authorization: str | None) -> Principal:
+    def resolve(self, authorization: str | None, client: str = "") -> Principal:
+        """Authenticate, with brute-force protection: a client address that keeps failing is refused with
+        429 for a while, before any key is checked."""
+        blocked_until = self._blocked.get(client, 0.0)
+        if blocked_until > time.monotonic():
+            raise QuotaExceeded(
+                "too many failed authentication attempts", int(blocked_until - time.monotonic()) + 1, AUTH_FAILURES
+            )
+        try:
+            return self._resolve(authorization)
+        except Unauthorized:
+            self._note_failure(client)
+            raise
+
+    def _note_failure(self, client: str) -> None:
+        digest = hashlib.sha256(client.encode()).hexdigest()[:32]  # no client address at rest
+        try:
+            failures = self.rt.cache.count_auth_failure(digest, AUTH_WINDOW_SECONDS)
+        except CacheUnavailable:
+            return
+        if failures > AUTH_FAILURES:
+            with self._lock:
+                if len(self._blocked) > 10_000:
+                    self._blocked.clear()
+                self._blocked[client] = time.monotonic() + AUTH_WINDOW_SECONDS
+
+    def _resolve(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthorized("missing Authorization: Bearer <key> header")
         scheme, _, key = authorization.partition(" ")

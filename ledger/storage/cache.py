@@ -5,6 +5,7 @@ Keys (tokens are HMAC pseudonyms, never raw identifiers):
                   sequence it was computed from; a Lua script refuses to replace it with an older one
   ccl:p:<token>   set while a recompute for that token is pending (report accepted, not yet scored)
   ccl:q:<key_id>  token bucket of one API key
+  ccl:af:<digest> failed authentications from one (hashed) client address, for brute-force protection
 A short circuit breaker skips Redis for a moment after a failure, so a dead Redis costs the lookup path
 one failed connection per second rather than one per request.
 """
@@ -23,6 +24,7 @@ import redis
 TOKEN_KEY = "ccl:t:"
 PENDING_KEY = "ccl:p:"
 QUOTA_KEY = "ccl:q:"
+AUTH_FAIL_KEY = "ccl:af:"
 PENDING_TTL_SECONDS = 300
 SEQ_WIDTH = 20
 
@@ -157,6 +159,20 @@ class Cache:
             self._trip()
             raise CacheUnavailable("quota") from None
         return Quota(bool(allowed), int(remaining), int(retry), burst)
+
+    def count_auth_failure(self, client_digest: str, window_seconds: int) -> int:
+        """Count one failed authentication for a (hashed) client address in a fixed window."""
+        self._guard()
+        key = AUTH_FAIL_KEY + client_digest
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, window_seconds, nx=True)
+            count, _ = pipe.execute()
+        except redis.RedisError:
+            self._trip()
+            raise CacheUnavailable("auth failures") from None
+        return int(count)
 
     # -- writers (workers, CLI) ------------------------------------------------------------------
     def put_decisions(self, seq: int, by_token: Mapping[str, Mapping[str, Any]]) -> int:
