@@ -238,3 +238,69 @@ def worker(settings: Settings) -> Iterator[WorkerProcess]:
     proc = WorkerProcess(settings).start()
     yield proc
     proc.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServedApp:
+    """`ledger serve` (gunicorn) as a subprocess on a free local port; its output goes to a log file."""
+
+    def __init__(self, settings: Settings, workers: int = 2, extra_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = ROOT / ".pytest_cache" / f"serve-{os.getpid()}-{self.port}.log"
+
+    def start(self) -> ServedApp:
+        import urllib.request
+
+        self.log.parent.mkdir(exist_ok=True)
+        handle = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ledger.cli",
+                "serve",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+            ],
+            env={**env_for(self.settings), **self.extra_env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(self.log.read_text())
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as response:  # noqa: S310
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_for(up, timeout=30, interval=0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=5)
