@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, PG_SERVER
+from tests.conftest import PG_SERVER, ROOT
 
 
 @pytest.mark.timeout(360)
