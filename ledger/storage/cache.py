@@ -12,6 +12,7 @@ one failed connection per second rather than one per request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -96,10 +97,17 @@ class Cache:
             retry_on_timeout=False,
         )
         self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
-        self._bucket = self.client.register_script(_TOKEN_BUCKET)
+        self._bucket_sha = hashlib.sha1(_TOKEN_BUCKET.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
         self._breaker_seconds = breaker_seconds
         self._down_until = 0.0
         self._lock = threading.Lock()
+
+    def _load_scripts(self) -> None:
+        try:
+            self.client.script_load(_TOKEN_BUCKET)
+        except redis.RedisError as exc:
+            self._trip()
+            raise CacheUnavailable(str(type(exc).__name__)) from None
 
     # -- circuit breaker -------------------------------------------------------------------------
     def _guard(self) -> None:
@@ -132,15 +140,23 @@ class Cache:
     ) -> CachedLookup:
         """One round trip: the quota bucket (if asked), the decisions and the pending flags."""
         self._guard()
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            if quota_key is not None:
-                self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst, cost], client=pipe)
-            pipe.mget([TOKEN_KEY + t for t in tokens] + [PENDING_KEY + t for t in tokens])
-            results = pipe.execute()
-        except redis.RedisError as exc:
-            self._trip()
-            raise CacheUnavailable(str(type(exc).__name__)) from None
+        keys = [TOKEN_KEY + t for t in tokens] + [PENDING_KEY + t for t in tokens]
+        for attempt in range(2):
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                if quota_key is not None:
+                    # EVALSHA directly: a Script object in a pipeline costs an extra SCRIPT EXISTS round trip.
+                    pipe.evalsha(self._bucket_sha, 1, QUOTA_KEY + quota_key, rate, burst, cost)
+                pipe.mget(keys)
+                results = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self._load_scripts()  # a restarted Redis has forgotten them
+            except redis.RedisError as exc:
+                self._trip()
+                raise CacheUnavailable(str(type(exc).__name__)) from None
         quota = None
         if quota_key is not None:
             allowed, remaining, retry = results[0]
@@ -150,15 +166,6 @@ class Cache:
         entries = {t: json.loads(v[SEQ_WIDTH:]) for t, v in zip(tokens, values[:n], strict=True) if v}
         pending = {t for t, v in zip(tokens, values[n:], strict=True) if v}
         return CachedLookup(entries, pending, quota)
-
-    def take_quota(self, quota_key: str, rate: int, burst: int) -> Quota:
-        self._guard()
-        try:
-            allowed, remaining, retry = self._bucket(keys=[QUOTA_KEY + quota_key], args=[rate, burst, 1])
-        except redis.RedisError:
-            self._trip()
-            raise CacheUnavailable("quota") from None
-        return Quota(bool(allowed), int(remaining), int(retry), burst)
 
     def count_auth_failure(self, client_digest: str, window_seconds: int) -> int:
         """Count one failed authentication for a (hashed) client address in a fixed window."""
