@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ledger.keys"] = KeyResolver(rt)
 
     api = problems.ProblemApi(app)
+    app.extensions["ledger.api"] = api
     for module in (system, incidents, lookups, disputes):
         api.register_blueprint(module.blp)
     problems.register(app)

@@ -438,5 +438,28 @@ def lookups_fishing(days: int, as_json: bool) -> None:
     emit(as_json, rows, text)
 
 
+# -- the demo ----------------------------------------------------------------------------------------
+@main.command(
+    "demo",
+    help="Run the whole service locally: embedded PostgreSQL/Redis for unset DATABASE_URL/REDIS_URL, "
+    "two demo platforms, the API, a worker and beat. Ctrl-C stops everything it started.",
+)
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="Where the API listens.")
+@click.option("--workers", default=2, show_default=True, type=int, help="API worker processes.")
+@click.option(
+    "--state-dir",
+    default=".ledger",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where embedded servers keep their data, and where logs go.",
+)
+@json_option
+@handled
+def demo(bind: str, workers: int, state_dir: str, as_json: bool) -> None:
+    from ledger.demo import run_demo
+
+    sys.exit(run_demo(state_dir, bind, workers, as_json))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app, render_template
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -39,7 +39,8 @@ class Ready(MethodView):
         checks = {
             "postgres": "ok" if postgres else "down",
             "redis": "ok" if redis else "down",
-            "lookup_path": "redis" if redis else ("postgres-fallback" if postgres else "unavailable"),
+            # Without PostgreSQL no lookup is answered: its audit record must be written first.
+            "lookup_path": ("redis" if redis else "postgres-fallback") if postgres else "unavailable",
         }
         ok = postgres and redis
         return {"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503
@@ -63,3 +64,12 @@ class Checkpoint(MethodView):
         Publish it: anyone holding an older checkpoint can later check that history was only appended to.
         """
         return verification.checkpoint(runtime())
+
+
+@blp.route("/docs/reference")
+class Reference(MethodView):
+    @blp.doc(responses={"200": {"description": "HTML reference", "content": {"text/html": {}}}})
+    def get(self) -> Response:
+        """Human-readable API reference, rendered on the server from the OpenAPI document (works offline)"""
+        spec = current_app.extensions["ledger.api"].spec.to_dict()
+        return Response(render_template("api_docs.html", spec=spec), mimetype="text/html")

@@ -157,8 +157,8 @@ def lookup_many(
                 "rate limit exceeded for this API key", cached.quota.retry_after, cached.quota.limit
             )
     except CacheUnavailable:
-        metrics.FALLBACKS.inc()
         entries, pending = _from_postgres(rt, all_tokens)
+        metrics.FALLBACKS.inc()
 
     now = datetime.now(UTC)
     records = []
@@ -202,11 +202,13 @@ def lookup_many(
             }
         )
         outcomes[index] = Outcome(200, body)
-        metrics.LOOKUPS.labels(decision.tier, p.purpose).inc()
-        if p.purpose == "refund_review" and not p.refund_ref:
-            metrics.FISHING.labels(principal.slug).inc()
     with rt.db.transaction() as conn:
         audit.insert_many(conn, records)
+    # Counted only once recorded: a lookup whose audit record failed was never answered.
+    for record in records:
+        metrics.LOOKUPS.labels(record["tier"], record["purpose"]).inc()
+        if record["purpose"] == "refund_review" and not record["refund_ref"]:
+            metrics.FISHING.labels(principal.slug).inc()
     return [o for o in outcomes if o is not None]
 
 

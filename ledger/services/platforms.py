@@ -162,7 +162,9 @@ class KeyResolver:
         blocked_until = self._blocked.get(client, 0.0)
         if blocked_until > time.monotonic():
             raise QuotaExceeded(
-                "too many failed authentication attempts", int(blocked_until - time.monotonic()) + 1, AUTH_FAILURES
+                "too many failed authentication attempts",
+                int(blocked_until - time.monotonic()) + 1,
+                AUTH_FAILURES,
             )
         try:
             return self._resolve(authorization)
