@@ -3,7 +3,9 @@
 One Redis round trip fetches the key's quota, every token's cached decision and pending flags; no scoring
 and no scan of incidents happen here. If Redis fails, an indexed PostgreSQL join over `risk_scores`
 gives the same decision, slower. The audit record is committed before the answer is returned (see
-docs/audit.md for why this path was chosen over a Redis stream).
+docs/audit.md for why this path was chosen over a Redis stream). Evidence hashes, when a request has
+any, are matched against the process's in-memory index (docs/evidence.md); without evidence nothing of
+that runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ledger.domain import chain
 from ledger.domain.decisions import Decision, SubjectView, audit_row_hash, decide, lookup_commitment
 from ledger.domain.notices import adverse_action
 from ledger.errors import InvalidInput, LedgerError, NotFound, QuotaExceeded
+from ledger.services import evidence
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
@@ -40,6 +43,7 @@ class Prepared:
     refund_ref: str | None
     kind: str | None
     tokens: list[tuple[str, str]]
+    evidence: tuple[evidence.Submitted, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
         refund_ref=refund.get("reference"),
         kind=refund.get("kind"),
         tokens=tokenize_all(request["identifiers"], rt.identity_key),
+        evidence=evidence.submitted(request),
     )
 
 
@@ -166,12 +171,14 @@ def lookup_many(
         found = [entries[tok] for _, tok in p.tokens if tok in entries]
         views = [_view(e) for e in found if "s" in e]
         devices = [int(e["d"]) for e in found if "d" in e]
-        decision = decide(views, devices, p.kind, rt.policy)
+        matches = evidence.match(rt, p.evidence) if p.evidence else []
+        decision = decide(views, devices, p.kind, rt.policy, any(m["matched"] for m in matches))
         stale = any(tok in pending for _, tok in p.tokens) or any(
             v.policy_version != rt.policy.version for v in views
         )
         lookup_id = uuid.uuid4()
         body = response_body(rt, lookup_id, decision, stale)
+        body["evidence_matches"] = matches
         tokens = [tok for _, tok in p.tokens]
         salt = os.urandom(16)
         commitment = lookup_commitment(salt, tokens, p.refund_ref)

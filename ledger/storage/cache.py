@@ -26,7 +26,7 @@ TOKEN_KEY = "ccl:t:"
 PENDING_KEY = "ccl:p:"
 QUOTA_KEY = "ccl:q:"
 AUTH_FAIL_KEY = "ccl:af:"
-PENDING_TTL_SECONDS = 300
+PENDING_TTL_SECONDS = 24 * 3600  # cleared by the recompute; the TTL only bounds leftovers
 SEQ_WIDTH = 20
 
 _SET_IF_NEWER = """

@@ -43,7 +43,7 @@ class Database:
                     "connect_timeout": 3,
                     "options": "-c statement_timeout=30000",
                 },
-                timeout=5.0,
+                timeout=2.0,  # a request waits at most this long for a connection, then 503
                 reconnect_timeout=0,  # keep trying for ever: the service must recover without a restart
                 open=False,
             )

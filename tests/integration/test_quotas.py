@@ -1,0 +1,193 @@
+"""Quotas and purpose limitation on the lookup API.
+
+Each API key has a token bucket in Redis, sized per platform by the operator. Over it, a refund system
+gets 429 problem+json with headers it can act on. Separately, a member that looks consumers up for
+refund review without naming a refund is fishing, which purpose limitation (PIPL Art. 6) forbids: the
+operator sees it in a metric and in `ledger lookups fishing`. Real Redis and PostgreSQL throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from ledger.config import Settings
+from ledger.services import platforms as platform_service
+from ledger.services.runtime import Runtime
+from tests.conftest import ROOT, Member, env_for
+
+PHONE = {"type": "phone", "value": "13800138000"}
+PROBLEM = "application/problem+json"
+
+
+def post_lookup(client: Any, member: Member, **extra: Any) -> Any:
+    body = {"identifiers": [PHONE], "purpose": "refund_review", **extra}
+    return client.post("/v1/lookups", json=body, headers=member.headers)
+
+
+def metric(client: Any, name: str, **labels: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def audit_count(rt: Runtime) -> int:
+    with rt.db.transaction() as conn:
+        return int(conn.execute("SELECT count(*) AS n FROM lookups").fetchone()["n"])  # type: ignore[index]
+
+
+def ledger_cli(settings: Settings, *args: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *args, "--json"],
+        env=env_for(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+# -- rate limits ---------------------------------------------------------------------------------------
+def test_over_the_limit_is_429_with_retry_after_and_ratelimit_headers(
+    client: Any, alpha: Member, rt: Runtime
+) -> None:
+    platform_service.set_rate_limit(rt, "alpha", 1, 3)
+    refused_before = metric(client, "ledger_rate_limited_total")
+
+    statuses = [post_lookup(client, alpha).status_code for _ in range(3)]
+    refused = post_lookup(client, alpha)
+
+    assert statuses == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.mimetype == PROBLEM
+    problem = refused.get_json()
+    assert problem["status"] == 429
+    assert problem["type"].endswith("/rate-limited")
+    retry_after = int(refused.headers["Retry-After"])
+    assert retry_after >= 1
+    assert refused.headers["RateLimit-Limit"] == "3"
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    assert metric(client, "ledger_rate_limited_total") == refused_before + 1
+    # A refused lookup was not answered, so it leaves no audit record.
+    assert audit_count(rt) == 3
+    # Retry-After tells the truth: waiting that long is enough.
+    time.sleep(retry_after)
+    assert post_lookup(client, alpha).status_code == 200
+
+
+def test_the_limit_is_per_key(client: Any, alpha: Member, beta: Member, rt: Runtime) -> None:
+    platform_service.set_rate_limit(rt, "alpha", 1, 2)
+    rotated = platform_service.rotate_key(rt, "alpha")  # the old key stays valid
+    second = Member("alpha", rotated.key, rotated.key_id)
+
+    first_key = [post_lookup(client, alpha).status_code for _ in range(3)]
+    second_key = [post_lookup(client, second).status_code for _ in range(3)]
+    other_platform = [post_lookup(client, beta).status_code for _ in range(3)]
+
+    assert first_key == [200, 200, 429]
+    assert second_key == [200, 200, 429]
+    assert other_platform == [200, 200, 200]
+    with rt.db.transaction() as conn:
+        keys = conn.execute("SELECT key_id, count(*) AS n FROM lookups GROUP BY key_id").fetchall()
+    assert {r["key_id"]: r["n"] for r in keys} == {alpha.key_id: 2, second.key_id: 2, beta.key_id: 3}
+
+
+def test_the_operator_sets_the_limit_from_the_cli(
+    client: Any, settings: Settings, alpha: Member, beta: Member
+) -> None:
+    shown = ledger_cli(settings, "platforms", "rate-limit", "beta", "--per-second", "1", "--burst", "2")
+    assert shown == {"platform": "beta", "per_second": 1, "burst": 2}
+
+    statuses = [post_lookup(client, beta).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]
+    assert post_lookup(client, alpha).status_code == 200
+
+
+def test_a_batch_spends_one_token_per_item(client: Any, alpha: Member, rt: Runtime) -> None:
+    platform_service.set_rate_limit(rt, "alpha", 1, 5)
+    items = [
+        {"identifiers": [PHONE], "purpose": "refund_review", "refund": {"reference": f"R-{i}"}}
+        for i in range(4)
+    ]
+
+    accepted = client.post("/v1/lookups/batch", json={"lookups": items}, headers=alpha.headers)
+    refused = client.post("/v1/lookups/batch", json={"lookups": items[:3]}, headers=alpha.headers)
+
+    assert accepted.status_code == 200
+    assert refused.status_code == 429
+    assert refused.mimetype == PROBLEM
+    assert "Retry-After" in refused.headers
+    assert audit_count(rt) == 4
+
+
+# -- fishing -------------------------------------------------------------------------------------------
+def test_refund_review_without_a_reference_is_reported_as_fishing(
+    client: Any, settings: Settings, make_platform: Any
+) -> None:
+    fisher = make_platform("fisher-shop")
+    honest = make_platform("honest-shop")
+    flagged_before = metric(client, "ledger_lookups_without_refund_reference_total", platform="fisher-shop")
+    honest_before = metric(client, "ledger_lookups_without_refund_reference_total", platform="honest-shop")
+
+    for _ in range(4):
+        assert post_lookup(client, fisher).status_code == 200
+    assert post_lookup(client, fisher, refund={"reference": "R-1"}).status_code == 200
+    assert post_lookup(client, fisher, purpose="account_review").status_code == 200
+    batch = [{"identifiers": [PHONE], "purpose": "refund_review"}] * 2
+    assert (
+        client.post("/v1/lookups/batch", json={"lookups": batch}, headers=fisher.headers).status_code == 200
+    )
+    for i in range(3):
+        assert post_lookup(client, honest, refund={"reference": f"H-{i}"}).status_code == 200
+    assert post_lookup(client, honest, purpose="dispute_investigation").status_code == 200
+
+    report = {row["slug"]: row for row in ledger_cli(settings, "lookups", "fishing")}
+
+    assert set(report) == {"fisher-shop", "honest-shop"}
+    assert report["fisher-shop"]["lookups"] == 8
+    assert report["fisher-shop"]["without_reference"] == 6
+    assert report["fisher-shop"]["share_without_reference"] == 0.75
+    assert report["honest-shop"]["lookups"] == 4
+    assert report["honest-shop"]["without_reference"] == 0
+    assert metric(client, "ledger_lookups_without_refund_reference_total", platform="fisher-shop") == (
+        flagged_before + 6
+    )
+    assert (
+        metric(client, "ledger_lookups_without_refund_reference_total", platform="honest-shop")
+        == honest_before
+    )
+
+
+def test_a_batch_larger_than_the_burst_goes_through_and_is_paid_back(
+    client: Any, alpha: Member, rt: Runtime
+) -> None:
+    platform_service.set_rate_limit(rt, "alpha", 1, 2)
+    items = [
+        {"identifiers": [PHONE], "purpose": "refund_review", "refund": {"reference": f"R-{i}"}}
+        for i in range(3)
+    ]
+
+    batch = client.post("/v1/lookups/batch", json={"lookups": items}, headers=alpha.headers)
+    refused = post_lookup(client, alpha)
+
+    # Refusing it would be for ever: a bucket never holds more than its burst.
+    assert batch.status_code == 200, batch.get_json()
+    assert refused.status_code == 429
+    # The third item left the bucket one token in debt, so the wait is longer than for one lookup.
+    retry_after = int(refused.headers["Retry-After"])
+    assert retry_after >= 2
+    time.sleep(retry_after)
+    assert post_lookup(client, alpha).status_code == 200
+    assert audit_count(rt) == 4
