@@ -194,3 +194,43 @@ CREATE TABLE IF NOT EXISTS disputes (
 CREATE UNIQUE INDEX IF NOT EXISTS disputes_one_open ON disputes (incident_id) WHERE status = 'open';
 CREATE INDEX IF NOT EXISTS disputes_platform_status ON disputes (platform_id, status);
 CREATE INDEX IF NOT EXISTS disputes_due ON disputes (respond_by) WHERE status = 'open';
+
+-- Evidence matching (docs/evidence.md). Each API process holds the matchable evidence hashes in memory
+-- and polls this change log for incidents whose evidence or status changed. The triggers below write it
+-- at commit (deferred) under one advisory lock, so ids are allocated in commit order: a reader that has
+-- seen id N has seen every earlier change. It holds incident ids only, never hashes, so expiry's
+-- erasure of evidence is not undone here.
+CREATE TABLE IF NOT EXISTS evidence_changes (
+    id          bigserial PRIMARY KEY,
+    incident_id uuid NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION evidence_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    target uuid;
+BEGIN
+    IF TG_TABLE_NAME = 'incidents' THEN
+        target := NEW.id;
+        -- A status change matters to the matcher only for an incident that has evidence.
+        IF NOT EXISTS (SELECT 1 FROM incident_evidence WHERE incident_id = target) THEN
+            RETURN NULL;
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        target := OLD.incident_id;
+    ELSE
+        target := NEW.incident_id;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7311006);
+    INSERT INTO evidence_changes (incident_id) VALUES (target);
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS incident_evidence_changed ON incident_evidence;
+CREATE CONSTRAINT TRIGGER incident_evidence_changed AFTER INSERT OR DELETE ON incident_evidence
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION evidence_log_change();
+
+DROP TRIGGER IF EXISTS incident_status_changed ON incidents;
+CREATE CONSTRAINT TRIGGER incident_status_changed AFTER UPDATE OF status ON incidents
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION evidence_log_change();

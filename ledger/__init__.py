@@ -13,7 +13,8 @@ from ledger.config import Settings
 __all__ = ["create_app"]
 
 JSON_TYPES = ("application/json",)
-MULTIPART_ENDPOINTS: frozenset[str] = frozenset()
+# Evidence photo uploads (docs/evidence.md); these views check for multipart/form-data themselves.
+MULTIPART_ENDPOINTS: frozenset[str] = frozenset({"incidents.IncidentEvidence", "lookups.LookupEvidence"})
 
 
 def create_app(settings: Settings | None = None) -> Flask:

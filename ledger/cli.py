@@ -461,5 +461,46 @@ def demo(bind: str, workers: int, state_dir: str, as_json: bool) -> None:
     sys.exit(run_demo(state_dir, bind, workers, as_json))
 
 
+# -- evidence hashes ---------------------------------------------------------------------------------
+@main.command(
+    "hash",
+    help="Print the PDQ hash and quality of each image, so that a partner can report or look up evidence "
+    "by hash and no photo ever leaves it. Needs no database. Exit 2 if any file is not a usable image.",
+)
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@json_option
+@handled
+def hash_images(images: tuple[str, ...], as_json: bool) -> None:
+    from ledger.domain.policy import load_policy
+    from ledger.evidence import ImageRejected, hash_image
+
+    min_quality = load_policy(Settings.from_env().policy_path).evidence_min_quality
+    results: list[dict[str, Any]] = []
+    for path in images:
+        try:
+            with open(path, "rb") as handle:
+                hashed = hash_image(handle.read(), max_bytes=None)
+        except ImageRejected as exc:
+            results.append({"path": path, "error": exc.reason})
+            continue
+        results.append(
+            {
+                "path": path,
+                "pdq": hashed.hex,
+                "quality": hashed.quality,
+                "low_quality": hashed.low_quality(min_quality),
+            }
+        )
+    if as_json:
+        emit(True, results)
+    for r in [] if as_json else results:
+        if "pdq" in r:
+            click.echo(f"{r['pdq']}  quality={r['quality']}{' LOW' if r['low_quality'] else ''}  {r['path']}")
+        else:
+            click.echo(f"error: {r['path']}: {r['error']}", err=True)
+    if any("error" in r for r in results):
+        sys.exit(2)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

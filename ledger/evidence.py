@@ -68,7 +68,7 @@ def _decode(image_bytes: bytes) -> tuple[Image.Image, int, int]:
         # Pillow warns (rather than fails) on large images; MAX_PIXELS below is the limit we apply.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(image_bytes))
+            image: Image.Image = Image.open(io.BytesIO(image_bytes))
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
             raise ImageRejected(
                 "not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"

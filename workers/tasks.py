@@ -24,7 +24,9 @@ def process_outbox(outbox_id: int) -> str:
 
 @app.task(name="ledger.sweep_outbox", **TASK_OPTIONS)
 def sweep_outbox() -> int:
-    return scoring.sweep_outbox(runtime())
+    sent = scoring.sweep_outbox(runtime())
+    scoring.warm_cache(runtime())  # after a Redis restart: refill the cache from PostgreSQL
+    return sent
 
 
 @app.task(name="ledger.rescore_due", **TASK_OPTIONS)

@@ -66,7 +66,16 @@ class DisputeResponse(MethodView):
 class SubjectReport(MethodView):
     @blp.doc(
         security=SECURITY,
-        responses={"200": {"content": {"text/html": {"schema": {"type": "string"}}}}},
+        # Both media types: a manual `responses` entry replaces the one @blp.response documents.
+        responses={
+            "200": {
+                "description": "The report, as JSON or as a printable HTML page",
+                "content": {
+                    "application/json": {"schema": schemas.SubjectReportSchema},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            }
+        },
     )
     @requires("dispute")
     @blp.arguments(schemas.ReportQuerySchema, location="query")

@@ -1,4 +1,4 @@
-"""Incident endpoints: report (single and batch), read, retract."""
+"""Incident endpoints: report (single and batch), read, retract, add evidence photos."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ledger import metrics
-from ledger.api import schemas
+from ledger.api import schemas, uploads
 from ledger.api.context import principal, requires, runtime
 from ledger.api.problems import flatten, problem_for
 from ledger.errors import InvalidInput, LedgerError
-from ledger.services import incidents
+from ledger.services import evidence, incidents
 
 blp = Blueprint("incidents", __name__, url_prefix="/v1/incidents", description="The incident ledger")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -119,3 +119,43 @@ class IncidentRetract(MethodView):
         The incident stays in the ledger with status `retracted` and stops counting.
         """
         return incidents.retract(runtime(), principal(), incident_id, body["reason"])
+
+
+@blp.route("/<uuid:incident_id>/evidence")
+class IncidentEvidence(MethodView):
+    @blp.doc(
+        security=SECURITY,
+        requestBody=uploads.multipart_doc(
+            {"images": uploads.IMAGES_PROPERTY},
+            ["images"],
+            {"images": {"contentType": uploads.IMAGE_TYPES}},
+        ),
+    )
+    @requires("report")
+    @blp.response(201, schemas.EvidenceAddedSchema)
+    @blp.alt_response(
+        200, schema=schemas.EvidenceAddedSchema, description="Every image's hash was already stored"
+    )
+    @blp.alt_response(404, response="NOT_FOUND", description="Unknown, or reported by another platform")
+    @blp.alt_response(409, response="CONFLICT", description="The incident is retracted or expired")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(
+        422,
+        response="UNPROCESSABLE_ENTITY",
+        description="An image is not an image, truncated, over 10 MB or under 64x64 pixels, or more than 5 "
+        "were sent; `errors` names each part (`images.2`). Nothing is stored.",
+    )
+    def post(self, incident_id: UUID) -> Any:
+        """Add evidence photos to one of your incidents
+
+        `multipart/form-data` with 1 to 5 `images` parts. The server computes each image's PDQ hash and
+        quality in memory and stores only those; the images themselves are never stored. To keep photos
+        entirely on your side, run `ledger hash IMAGE...` and report the hashes in `evidence.pdq` instead.
+        Images of PDQ quality below 50 are stored but marked low quality and never matched on their own.
+        """
+        rt, who = runtime(), principal()
+        evidence.require_own_incident(rt, who, incident_id)  # 404 before reading a large body
+        upload = uploads.read_upload("images")
+        status, body = evidence.add_images(rt, who, incident_id, upload.images)
+        return body, status

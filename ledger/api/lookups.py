@@ -12,11 +12,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ledger import metrics
-from ledger.api import schemas
+from ledger.api import schemas, uploads
 from ledger.api.context import principal, requires, runtime
 from ledger.api.problems import flatten, problem_for
 from ledger.errors import InvalidInput, LedgerError
-from ledger.services import lookups
+from ledger.services import evidence, lookups
 
 blp = Blueprint("lookups", __name__, url_prefix="/v1/lookups", description="Refund-time risk lookups")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -81,6 +81,62 @@ class LookupBatch(MethodView):
                 for i, o in enumerate(outcomes)
             ]
         }
+
+
+@blp.route("/evidence")
+class LookupEvidence(MethodView):
+    @blp.doc(
+        security=SECURITY,
+        requestBody=uploads.multipart_doc(
+            {
+                "request": {
+                    "$ref": "#/components/schemas/Lookup",
+                    "description": "The lookup, exactly as the JSON body of POST /v1/lookups",
+                },
+                "images": uploads.IMAGES_PROPERTY,
+            },
+            ["request", "images"],
+            {"request": {"contentType": "application/json"}},
+        ),
+    )
+    @requires("lookup")
+    @blp.response(200, schemas.LookupResultSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(
+        422,
+        response="UNPROCESSABLE_ENTITY",
+        description="The `request` part is invalid (`errors` keys start with `request.`), or an image is "
+        "rejected (`images.N`); no audit record is written",
+    )
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def post(self) -> Any:
+        """Decide with the claim's evidence photos
+
+        The multipart variant of POST /v1/lookups, kept on its own route so that the JSON lookup stays
+        JSON-only and fast. Send a `request` part holding the lookup as JSON (`application/json`) and 1 to
+        5 `images` parts. The server hashes each image with PDQ in memory and never stores it; the answer is
+        the same as POST /v1/lookups, with one `evidence_matches` entry per `evidence.pdq` hash and then per
+        image. Any match within 31 bits of confirmed forged evidence adds the reason `EVIDENCE_REUSED` and
+        raises the tier to at least `review`, even for identifiers the ledger has never seen. You can also
+        hash on your side (`ledger hash`) and send only `evidence.pdq` to POST /v1/lookups.
+        """
+        started = time.perf_counter()
+        upload = uploads.read_upload("images", ("request",))
+        try:
+            request = schemas.LookupSchema().load(uploads.json_part(upload, "request"))
+        except ma.ValidationError as exc:
+            errors = {f"request.{path}": reasons for path, reasons in flatten(exc.messages).items()}
+            raise InvalidInput("the lookup is invalid", errors) from None
+        request[evidence.IMAGES_KEY] = evidence.submitted_images(upload.images)
+        [outcome] = lookups.lookup_many(runtime(), principal(), [request])
+        if outcome.error is not None:
+            raise outcome.error
+        metrics.LOOKUP_LATENCY.observe(time.perf_counter() - started)
+        return outcome.body
 
 
 @blp.route("/<uuid:lookup_id>")

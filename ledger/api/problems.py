@@ -68,7 +68,9 @@ def problem(
     if detail:
         body["detail"] = detail
     if errors:
-        body["errors"] = errors
+        # Keys come from client input (a multipart part may have no name): always strings, so the
+        # envelope itself can never fail to render.
+        body["errors"] = {"_body" if k is None else str(k): v for k, v in errors.items()}
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value

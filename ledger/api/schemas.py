@@ -29,6 +29,13 @@ PDQ = validate.Regexp(r"\A[0-9a-f]{64}\Z", error="must be 64 lowercase hex chara
 TOKEN = validate.Regexp(r"\A[0-9a-f]{64}\Z", error="must be 64 lowercase hex characters")
 
 
+def storable(value: str) -> None:
+    """PostgreSQL text cannot hold NUL and UTF-8 cannot encode a lone surrogate: refuse both as a 422 here
+    rather than failing at INSERT with a 500."""
+    if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValidationError("must not contain NUL or unpaired surrogate characters")
+
+
 class Strict(ma.Schema):
     class Meta:
         unknown = RAISE
@@ -76,7 +83,7 @@ class IncidentSchema(Strict):
 
     external_id = ma.fields.String(
         required=True,
-        validate=validate.Length(min=1, max=128),
+        validate=[validate.Length(min=1, max=128), storable],
         metadata={"description": "Your own reference; unique per platform; retrying with it is safe"},
     )
     category = ma.fields.String(required=True, validate=validate.OneOf(CATEGORIES))
@@ -149,7 +156,7 @@ class CheckpointSchema(ma.Schema):
 
 class RefundSchema(Strict):
     reference = ma.fields.String(
-        validate=validate.Length(min=1, max=128),
+        validate=[validate.Length(min=1, max=128), storable],
         metadata={"description": "Your refund or order reference (purpose limitation)"},
     )
     amount = ma.fields.Nested(AmountSchema)
@@ -230,6 +237,13 @@ class LookupResultSchema(ma.Schema):
         allow_none=True,
         metadata={
             "description": "Present when the decision carries a restriction: a notice the refund system can show"
+        },
+    )
+    evidence_matches = ma.fields.List(
+        ma.fields.Nested("EvidenceMatchSchema"),  # defined with the evidence schemas below
+        metadata={
+            "description": "One entry per submitted evidence hash or image, in order (`evidence.pdq` first, "
+            "then uploaded images); empty when the lookup carried no evidence"
         },
     )
 
@@ -360,3 +374,52 @@ class SubjectReportSchema(ma.Schema):
     incidents = ma.fields.List(ma.fields.Nested(ReportIncidentSchema), required=True)
     scores = ma.fields.List(ma.fields.Nested(ReportScoreSchema), required=True)
     lookups = ma.fields.List(ma.fields.Nested(ReportLookupSchema), required=True)
+
+
+# -- evidence images (docs/evidence.md) -------------------------------------------------------------------
+
+
+class EvidenceMatchSchema(ma.Schema):
+    """What a lookup learns about one submitted hash. Never which platform holds the match, never its
+    incident."""
+
+    hash = ma.fields.String(required=True, metadata={"description": "The submitted (or computed) PDQ hash"})
+    quality = ma.fields.Integer(
+        allow_none=True,
+        metadata={"description": "PDQ quality 0..100 of an uploaded image; null for a submitted hash"},
+    )
+    low_quality = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "Quality below the policy minimum (50): never matched on its own"},
+    )
+    matched = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "Confirmed forged evidence lies within the policy threshold (31 bits)"},
+    )
+    best_distance = ma.fields.Integer(
+        allow_none=True, metadata={"description": "Hamming distance of the closest match; null without one"}
+    )
+    category = ma.fields.String(
+        allow_none=True, metadata={"description": "Category of the incident with the closest match"}
+    )
+    platforms = ma.fields.Integer(
+        required=True,
+        metadata={"description": "How many distinct platforms hold confirmed evidence within the threshold"},
+    )
+
+
+class EvidenceHashSchema(ma.Schema):
+    hash = ma.fields.String(required=True, metadata={"description": "PDQ hash, 64 lowercase hex characters"})
+    quality = ma.fields.Integer(required=True, metadata={"description": "PDQ quality, 0..100"})
+    low_quality = ma.fields.Boolean(
+        required=True, metadata={"description": "Stored, but never matched on its own (quality below 50)"}
+    )
+    added = ma.fields.Boolean(required=True, metadata={"description": "False if the incident already had it"})
+
+
+class EvidenceAddedSchema(ma.Schema):
+    incident_id = ma.fields.UUID(required=True)
+    evidence = ma.fields.List(ma.fields.Nested(EvidenceHashSchema), required=True)
+    stored = ma.fields.Integer(
+        required=True, metadata={"description": "Evidence hashes the incident now holds (at most 20)"}
+    )

@@ -37,6 +37,10 @@ CHUNKS = 16
 CHUNK_BITS = HASH_BITS // CHUNKS
 BUCKETS = 1 << CHUNK_BITS
 DEFAULT_THRESHOLD = 31
+FLAT_BELOW = 2048  # below this many rows a scan beats the tables
+# New hashes go to a delta layer that is scanned (about 0.1 ms at this size) and rebuilt on every change;
+# past this size it is merged into the base, a full rebuild (about 1 s per million hashes).
+DELTA_LIMIT = 16_384
 OWNER_BYTES = 16  # an incident's UUID
 
 Matrix = npt.NDArray[np.uint8]  # (n, 32) hashes, one per row
@@ -109,20 +113,26 @@ class MultiIndex:
     """An immutable multi-index hash table over the rows of a hash matrix.
 
     `search(query)` returns exactly the rows within `threshold` (the one given at build time, or any
-    smaller one), in increasing row order, with their distances.
+    smaller one), in increasing row order, with their distances. A `flat` index has no tables and scans
+    every row: cheaper to build and to search below a few thousand rows (the tables alone are 4 MB).
     """
 
-    __slots__ = ("_masks", "_order", "_starts", "_words", "size", "threshold")
+    __slots__ = ("_masks", "_order", "_starts", "_words", "flat", "size", "threshold")
 
-    def __init__(self, matrix: Matrix, threshold: int = DEFAULT_THRESHOLD) -> None:
+    def __init__(self, matrix: Matrix, threshold: int = DEFAULT_THRESHOLD, flat: bool | None = None) -> None:
         matrix = as_matrix(matrix)
         self.size = n = len(matrix)
         self.threshold = threshold
+        self.flat = n < FLAT_BELOW if flat is None else flat
         self._masks = probe_masks(radius_for(threshold))
         self._words = _words(matrix)
+        if self.flat:
+            self._order = np.empty((CHUNKS, 0), dtype=np.int32)
+            self._starts = np.empty((CHUNKS, 0), dtype=np.int32)
+            return
         chunks = matrix.view(">u2").reshape(n, CHUNKS)  # chunk c = bits 16c .. 16c+15, big-endian
         self._order = np.empty((CHUNKS, n), dtype=np.int32)
-        self._starts = np.empty((CHUNKS, BUCKETS + 1), dtype=np.int64)
+        self._starts = np.empty((CHUNKS, BUCKETS + 1), dtype=np.int32)
         for c in range(CHUNKS):
             column = chunks[:, c].astype(np.uint16)
             # A stable sort of 16-bit keys is a radix sort in numpy: O(n).
@@ -138,11 +148,13 @@ class MultiIndex:
         """Rows sharing at least one chunk with `query` within the probe radius (with repeats)."""
         if self.size == 0:
             return _EMPTY_POSITIONS
+        if self.flat:
+            return np.arange(self.size, dtype=np.int64)
         q_chunks = np.frombuffer(query, dtype=">u2").astype(np.int64)
         probes = q_chunks[:, None] ^ self._masks[None, :]  # (16, probes per chunk)
         flat = (probes + (np.arange(CHUNKS, dtype=np.int64) * (BUCKETS + 1))[:, None]).ravel()
         starts = self._starts.ravel()
-        lo, hi = starts[flat], starts[flat + 1]
+        lo, hi = starts[flat].astype(np.int64), starts[flat + 1].astype(np.int64)
         lengths = hi - lo
         total = int(lengths.sum())
         if total == 0:
@@ -158,7 +170,10 @@ class MultiIndex:
         limit = self.threshold if threshold is None else threshold
         if limit > self.threshold:
             raise ValueError(f"this index answers thresholds up to {self.threshold}")
-        _query_words(query)  # validates the length
+        if self.flat:
+            dist = _popcounts(self._words, _query_words(query))
+            positions = np.flatnonzero(dist <= limit).astype(np.int64)
+            return positions, dist[positions]
         found = self.candidates(query)
         if found.size == 0:
             return _EMPTY_POSITIONS, _EMPTY_POSITIONS
@@ -238,13 +253,13 @@ class _Layer:
 
     __slots__ = ("alive", "dead", "index", "owner_hi", "rows")
 
-    def __init__(self, rows: EvidenceRows, threshold: int) -> None:
+    def __init__(self, rows: EvidenceRows, threshold: int, flat: bool | None = None) -> None:
         # Sorting by the owner's first 8 bytes is 4x faster than by all 16; `positions_of` checks all 16.
         owner_hi = rows.owners.view(">u8").reshape(-1, 2)[:, 0].astype(np.uint64)
         by_owner = np.argsort(owner_hi, kind="stable")
         self.rows = rows.take(by_owner)
         self.owner_hi = owner_hi[by_owner]
-        self.index = MultiIndex(self.rows.hashes, threshold)
+        self.index = MultiIndex(self.rows.hashes, threshold, flat)
         self.alive = np.ones(len(self.rows), dtype=bool)
         self.dead = 0
 
@@ -319,7 +334,7 @@ class EvidenceIndex:
         self,
         categories: Sequence[str],
         threshold: int = DEFAULT_THRESHOLD,
-        delta_limit: int = 32_768,
+        delta_limit: int = DELTA_LIMIT,
         base: _Layer | None = None,
         delta: _Layer | None = None,
     ) -> None:
@@ -335,7 +350,7 @@ class EvidenceIndex:
         rows: EvidenceRows,
         categories: Sequence[str],
         threshold: int = DEFAULT_THRESHOLD,
-        delta_limit: int = 32_768,
+        delta_limit: int = DELTA_LIMIT,
     ) -> EvidenceIndex:
         return cls(categories, threshold, delta_limit, base=_Layer(rows, threshold))
 
@@ -372,7 +387,7 @@ class EvidenceIndex:
             self.threshold,
             self.delta_limit,
             base=base,
-            delta=_Layer(delta_rows, self.threshold),
+            delta=_Layer(delta_rows, self.threshold, flat=True),
         )
 
     def hits(self, query: bytes, threshold: int | None = None) -> list[Hit]:

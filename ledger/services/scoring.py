@@ -10,6 +10,7 @@ Every job is idempotent and safe to run twice or out of order:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -288,14 +289,31 @@ def flush_outbox(rt: Runtime, limit: int = 10_000) -> int:
     return done
 
 
+def warm_cache(rt: Runtime) -> int:
+    """Rebuild the cache if Redis came back empty (no `ccl:warm`). The beat sweep calls this, so a Redis
+    restart heals without an operator; meanwhile lookups that saw it warm answer from PostgreSQL."""
+    try:
+        if rt.cache.is_warm() or not rt.cache.lock_rebuild(600):
+            return 0
+    except CacheUnavailable:
+        return 0
+    try:
+        return rebuild_cache(rt)
+    finally:
+        with contextlib.suppress(CacheUnavailable):
+            rt.cache.unlock_rebuild()
+
+
 def rebuild_cache(rt: Runtime, chunk: int = 5000) -> int:
-    """Write every stored score back into Redis (`ledger cache rebuild`)."""
+    """Write every stored score back into Redis (`ledger cache rebuild`), then mark the cache warm."""
+    marker = rt.cache.begin_rebuild()
     written, after = 0, 0
     while True:
         with rt.db.transaction(isolation="REPEATABLE READ") as conn:
             seq = chain_store.head_seq(conn)
             rows = scores.iter_all(conn, after, chunk)
             if not rows:
+                rt.cache.finish_rebuild(marker)
                 return written
             ids = [int(r["subject_id"]) for r in rows]
             tokens = subjects.strong_tokens(conn, ids)

@@ -2,10 +2,13 @@
 
 Keys (tokens are HMAC pseudonyms, never raw identifiers):
   ccl:t:<token>   decision of the token's subject (or a device signal), prefixed by the 20-digit ledger
-                  sequence it was computed from; a Lua script refuses to replace it with an older one
+                  sequence it was computed from; a Lua script refuses to replace it with an older one (at an
+                  equal sequence, with one computed earlier: its "o" field orders them)
   ccl:p:<token>   set while a recompute for that token is pending (report accepted, not yet scored)
   ccl:q:<key_id>  token bucket of one API key
   ccl:af:<digest> failed authentications from one (hashed) client address, for brute-force protection
+  ccl:warm        set when a full rebuild from PostgreSQL completed on this Redis; a Redis restarted
+                  without persistence comes back without it, and a miss then no longer means "no decision"
 A short circuit breaker skips Redis for a moment after a failure, so a dead Redis costs the lookup path
 one failed connection per second rather than one per request.
 """
@@ -16,8 +19,10 @@ import hashlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -26,20 +31,47 @@ TOKEN_KEY = "ccl:t:"
 PENDING_KEY = "ccl:p:"
 QUOTA_KEY = "ccl:q:"
 AUTH_FAIL_KEY = "ccl:af:"
+WARM_KEY = "ccl:warm"
+REBUILD_KEY = "ccl:rebuild:"
+REBUILD_LOCK_KEY = "ccl:rebuild-lock"
 PENDING_TTL_SECONDS = 24 * 3600  # cleared by the recompute; the TTL only bounds leftovers
 SEQ_WIDTH = 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SET_IF_NEWER = """
 local seq = tonumber(ARGV[1])
+local n = #KEYS
 local written = 0
 for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
-  if (not current) or tonumber(string.sub(current, 1, 20)) <= seq then
+  local newer = true
+  if current then
+    local current_seq = tonumber(string.sub(current, 1, 20))
+    if current_seq > seq then
+      newer = false
+    elseif current_seq == seq then
+      -- Linking and decay recompute without advancing the sequence: the later computation wins.
+      local ok, decoded = pcall(cjson.decode, string.sub(current, 21))
+      local current_order = (ok and type(decoded) == 'table' and tonumber(decoded['o'])) or 0
+      newer = current_order <= tonumber(ARGV[n + 1 + i])
+    end
+  end
+  if newer then
     redis.call('SET', key, ARGV[i + 1])
     written = written + 1
   end
 end
 return written
+"""
+
+# The rebuild's marker is wiped by a Redis restart, so a rebuild interrupted by one never claims warm.
+_MARK_WARM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SET', KEYS[2], '1')
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
 """
 
 _TOKEN_BUCKET = """
@@ -66,6 +98,14 @@ local retry = 0
 if allowed == 0 then retry = math.max(1, math.ceil((need - tokens) / rate)) end
 return {allowed, math.max(0, math.floor(tokens)), retry}
 """
+
+
+def _order(entry: Mapping[str, Any]) -> int:
+    """When an entry was computed, in microseconds: orders two entries computed from one sequence."""
+    at = entry.get("at")
+    if not at:
+        return 0
+    return (datetime.fromisoformat(at) - _EPOCH) // timedelta(microseconds=1)
 
 
 class CacheUnavailable(Exception):
@@ -97,6 +137,8 @@ class Cache:
             retry_on_timeout=False,
         )
         self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
+        self._mark_warm = self.client.register_script(_MARK_WARM)
+        self._seen_warm = False
         self._bucket_sha = hashlib.sha1(_TOKEN_BUCKET.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
         self._breaker_seconds = breaker_seconds
         self._down_until = 0.0
@@ -140,7 +182,7 @@ class Cache:
     ) -> CachedLookup:
         """One round trip: the quota bucket (if asked), the decisions and the pending flags."""
         self._guard()
-        keys = [TOKEN_KEY + t for t in tokens] + [PENDING_KEY + t for t in tokens]
+        keys = [TOKEN_KEY + t for t in tokens] + [PENDING_KEY + t for t in tokens] + [WARM_KEY]
         for attempt in range(2):
             try:
                 pipe = self.client.pipeline(transaction=False)
@@ -157,6 +199,12 @@ class Cache:
             except redis.RedisError as exc:
                 self._trip()
                 raise CacheUnavailable(str(type(exc).__name__)) from None
+        if results[-1][-1] is not None:
+            self._seen_warm = True
+        elif self._seen_warm:
+            # Redis lost its data since this process saw it warm (a restart without persistence): a miss
+            # no longer means "no decision", so answer from PostgreSQL until a rebuild completes.
+            raise CacheUnavailable("cold")
         quota = None
         if quota_key is not None:
             allowed, remaining, retry = results[0]
@@ -164,7 +212,7 @@ class Cache:
         values = results[-1]
         n = len(tokens)
         entries = {t: json.loads(v[SEQ_WIDTH:]) for t, v in zip(tokens, values[:n], strict=True) if v}
-        pending = {t for t, v in zip(tokens, values[n:], strict=True) if v}
+        pending = {t for t, v in zip(tokens, values[n : 2 * n], strict=True) if v}
         return CachedLookup(entries, pending, quota)
 
     def count_auth_failure(self, client_digest: str, window_seconds: int) -> int:
@@ -187,9 +235,13 @@ class Cache:
             return 0
         prefix = f"{seq:0{SEQ_WIDTH}d}"
         keys = [TOKEN_KEY + t for t in by_token]
-        values = [prefix + json.dumps(v, separators=(",", ":"), sort_keys=True) for v in by_token.values()]
+        orders = [_order(v) for v in by_token.values()]
+        values = [
+            prefix + json.dumps({**v, "o": o}, separators=(",", ":"), sort_keys=True)
+            for v, o in zip(by_token.values(), orders, strict=True)
+        ]
         try:
-            written = int(self._set_if_newer(keys=keys, args=[seq, *values]))
+            written = int(self._set_if_newer(keys=keys, args=[seq, *values, *orders]))
             self.client.delete(*[PENDING_KEY + t for t in by_token])
         except redis.RedisError:
             self._trip()
@@ -216,7 +268,34 @@ class Cache:
                 self._trip()
                 raise CacheUnavailable("forget") from None
 
+    # -- refilling after a restart ----------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError:
+            self._trip()
+            raise CacheUnavailable(what) from None
+
+    def is_warm(self) -> bool:
+        return bool(self._call("warm", self.client.exists, WARM_KEY))
+
+    def begin_rebuild(self) -> str:
+        marker = REBUILD_KEY + uuid.uuid4().hex
+        self._call("rebuild", self.client.set, marker, 1, ex=3600)
+        return marker
+
+    def finish_rebuild(self, marker: str) -> bool:
+        """Mark the cache warm, unless Redis restarted (and so lost the marker) during the rebuild."""
+        return bool(self._call("rebuild", self._mark_warm, keys=[marker, WARM_KEY]))
+
+    def lock_rebuild(self, seconds: int) -> bool:
+        return bool(self._call("rebuild lock", self.client.set, REBUILD_LOCK_KEY, 1, nx=True, ex=seconds))
+
+    def unlock_rebuild(self) -> None:
+        self._call("rebuild lock", self.client.delete, REBUILD_LOCK_KEY)
+
     def clear_decisions(self) -> int:
+        self.client.delete(WARM_KEY)
         removed = 0
         for key in self.client.scan_iter(match=TOKEN_KEY + "*", count=1000):
             removed += int(self.client.delete(key))

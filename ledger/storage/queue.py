@@ -32,7 +32,9 @@ class TaskQueue:
             broker_connection_retry=False,
             broker_connection_retry_on_startup=False,
             broker_connection_max_retries=0,
-            broker_transport_options=broker_options(),
+            # Without max_retries kombu keeps reconnecting for its connect timeout (about 5 s) before
+            # giving up, so every report would stall that long while the broker is down.
+            broker_transport_options={**broker_options(), "max_retries": 0},
             task_default_queue="ledger",
         )
 

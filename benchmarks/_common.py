@@ -1,0 +1,327 @@
+"""Shared plumbing for the benchmark scripts: a throw-away database, Redis database 7, servers started as
+subprocesses, wrk runs parsed into numbers, and the machine load printed next to every figure.
+
+Benchmarks are never part of the test run. Each script starts what it needs and removes it afterwards;
+traffic goes to 127.0.0.1 only and every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+IDENTITY_KEY = "bench-identity-key-0123456789abcdef"
+
+
+def db_url(name: str) -> str:
+    base, _, _ = PG_SERVER.rpartition("/")
+    return f"{base}/{name}"
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+@contextlib.contextmanager
+def bench_database(name: str, keep: bool = False) -> Iterator[str]:
+    """A fresh database with schema.sql applied, dropped afterwards (unless keep)."""
+    from ledger.storage.db import apply_schema
+
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = db_url(name)
+    apply_schema(url)
+    try:
+        yield url
+    finally:
+        if not keep:
+            with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_redis() -> None:
+    """Benchmarks own Redis database 7 entirely (the brief reserves it for them)."""
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def ledger_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "DATABASE_URL", "REDIS_URL"))}
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=REDIS_URL,
+        LEDGER_IDENTITY_KEY=IDENTITY_KEY,
+        LEDGER_ENV="production",
+        LEDGER_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+
+def ledger_cli(env: dict[str, str], *args: str) -> Any:
+    """Run `ledger ... --json` and return its parsed output."""
+    out = subprocess.run(
+        [str(BIN / "ledger"), *args, "--json"], env=env, check=True, capture_output=True, text=True, cwd=ROOT
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def member(env: dict[str, str], slug: str, scopes: str = "report,lookup") -> str:
+    """A platform with an effectively unlimited rate limit (quotas are not what is measured); its key."""
+    issued = ledger_cli(env, "platforms", "create", slug, "--name", slug.title(), "--scopes", scopes)
+    ledger_cli(env, "platforms", "rate-limit", slug, "--per-second", "1000000", "--burst", "1000000")
+    return str(issued["key"])
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    workers: int = 2
+    threads: int = 1
+    worker_class: str = "sync"
+
+    def args(self) -> list[str]:
+        return [
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--worker-class",
+            self.worker_class,
+        ]
+
+    def __str__(self) -> str:
+        threads = f"x{self.threads} threads" if self.worker_class == "gthread" else ""
+        return f"{self.worker_class} {self.workers} workers{threads}"
+
+
+class Process:
+    """A subprocess we started, in its own session, stopped by its own pid (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log_name: str) -> None:
+        self.log = Path(tempfile.gettempdir()) / f"bench-{log_name}-{os.getpid()}.log"
+        self._log_file = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            list(argv),
+            env=env,
+            cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log_file.close()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_http(port: int, path: str = "/healthz", timeout: float = 30.0, proc: Process | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port}{path} within {timeout:.0f}s")
+
+
+def free_port(low: int = 18000, high: int = 18099) -> int:
+    for port in range(low, high + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 18000-18099")
+
+
+@contextlib.contextmanager
+def ledger_server(env: dict[str, str], config: ServerConfig, port: int | None = None) -> Iterator[int]:
+    port = port or free_port()
+    argv = [str(BIN / "ledger"), "serve", "--bind", f"127.0.0.1:{port}", *config.args()]
+    with Process(argv, env, f"serve-{port}") as proc:
+        wait_http(port, proc=proc)
+        yield port
+
+
+@contextlib.contextmanager
+def baseline_server(
+    env: dict[str, str], config: ServerConfig, mode: str, port: int | None = None
+) -> Iterator[int]:
+    """The bare Flask baseline (benchmarks/baseline_app.py) under the very same gunicorn options."""
+    port = port or free_port()
+    argv = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "baseline_app.py"),
+        "--mode",
+        mode,
+        "--bind",
+        f"127.0.0.1:{port}",
+        *config.args(),
+    ]
+    with Process(argv, env, f"baseline-{port}") as proc:
+        wait_http(port, proc=proc)
+        yield port
+
+
+@contextlib.contextmanager
+def ledger_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[Process]:
+    argv = [str(BIN / "ledger"), "worker", "--concurrency", str(concurrency)]
+    with Process(argv, env, "worker") as proc:
+        deadline = time.monotonic() + 60
+        while "ready." not in proc.log.read_text(errors="replace"):
+            if proc.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{proc.tail()}")
+            time.sleep(0.2)
+        yield proc
+
+
+# -- wrk -------------------------------------------------------------------------------------------
+WRK_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    errors: dict[str, int]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def bad(self) -> int:
+        return sum(self.errors.values())
+
+    def line(self) -> str:
+        errors = ", ".join(f"{k} {v}" for k, v in self.errors.items() if v) or "none"
+        return (
+            f"{self.rps:8.0f} req/s  p50 {self.p50_ms:6.2f} ms  p90 {self.p90_ms:6.2f} ms  "
+            f"p99 {self.p99_ms:6.2f} ms  max {self.max_ms:7.2f} ms  ({self.requests} requests; errors: {errors})"
+        )
+
+
+def wrk(
+    url: str, lua: str, connections: int, seconds: int, threads: int = 2, workdir: Path | None = None
+) -> WrkResult:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    directory = workdir or Path(tempfile.mkdtemp(prefix="bench-wrk-"))
+    script = directory / f"wrk-{connections}-{time.monotonic_ns()}.lua"
+    script.write_text(lua + WRK_DONE)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{min(threads, connections)}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
+    s = json.loads(line[len("WRKJSON ") :])
+    return WrkResult(
+        requests=s["requests"],
+        seconds=s["duration_us"] / 1e6,
+        errors={k: s[k] for k in ("connect", "read", "write", "status", "timeout")},
+        p50_ms=s["p50_us"] / 1000,
+        p90_ms=s["p90_us"] / 1000,
+        p99_ms=s["p99_us"] / 1000,
+        max_ms=s["max_us"] / 1000,
+    )
+
+
+def lua_string(value: str) -> str:
+    """A Lua long-bracket string literal that cannot be closed by the JSON inside it."""
+    level = "=" * 4
+    assert f"]{level}]" not in value
+    return f"[{level}[{value}]{level}]"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summary(values: Sequence[float]) -> str:
+    return (
+        f"n={len(values)} mean {statistics.fmean(values):.1f} p50 {percentile(values, 50):.1f} "
+        f"p90 {percentile(values, 90):.1f} p99 {percentile(values, 99):.1f} max {max(values):.1f}"
+    )

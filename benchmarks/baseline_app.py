@@ -1,0 +1,85 @@
+"""The bare Flask baselines the benchmarks compare the ledger against, served by `ledger.server`'s own
+gunicorn options so that only the application differs.
+
+  --mode insert   POST /v1/incidents: parse the JSON body, one INSERT of it into a table and commit (201)
+  --mode redis    POST /v1/lookups: parse the JSON body, one Redis GET, return its value (200)
+
+Started by benchmarks/ingest.py and benchmarks/lookup.py; run it alone with --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import uuid
+from typing import Any
+
+BASELINE_TABLE = """CREATE TABLE IF NOT EXISTS bench_baseline (
+    id uuid PRIMARY KEY, external_id text NOT NULL, body jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())"""
+BASELINE_KEY = "bench:baseline"
+
+
+def make_app(mode: str) -> Any:
+    from flask import Flask, Response, request
+
+    app = Flask("baseline")
+
+    @app.get("/healthz")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    if mode == "insert":
+        import psycopg_pool
+        from psycopg.types.json import Jsonb
+
+        pool = psycopg_pool.ConnectionPool(os.environ["DATABASE_URL"], min_size=1, max_size=8, open=True)
+        with pool.connection() as conn:
+            conn.execute(BASELINE_TABLE)
+
+        @app.post("/v1/incidents")
+        def insert() -> Any:
+            body = request.get_json()
+            row_id = uuid.uuid4()
+            with pool.connection() as conn:  # commits on leaving the block
+                conn.execute(
+                    "INSERT INTO bench_baseline (id, external_id, body) VALUES (%s, %s, %s)",
+                    (row_id, str(body.get("external_id")), Jsonb(body)),
+                )
+            return {"id": str(row_id)}, 201
+
+    else:
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        client.set(BASELINE_KEY, json.dumps({"tier": "clear", "score": 0}))
+
+        @app.post("/v1/lookups")
+        def lookup() -> Any:
+            request.get_json()
+            value = client.get(BASELINE_KEY)
+            return Response(value, mimetype="application/json")
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mode", choices=("insert", "redis"), required=True)
+    parser.add_argument("--bind", default="127.0.0.1:18090")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
+    args = parser.parse_args()
+
+    from ledger import server
+
+    # Same options as `ledger serve`; only the WSGI application is swapped.
+    server._Gunicorn.load = lambda _self: make_app(args.mode)  # type: ignore[method-assign]
+    server.run_gunicorn(args.bind, args.workers, args.threads, args.worker_class)
+
+
+if __name__ == "__main__":
+    main()

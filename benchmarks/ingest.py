@@ -1,0 +1,243 @@
+"""Ingest benchmark: incident reports against `ledger serve` (gunicorn) on this machine.
+
+Prints
+  * incidents/s for POST /v1/incidents/batch (1,000 incidents per request, durable and hash-chained);
+  * requests/s, p50 and p99 for single POST /v1/incidents at 16 concurrent clients (wrk, keep-alive
+    where the worker class allows it);
+  * the baseline, measured in the same run under the same gunicorn options and the same wrk script: a
+    bare Flask POST that parses the body and does one INSERT + commit (benchmarks/baseline_app.py).
+Targets (2 cores): batch >= 5,000 incidents/s; single >= 60% of the baseline's throughput with p99 <= 30 ms.
+
+Setup: a fresh database (default `bench_ingest`, dropped afterwards), Redis database 7 (flushed), one
+member platform with a huge rate limit. No Celery worker runs: the API's job ends at the durable commit
+and the task send; scoring is measured by freshness.py and rescore.py. After the run `ledger verify`
+re-checks the whole hash chain. Bodies carry raw identifiers (a phone number, an e-mail, a device id),
+so normalisation and HMAC tokenisation are part of every measured request.
+
+    /work/venv/bin/python benchmarks/ingest.py [--seconds 20] [--batches 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _common as c
+
+CATEGORIES = (
+    "fabricated_evidence",
+    "false_damage_claim",
+    "false_not_received",
+    "refund_only_abuse",
+    "return_fraud",
+    "chargeback_abuse",
+)
+CONFIRMATIONS = ("platform_review", "merchant_evidence", "consumer_admission", "court_or_police")
+
+
+def incident(external_id: str, rng: random.Random, occurred_at: str) -> dict[str, object]:
+    person = rng.randrange(10**8)
+    return {
+        "external_id": external_id,
+        "category": rng.choice(CATEGORIES),
+        "confirmation": rng.choice(CONFIRMATIONS),
+        "amount": {"value": rng.randrange(1_000, 500_000), "currency": "CNY"},
+        "occurred_at": occurred_at,
+        "identifiers": [
+            {"type": "phone", "value": f"138{person:08d}"},
+            {"type": "email", "value": f"buyer{person}@example.com"},
+            {"type": "device_id", "value": f"dev-{rng.randrange(10**6)}"},
+        ],
+    }
+
+
+SINGLE_LUA = """
+local prefix = %(prefix)s
+local auth = %(auth)s
+local occurred = %(occurred)s
+local categories = {"fabricated_evidence", "false_damage_claim", "false_not_received", "refund_only_abuse",
+                    "return_fraud", "chargeback_abuse"}
+local confirmations = {"platform_review", "merchant_evidence", "consumer_admission", "court_or_police"}
+local next_tid = 0
+local counter = 0
+setup = function(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+end
+init = function(args)
+  math.randomseed(os.time() + 7919 * tid)
+end
+request = function()
+  counter = counter + 1
+  local person = math.random(0, 99999999)
+  local body = string.format(
+    '{"external_id":"%%s-%%d-%%d","category":"%%s","confirmation":"%%s","amount":{"value":%%d,"currency":"CNY"},' ..
+    '"occurred_at":"%%s","identifiers":[{"type":"phone","value":"138%%08d"},' ..
+    '{"type":"email","value":"buyer%%d@example.com"},{"type":"device_id","value":"dev-%%d"}]}',
+    prefix, tid, counter, categories[math.random(1, 6)], confirmations[math.random(1, 4)],
+    math.random(1000, 499999), occurred, person, person, math.random(0, 999999))
+  return wrk.format("POST", "/v1/incidents",
+    {["Content-Type"] = "application/json", ["Authorization"] = auth}, body)
+end
+"""
+
+
+def single_lua(prefix: str, key: str, occurred: str) -> str:
+    return SINGLE_LUA % {
+        "prefix": c.lua_string(prefix),
+        "auth": c.lua_string(f"Bearer {key}"),
+        "occurred": c.lua_string(occurred),
+    }
+
+
+def _post_batches(port: int, key: str, bodies: list[bytes], out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    created = 0
+    latencies = []
+    statuses: dict[int, int] = {}
+    for body in bodies:
+        started = time.perf_counter()
+        conn.request("POST", "/v1/incidents/batch", body, headers)
+        response = conn.getresponse()
+        payload = response.read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        if response.status != 200:
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            continue
+        for result in json.loads(payload)["results"]:
+            statuses[result["status"]] = statuses.get(result["status"], 0) + 1
+            created += result["status"] == 201
+    out.put((created, latencies, statuses))
+
+
+def run_batches(port: int, key: str, batches: int, size: int, clients: int, tag: str) -> dict[str, object]:
+    rng = random.Random(42)
+    occurred = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    bodies = [
+        json.dumps(
+            {"incidents": [incident(f"{tag}-{b}-{i}", rng, occurred) for i in range(size)]},
+            separators=(",", ":"),
+        ).encode()
+        for b in range(batches)
+    ]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_post_batches, args=(port, key, bodies[n::clients], queue)) for n in range(clients)
+    ]
+    started = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=600) for _ in procs]
+    elapsed = time.perf_counter() - started
+    for p in procs:
+        p.join()
+    created = sum(r[0] for r in results)
+    latencies = [x for r in results for x in r[1]]
+    statuses: dict[int, int] = {}
+    for r in results:
+        for k, v in r[2].items():
+            statuses[k] = statuses.get(k, 0) + v
+    return {
+        "created": created,
+        "seconds": elapsed,
+        "per_second": created / elapsed,
+        "latencies": latencies,
+        "statuses": statuses,
+        "body_kib": len(bodies[0]) / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=20, help="duration of each wrk run (default 20)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent clients for single reports")
+    parser.add_argument("--batches", type=int, default=30, help="batch requests to send (default 30)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-clients", type=int, default=2, help="concurrent batch clients (default 2)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
+    parser.add_argument("--database", default="bench_ingest")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+    config = c.ServerConfig(args.workers, args.threads, args.worker_class)
+    occurred = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    run_tag = f"r{int(time.time())}"
+
+    c.say(f"ingest benchmark; gunicorn {config}; {c.load()}")
+    c.flush_redis()
+    with c.bench_database(args.database, keep=args.keep) as url:
+        env = c.ledger_env(url)
+        key = c.member(env, "bench-ingest", "report,lookup")
+
+        # -- baseline: bare Flask, one INSERT + commit, same gunicorn options and wrk script ------------
+        with c.baseline_server(env, config, "insert") as port:
+            lua = single_lua(f"{run_tag}-base", key, occurred)
+            c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, 3)  # warm-up
+            c.say(f"  ({c.load()} before baseline)")
+            base = c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, args.seconds)
+            c.say(f"baseline  single POST, INSERT+commit, {args.connections} conns: {base.line()}")
+
+        with c.ledger_server(env, config) as port:
+            # -- batch ---------------------------------------------------------------------------------
+            run_batches(port, key, 2, args.batch_size, 1, f"{run_tag}-warm")
+            c.say(f"  ({c.load()} before batch)")
+            batch = run_batches(
+                port, key, args.batches, args.batch_size, args.batch_clients, f"{run_tag}-batch"
+            )
+            c.say(
+                f"ledger    batch POST /v1/incidents/batch x{args.batch_size}, {args.batch_clients} clients: "
+                f"{batch['per_second']:8.0f} incidents/s  ({batch['created']} created in {batch['seconds']:.1f} s; "
+                f"request {batch['body_kib']:.0f} KiB; per request {c.summary(batch['latencies'])} ms; "
+                f"statuses {batch['statuses']})"
+            )
+            # -- single --------------------------------------------------------------------------------
+            lua = single_lua(f"{run_tag}-single", key, occurred)
+            c.wrk(
+                f"http://127.0.0.1:{port}", single_lua(f"{run_tag}-warm", key, occurred), args.connections, 3
+            )
+            c.say(f"  ({c.load()} before single)")
+            single = c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, args.seconds)
+            c.say(f"ledger    single POST /v1/incidents, {args.connections} conns:      {single.line()}")
+
+        verified = c.ledger_cli(env, "verify")
+        with psycopg.connect(url) as conn:
+            incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]
+            events = conn.execute("SELECT count(*) FROM ledger_events").fetchone()[0]
+        c.say(
+            f"ledger verify: ok={verified['ok']} events={verified.get('events')} "
+            f"(incidents {incidents}, chained events {events})"
+        )
+
+    ratio = single.rps / base.rps
+    batch_ok = batch["per_second"] >= 5000
+    single_ok = ratio >= 0.60 and single.p99_ms <= 30
+    c.say("")
+    c.say(
+        f"batch:  {batch['per_second']:.0f} incidents/s   target >= 5000          {'MET' if batch_ok else 'MISSED'}"
+    )
+    c.say(
+        f"single: {single.rps:.0f} req/s = {ratio:.0%} of baseline {base.rps:.0f} req/s, p50 {single.p50_ms:.1f} ms, "
+        f"p99 {single.p99_ms:.1f} ms   target >= 60% and p99 <= 30 ms   {'MET' if single_ok else 'MISSED'}"
+    )
+    c.say(f"({c.load()} at the end)")
+    return 0 if batch_ok and single_ok and verified["ok"] and single.bad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Evidence use cases: add photos to an incident, and match a lookup's evidence against confirmed fraud.
+
+Only PDQ hashes and their quality are ever stored; uploaded images are decoded and hashed in memory
+(`ledger.evidence`) and dropped with the request.
+
+Matching runs against an in-memory `EvidenceIndex` held once per process (per Runtime). The first
+lookup with evidence loads it from PostgreSQL; after that a lookup with evidence first applies the
+`evidence_changes` log written since the last check, at most once a second. So every API process sees a
+new, retracted or expired hash within about a second, without any broker or worker in the way, and a
+lookup without evidence never touches any of this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from ledger.domain.pdq_index import NO_MATCH, EvidenceIndex, EvidenceRows
+from ledger.errors import Conflict, InvalidInput, NotFound
+from ledger.evidence import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_image
+from ledger.services.platforms import Principal
+from ledger.services.runtime import Runtime
+from ledger.storage import chain as chain_store
+from ledger.storage import evidence as store
+from ledger.storage import incidents as incident_store
+from ledger.storage.chain import NewEvent
+
+REFRESH_SECONDS = 1.0
+MAX_IMAGES = 5
+MAX_PER_INCIDENT = 20  # as many as a report may carry in evidence.pdq
+IMAGES_KEY = "evidence_images"  # a lookup request's hashed images, set by the multipart endpoint
+CATCH_ALL = "other"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """One hash a lookup asks about. `quality` is None for a hash the caller computed itself."""
+
+    digest: bytes
+    quality: int | None = None
+
+
+class Matcher:
+    """The process's evidence index and the cursor into the change log it has applied up to."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._index: EvidenceIndex | None = None
+        self._cursor = 0
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def current(self) -> EvidenceIndex:
+        """The index, refreshed if the last check is more than REFRESH_SECONDS old."""
+        index = self._index
+        if index is not None and time.monotonic() - self._checked < REFRESH_SECONDS:
+            return index
+        if index is None:
+            with self._lock:
+                if self._index is None:
+                    self._load()
+        elif self._lock.acquire(blocking=False):  # another thread refreshing: use the index we have
+            try:
+                if time.monotonic() - self._checked >= REFRESH_SECONDS:
+                    self._refresh()
+            finally:
+                self._lock.release()
+        assert self._index is not None
+        return self._index
+
+    def _categories(self) -> list[str]:
+        return [CATCH_ALL, *sorted(self._rt.policy.severity)]
+
+    def _load(self) -> None:
+        policy = self._rt.policy
+        categories = self._categories()
+        with self._rt.db.transaction() as conn:
+            # Cursor first: a change committed between the two reads is applied again by the next
+            # refresh, which is harmless (changes are applied as "replace this incident's entries").
+            cursor = store.change_cursor(conn)
+            columns = store.load_matchable(conn, categories[1:], policy.evidence_min_quality)
+        rows = EvidenceRows(columns.hashes, columns.owners, columns.platforms, columns.categories)
+        self._index = EvidenceIndex.build(rows, categories, policy.evidence_threshold)
+        self._cursor, self._checked = cursor, time.monotonic()
+
+    def _refresh(self) -> None:
+        index = self._index
+        assert index is not None
+        policy = self._rt.policy
+        while True:
+            with self._rt.db.transaction() as conn:
+                cursor, touched = store.changed_since(conn, self._cursor)
+                rows = store.matchable_of(conn, touched, policy.evidence_min_quality) if touched else []
+            if touched:
+                index = index.with_changes(
+                    [incident.bytes for incident in touched],
+                    EvidenceRows.of(
+                        [bytes(r["pdq"]) for r in rows],
+                        [r["incident_id"].bytes for r in rows],
+                        [int(r["platform_id"]) for r in rows],
+                        [index.category_code(r["category"]) for r in rows],
+                    ),
+                )
+            self._index, self._cursor = index, cursor
+            if len(touched) < 1000:
+                break
+        self._checked = time.monotonic()
+
+
+_MATCHER_LOCK = threading.Lock()
+
+
+def matcher(rt: Runtime) -> Matcher:
+    """The Runtime's matcher. Kept in the Runtime instance so it lives exactly as long as it does."""
+    found: Matcher | None = rt.__dict__.get("_evidence_matcher")
+    if found is None:
+        with _MATCHER_LOCK:
+            found = rt.__dict__.setdefault("_evidence_matcher", Matcher(rt))
+    return found
+
+
+# -- lookups ---------------------------------------------------------------------------------------------
+
+
+def submitted(request: Mapping[str, Any]) -> tuple[Submitted, ...]:
+    """The evidence a lookup request asks about: `evidence.pdq` hashes, then any uploaded images."""
+    hashes = [Submitted(bytes.fromhex(h)) for h in (request.get("evidence") or {}).get("pdq", [])]
+    return (*hashes, *request.get(IMAGES_KEY, ()))
+
+
+def match(rt: Runtime, asked: Sequence[Submitted]) -> list[dict[str, Any]]:
+    """Per submitted hash: the best distance, the closest match's category and how many distinct
+    platforms hold a match. Never a platform's name, never an incident id."""
+    policy = rt.policy
+    index = matcher(rt).current()
+    out = []
+    for item in asked:
+        low = item.quality is not None and item.quality < policy.evidence_min_quality
+        found = NO_MATCH if low else index.match(item.digest, policy.evidence_threshold, policy.severity)
+        out.append(
+            {
+                "hash": item.digest.hex(),
+                "quality": item.quality,
+                "low_quality": low,
+                "matched": found.matched,
+                "best_distance": found.best_distance,
+                "category": found.category,
+                "platforms": found.platforms,
+            }
+        )
+    return out
+
+
+# -- uploads ---------------------------------------------------------------------------------------------
+
+
+def hash_uploads(images: Sequence[bytes], field: str = "images") -> list[ImageHash]:
+    """Hash 1 to MAX_IMAGES images; 422 naming each rejected image (`images.2`) otherwise."""
+    if not images:
+        raise InvalidInput("no image was uploaded", {field: ["upload 1 to 5 images"]})
+    if len(images) > MAX_IMAGES:
+        raise InvalidInput(
+            f"at most {MAX_IMAGES} images per request", {field: [f"at most {MAX_IMAGES} images"]}
+        )
+    hashed: list[ImageHash] = []
+    errors: dict[str, list[str]] = {}
+    for position, image in enumerate(images):
+        try:
+            hashed.append(hash_image(image, MAX_IMAGE_BYTES))
+        except ImageRejected as exc:
+            errors[f"{field}.{position}"] = [exc.reason]
+    if errors:
+        raise InvalidInput("an uploaded image was rejected; nothing was stored", errors)
+    return hashed
+
+
+def submitted_images(images: Sequence[bytes], field: str = "images") -> tuple[Submitted, ...]:
+    return tuple(Submitted(h.digest, h.quality) for h in hash_uploads(images, field))
+
+
+def require_own_incident(rt: Runtime, principal: Principal, incident_id: UUID) -> None:
+    """404 unless the incident exists and was reported by this platform (existence is not revealed)."""
+    with rt.db.transaction() as conn:
+        if incident_store.get_for_platform(conn, incident_id, principal.platform_id) is None:
+            raise NotFound("no such incident")
+
+
+def add_images(
+    rt: Runtime, principal: Principal, incident_id: UUID, images: Sequence[bytes]
+) -> tuple[int, dict[str, Any]]:
+    """Hash the images and add their hashes to one of the platform's own incidents.
+
+    201 when something was added, 200 when every hash was already there (a safe retry). The addition is a
+    hash-chained `evidence_added` event, like the report itself."""
+    hashed = hash_uploads(images)
+    quality: dict[bytes, int] = {}
+    for h in hashed:
+        quality.setdefault(h.digest, h.quality)
+    min_quality = rt.policy.evidence_min_quality
+    with rt.db.transaction() as conn:
+        row = incident_store.get_for_platform(conn, incident_id, principal.platform_id, lock=True)
+        if row is None:
+            raise NotFound("no such incident")
+        if row["status"] in ("retracted", "expired"):
+            raise Conflict(f"the incident is {row['status']}; evidence can no longer be added")
+        stored = {bytes(r["pdq"]): int(r["quality"]) for r in store.stored_of(conn, incident_id)}
+        new = sorted(d for d in quality if d not in stored)
+        if len(stored) + len(new) > MAX_PER_INCIDENT:
+            raise InvalidInput(
+                "too much evidence for one incident",
+                {"images": [f"an incident holds at most {MAX_PER_INCIDENT} evidence hashes"]},
+            )
+        if new:
+            incident_store.insert_evidence(conn, [(incident_id, d, quality[d]) for d in new])
+            digest = hashlib.sha256(b"".join(new)).hexdigest()
+            chain_store.append(
+                conn,
+                [
+                    NewEvent(
+                        "evidence_added",
+                        incident_id,
+                        {"incident_id": str(incident_id), "evidence": digest, "count": len(new)},
+                    )
+                ],
+            )
+    body = {
+        "incident_id": str(incident_id),
+        "evidence": [
+            {
+                "hash": h.hex,
+                "quality": h.quality,
+                "low_quality": h.quality < min_quality,
+                "added": h.digest in new,
+            }
+            for h in hashed
+        ],
+        "stored": len(stored) + len(new),
+    }
+    return (201 if new else 200), body

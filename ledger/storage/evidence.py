@@ -1,0 +1,126 @@
+"""Evidence hashes as the in-memory matcher reads them: one bulk load, then incremental changes.
+
+The bulk load streams every matchable hash with binary COPY and parses the fixed-width rows with numpy
+(a million rows in well under a second, against several seconds for Python row objects). Changes come
+from `evidence_changes`, which schema.sql's triggers write in commit order; the reader re-reads the
+current evidence of each changed incident, so applying a change is idempotent and order-free.
+
+Matchable means: the incident is active or disputed (retracted and expired incidents never match) and
+the hash's PDQ quality reaches the policy minimum (low-quality hashes are kept but never matched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+
+from ledger.storage.db import Connection
+
+MATCHABLE = ["active", "disputed"]
+
+# One COPY BINARY tuple: field count, then (length, value) for uuid, bytea(32), int8, int4.
+_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("owner_len", ">i4"),
+        ("owner", "V16"),
+        ("pdq_len", ">i4"),
+        ("pdq", "u1", (32,)),
+        ("platform_len", ">i4"),
+        ("platform", ">i8"),
+        ("category_len", ">i4"),
+        ("category", ">i4"),
+    ]
+)
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_EXPECTED = {"fields": 4, "owner_len": 16, "pdq_len": 32, "platform_len": 8, "category_len": 4}
+
+
+@dataclass(frozen=True)
+class EvidenceColumns:
+    owners: npt.NDArray[np.void]
+    hashes: npt.NDArray[np.uint8]
+    platforms: npt.NDArray[np.int64]
+    categories: npt.NDArray[np.int16]
+
+
+def change_cursor(conn: Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(id), 0) AS top FROM evidence_changes").fetchone()
+    return int(row["top"]) if row else 0
+
+
+def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int) -> EvidenceColumns:
+    """Every matchable hash. Category is returned as its 1-based position in `categories`, 0 if absent."""
+    blocks: list[npt.NDArray[Any]] = []
+    pending = bytearray()
+    header_done = False
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            """COPY (SELECT e.incident_id, e.pdq, i.platform_id,
+                            coalesce(array_position(%s::text[], i.category), 0)::int4
+                     FROM incident_evidence e JOIN incidents i ON i.id = e.incident_id
+                     WHERE i.status = ANY(%s::text[]) AND e.quality >= %s AND length(e.pdq) = 32)
+               TO STDOUT (FORMAT binary)""",
+            (list(categories), MATCHABLE, min_quality),
+        ) as copy,
+    ):
+        for chunk in copy:
+            pending += chunk
+            if not header_done:
+                if len(pending) < 19:
+                    continue
+                if bytes(pending[:11]) != _SIGNATURE:
+                    raise RuntimeError("unexpected COPY BINARY header")
+                extension = int.from_bytes(pending[15:19], "big")
+                del pending[: 19 + extension]
+                header_done = True
+            whole = len(pending) // _ROW.itemsize * _ROW.itemsize
+            if whole >= 1 << 20:
+                blocks.append(np.frombuffer(bytes(pending[:whole]), dtype=_ROW))
+                del pending[:whole]
+    if not header_done or bytes(pending[-2:]) != b"\xff\xff" or (len(pending) - 2) % _ROW.itemsize:
+        raise RuntimeError("unexpected end of COPY BINARY stream")
+    if len(pending) > 2:
+        blocks.append(np.frombuffer(bytes(pending[:-2]), dtype=_ROW))
+    rows = np.concatenate(blocks) if blocks else np.empty(0, dtype=_ROW)
+    for name, value in _EXPECTED.items():
+        if rows.size and not np.all(rows[name] == value):
+            raise RuntimeError(f"unexpected COPY BINARY field layout ({name})")
+    return EvidenceColumns(
+        owners=rows["owner"].copy(),
+        hashes=np.ascontiguousarray(rows["pdq"]),
+        platforms=rows["platform"].astype(np.int64),
+        categories=rows["category"].astype(np.int16),
+    )
+
+
+def changed_since(conn: Connection, cursor: int, limit: int = 50_000) -> tuple[int, list[UUID]]:
+    """Incidents changed after `cursor`, and the new cursor."""
+    rows = conn.execute(
+        "SELECT id, incident_id FROM evidence_changes WHERE id > %s ORDER BY id LIMIT %s", (cursor, limit)
+    ).fetchall()
+    if not rows:
+        return cursor, []
+    return int(rows[-1]["id"]), list(dict.fromkeys(r["incident_id"] for r in rows))
+
+
+def matchable_of(conn: Connection, incident_ids: Sequence[UUID], min_quality: int) -> list[dict[str, Any]]:
+    """The current matchable hashes of these incidents (none for a retracted or expired one)."""
+    return conn.execute(
+        """SELECT e.incident_id, e.pdq, i.platform_id, i.category
+           FROM incident_evidence e JOIN incidents i ON i.id = e.incident_id
+           WHERE e.incident_id = ANY(%s) AND i.status = ANY(%s::text[]) AND e.quality >= %s""",
+        (list(incident_ids), MATCHABLE, min_quality),
+    ).fetchall()
+
+
+def stored_of(conn: Connection, incident_id: UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT pdq, quality FROM incident_evidence WHERE incident_id = %s ORDER BY pdq", (incident_id,)
+    ).fetchall()

@@ -1,0 +1,167 @@
+"""`ledger demo` end to end: it comes up, serves a report and a lookup, and SIGTERM stops all of it.
+
+Both DATABASE_URL and REDIS_URL point at the real services (a fresh database, Redis db 6), so the
+demo must start nothing embedded; the embedded path is checked by hand (see the README's caveats),
+because pgserver as root adds a system user and changes directory permissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from tests.conftest import PG_SERVER, ROOT, wait_for
+
+REDIS_URL = os.environ.get("TEST_DEMO_REDIS_URL", "redis://127.0.0.1:6379/6")
+PHONE = {"type": "phone", "value": "13900139000"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(  # noqa: S310 (the demo's own http:// URL)
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _live_members(pgids: set[int]) -> list[str]:
+    """Processes, not zombies, in any of these process groups."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids and fields[0] != "Z":
+            found.append(stat.parent.name)
+    return found
+
+
+@pytest.fixture
+def demo_database() -> Iterator[str]:
+    name = f"ledger_demo_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_SERVER.rpartition('/')[0]}/{name}"
+    with psycopg.connect(PG_SERVER, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(60)
+def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_path: Path) -> None:
+    redis.Redis.from_url(REDIS_URL).flushdb()  # db 6 belongs to this test
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update(DATABASE_URL=demo_database, REDIS_URL=REDIS_URL, PYTHONUNBUFFERED="1")
+    stderr = (tmp_path / "demo.err").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ledger.cli",
+            "demo",
+            "--json",
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    pgids: set[int] = set()
+    try:
+        # The demo prints one JSON line once the API answers /readyz and the worker is ready.
+        assert proc.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 40
+        announced: dict[str, Any] | None = None
+        while announced is None:
+            assert time.monotonic() < deadline, (tmp_path / "demo.err").read_text()
+            assert proc.poll() is None, (tmp_path / "demo.err").read_text()
+            if selector.select(timeout=0.5):
+                line = proc.stdout.readline()
+                with contextlib.suppress(ValueError):
+                    announced = json.loads(line)
+        pgids = set(announced["processes"].values())
+        assert announced["embedded"] == {"postgres": None, "redis": None}, "both URLs are set"
+        keys = {k["platform"]: k["key"] for k in announced["platforms"]}
+        assert set(keys) == {"demo-shop", "demo-market"}
+        api = announced["api"]
+
+        status, created = _post(
+            f"{api}/v1/incidents",
+            keys["demo-shop"],
+            {
+                "external_id": "demo-e2e-1",
+                "category": "fabricated_evidence",
+                "confirmation": "platform_review",
+                "amount": {"value": 45_000, "currency": "CNY"},
+                "occurred_at": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+                "identifiers": [PHONE],
+            },
+        )
+        assert status == 201, created
+
+        def scored() -> dict[str, Any] | None:
+            status, body = _post(
+                f"{api}/v1/lookups", keys["demo-market"], {"identifiers": [PHONE], "purpose": "refund_review"}
+            )
+            assert status == 200, body
+            return body if body["decision"]["score"] > 0 else None
+
+        # The worker the demo started scores the report; the lookup of another platform sees it.
+        result = wait_for(scored, timeout=15, interval=0.2)
+        assert result["summary"]["incidents"] == 1
+        assert result["decision"]["tier"] != "clear"
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=25) == 0, (tmp_path / "demo.err").read_text()
+        assert _live_members(pgids) == [], "a child of the demo outlived it"
+        assert not (tmp_path / "state" / "demo.json").exists()
+    finally:
+        stderr.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        redis.Redis.from_url(REDIS_URL).flushdb()
