@@ -60,7 +60,7 @@ def views(draw: st.DrawFn) -> SubjectView:
 KINDS = st.sampled_from([None, "refund_only", "return_and_refund"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(views(), max_size=6), st.lists(st.integers(0, 4), max_size=3), KINDS, st.booleans())
 def test_decision_is_the_most_restrictive_with_every_reason(
     subjects: list[SubjectView], devices: list[int], kind: str | None, evidence: bool

@@ -36,7 +36,7 @@ TIER_NAMES = [t.name for t in POLICY.tiers]
 ANY_PLATFORM = st.integers(1, 4)
 ANY_STATUS = st.sampled_from(("active", "active", "disputed", "retracted", "expired"))
 
-PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def rank(tier: str) -> int:
