@@ -273,11 +273,11 @@ class DisputeOpenSchema(Strict):
         load_default=False, metadata={"description": "Dispute every entry about me"}
     )
     statement = ma.fields.String(
-        validate=validate.Length(max=500),
+        validate=[validate.Length(max=500), storable],
         metadata={"description": "The consumer's statement, at most 500 characters"},
     )
     contact_ref = ma.fields.String(
-        validate=validate.Length(min=1, max=128),
+        validate=[validate.Length(min=1, max=128), storable],
         metadata={"description": "The operator's own contact reference"},
     )
 
