@@ -314,7 +314,8 @@ class Demo:
         lines = [
             "",
             "The Consumer Credit Ledger demo is running.",
-            f"  API         {self.base_url}   (OpenAPI: {self.base_url}/openapi.json)",
+            f"  API         {self.base_url}   (reference: {self.base_url}/docs/reference, "
+            f"OpenAPI: {self.base_url}/openapi.json)",
             f"  PostgreSQL  {pg}",
             f"  Redis       {rd}",
             f"  Logs        {self.state_dir / 'logs'}/{{serve,worker,beat}}.log",

@@ -94,7 +94,7 @@ class EmbeddedPostgres:
         except ImportError:
             raise EmbeddedError(
                 "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
-                "pip install -e '.[embedded]' (wheels exist for Linux and macOS, CPython 3.12 or older)"
+                "pip install -e '.[embedded]' (its wheels are for Linux x86_64, CPython 3.12 or older)"
             ) from None
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._attempted = True
@@ -193,7 +193,7 @@ class EmbeddedRedis:
         except ImportError:
             raise EmbeddedError(
                 "REDIS_URL is not set and the embedded Redis is not installed: "
-                "pip install -e '.[embedded]' (wheels exist for Linux and macOS, CPython 3.12 or older)"
+                "pip install -e '.[embedded]' (its wheels are for Linux x86_64, CPython 3.12 or older)"
             ) from None
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()

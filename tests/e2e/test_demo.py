@@ -79,7 +79,6 @@ def demo_database() -> Iterator[str]:
 
 @pytest.mark.timeout(60)
 def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_path: Path) -> None:
-    redis.Redis.from_url(REDIS_URL).flushdb()  # db 6 belongs to this test
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     env.update(DATABASE_URL=demo_database, REDIS_URL=REDIS_URL, PYTHONUNBUFFERED="1")
@@ -164,4 +163,6 @@ def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_pat
         for pgid in pgids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        redis.Redis.from_url(
+            REDIS_URL
+        ).flushdb()  # db 6 belongs to this test: drop the demo's queue and cache
