@@ -66,7 +66,13 @@ def handled(func: F) -> F:
 
 @click.group(help="Consumer Credit Ledger: a consortium ledger of confirmed refund fraud.")
 def main() -> None:
-    pass
+    import logging
+
+    level = os.environ.get("LEDGER_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 # -- database ----------------------------------------------------------------------------------------

@@ -39,6 +39,13 @@ def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None
     return raw
 
 
+def _log_level(env: dict[str, str]) -> str:
+    level = env.get("LEDGER_LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("LEDGER_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the service reads. See the README's configuration table."""
@@ -76,7 +83,7 @@ class Settings:
             raise ConfigError("LEDGER_IDENTITY_KEY must be at least 16 characters")
         return cls(
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
-            redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+            redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),  # Celery has no unix:// transport
             identity_key=key,
             environment=environment,
             policy_path=policy_path,
@@ -88,7 +95,7 @@ class Settings:
             pool_max=_int(env, "LEDGER_DB_POOL_MAX", 8, minimum=1),
             rate_limit_per_second=_int(env, "LEDGER_RATE_LIMIT_PER_SECOND", 200, minimum=1),
             rate_limit_burst=_int(env, "LEDGER_RATE_LIMIT_BURST", 400, minimum=1),
-            log_level=env.get("LEDGER_LOG_LEVEL", "INFO").upper(),
+            log_level=_log_level(env),
         )
 
     def require_services(self) -> Settings:
