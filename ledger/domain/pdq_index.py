@@ -18,8 +18,9 @@ hash plus 16 x 4 bytes of permutations. See docs/evidence.md for the measurement
 `EvidenceIndex` adds what the ledger needs on top: per-entry owner (incident), platform and category,
 removal of an owner's entries (retraction, expiry) and cheap additions. It is an immutable value:
 `with_changes` returns a new index, so readers in other threads never see a half-applied change.
-Additions go to a small delta layer rebuilt on each change; the delta is merged into the base layer
-when it grows past `delta_limit`, or when too many base entries are dead.
+Additions go to a small delta layer, scanned and rebuilt on each change; the delta is merged into the
+base layer when it grows past `delta_limit`, or when too many base entries are dead (the service does
+that in a background thread, so that no lookup waits for a rebuild).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class MultiIndex:
         begin = lo + chunk_of_probe * self.size
         out_start = np.cumsum(lengths) - lengths
         gather = np.repeat(begin - out_start, lengths) + np.arange(total, dtype=np.int64)
-        return self._order.ravel()[gather].astype(np.int64)
+        return np.take(self._order.ravel(), gather).astype(np.int64)
 
     def search(self, query: bytes, threshold: int | None = None) -> tuple[Positions, Distances]:
         limit = self.threshold if threshold is None else threshold
@@ -177,7 +178,8 @@ class MultiIndex:
         found = self.candidates(query)
         if found.size == 0:
             return _EMPTY_POSITIONS, _EMPTY_POSITIONS
-        dist = _popcounts(self._words[found], _query_words(query))
+        # np.take is several times faster than fancy indexing for this gather of scattered rows.
+        dist = _popcounts(np.take(self._words, found, axis=0), _query_words(query))
         keep = dist <= limit
         positions, first = np.unique(found[keep], return_index=True)
         return positions, dist[keep][first]
@@ -367,27 +369,38 @@ class EvidenceIndex:
         except ValueError:
             return 0  # names outside the vocabulary fall into the first category, the catch-all
 
-    def with_changes(self, touched: Iterable[bytes], current: EvidenceRows) -> EvidenceIndex:
+    def with_changes(
+        self, touched: Iterable[bytes], current: EvidenceRows, merge: bool = True
+    ) -> EvidenceIndex:
         """Forget every entry of the `touched` owners, then add `current`: their live rows now.
 
-        Applying the same change twice gives the same index, so a refresh may safely re-read."""
+        Applying the same change twice gives the same index, so a refresh may safely re-read. With
+        `merge=False` the delta is never merged here (a caller merging in the background checks
+        `needs_merge` and calls `merged()` itself)."""
         owners = owner_keys(list(touched))
-        base = self.base.without(owners)
-        delta_rows = EvidenceRows.concat([self.delta.without(owners).live_rows(), current])
-        if len(delta_rows) > self.delta_limit or base.dead > max(1024, len(base) // 4):
-            merged = EvidenceRows.concat([base.live_rows(), delta_rows])
-            return EvidenceIndex(
-                self.categories,
-                self.threshold,
-                self.delta_limit,
-                base=_Layer(merged, self.threshold),
-            )
-        return EvidenceIndex(
+        changed = EvidenceIndex(
             self.categories,
             self.threshold,
             self.delta_limit,
-            base=base,
-            delta=_Layer(delta_rows, self.threshold, flat=True),
+            base=self.base.without(owners),
+            delta=_Layer(
+                EvidenceRows.concat([self.delta.without(owners).live_rows(), current]),
+                self.threshold,
+                flat=True,
+            ),
+        )
+        return changed.merged() if merge and changed.needs_merge else changed
+
+    @property
+    def needs_merge(self) -> bool:
+        """The delta has outgrown a scan, or a quarter of the base is dead."""
+        return len(self.delta) > self.delta_limit or self.base.dead > max(1024, len(self.base) // 4)
+
+    def merged(self) -> EvidenceIndex:
+        """The same live entries, all in a freshly built base layer (about 1.5 s per million hashes)."""
+        rows = EvidenceRows.concat([self.base.live_rows(), self.delta.live_rows()])
+        return EvidenceIndex(
+            self.categories, self.threshold, self.delta_limit, base=_Layer(rows, self.threshold)
         )
 
     def hits(self, query: bytes, threshold: int | None = None) -> list[Hit]:

@@ -13,6 +13,7 @@ lookup without evidence never touches any of this.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from ledger.domain.pdq_index import NO_MATCH, EvidenceIndex, EvidenceRows
+from ledger.domain.pdq_index import DELTA_LIMIT, NO_MATCH, EvidenceIndex, EvidenceRows
 from ledger.errors import Conflict, InvalidInput, NotFound
 from ledger.evidence import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_image
 from ledger.services.platforms import Principal
@@ -29,6 +30,8 @@ from ledger.storage import chain as chain_store
 from ledger.storage import evidence as store
 from ledger.storage import incidents as incident_store
 from ledger.storage.chain import NewEvent
+
+log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 1.0
 MAX_IMAGES = 5
@@ -46,32 +49,49 @@ class Submitted:
 
 
 class Matcher:
-    """The process's evidence index and the cursor into the change log it has applied up to."""
+    """The process's evidence index and the cursor into the change log it has applied up to.
 
-    def __init__(self, rt: Runtime) -> None:
+    Merging the delta layer into the base is a full rebuild (about a second per million hashes), so it runs
+    in a background thread on a snapshot; changes applied meanwhile are replayed onto the merged index
+    (they are "these incidents' rows are now exactly this", so replaying is safe) before it is swapped in.
+    """
+
+    def __init__(self, rt: Runtime, delta_limit: int = DELTA_LIMIT) -> None:
         self._rt = rt
+        self._delta_limit = delta_limit
         self._index: EvidenceIndex | None = None
         self._cursor = 0
         self._checked = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while loading, refreshing or swapping in a merge
+        self._replay: list[tuple[list[bytes], EvidenceRows]] | None = None  # not None while merging
+        self._merge_thread: threading.Thread | None = None
 
-    def current(self) -> EvidenceIndex:
-        """The index, refreshed if the last check is more than REFRESH_SECONDS old."""
+    @property
+    def merging(self) -> bool:
+        return self._replay is not None
+
+    def current(self, max_age: float = REFRESH_SECONDS) -> EvidenceIndex:
+        """The index, first refreshed from the change log if the last check is older than `max_age`."""
         index = self._index
-        if index is not None and time.monotonic() - self._checked < REFRESH_SECONDS:
+        if index is not None and time.monotonic() - self._checked < max_age:
             return index
         if index is None:
             with self._lock:
                 if self._index is None:
                     self._load()
-        elif self._lock.acquire(blocking=False):  # another thread refreshing: use the index we have
+        elif self._lock.acquire(blocking=max_age <= 0):  # another thread refreshing: use what we have
             try:
-                if time.monotonic() - self._checked >= REFRESH_SECONDS:
+                if time.monotonic() - self._checked >= max_age:
                     self._refresh()
             finally:
                 self._lock.release()
         assert self._index is not None
         return self._index
+
+    def wait_for_merge(self, timeout: float | None = None) -> None:
+        thread = self._merge_thread
+        if thread is not None:
+            thread.join(timeout)
 
     def _categories(self) -> list[str]:
         return [CATCH_ALL, *sorted(self._rt.policy.severity)]
@@ -85,7 +105,7 @@ class Matcher:
             cursor = store.change_cursor(conn)
             columns = store.load_matchable(conn, categories[1:], policy.evidence_min_quality)
         rows = EvidenceRows(columns.hashes, columns.owners, columns.platforms, columns.categories)
-        self._index = EvidenceIndex.build(rows, categories, policy.evidence_threshold)
+        self._index = EvidenceIndex.build(rows, categories, policy.evidence_threshold, self._delta_limit)
         self._cursor, self._checked = cursor, time.monotonic()
 
     def _refresh(self) -> None:
@@ -94,22 +114,42 @@ class Matcher:
         policy = self._rt.policy
         while True:
             with self._rt.db.transaction() as conn:
-                cursor, touched = store.changed_since(conn, self._cursor)
+                cursor, touched, exhausted = store.changed_since(conn, self._cursor)
                 rows = store.matchable_of(conn, touched, policy.evidence_min_quality) if touched else []
             if touched:
-                index = index.with_changes(
-                    [incident.bytes for incident in touched],
-                    EvidenceRows.of(
-                        [bytes(r["pdq"]) for r in rows],
-                        [r["incident_id"].bytes for r in rows],
-                        [int(r["platform_id"]) for r in rows],
-                        [index.category_code(r["category"]) for r in rows],
-                    ),
+                owners = [incident.bytes for incident in touched]
+                current = EvidenceRows.of(
+                    [bytes(r["pdq"]) for r in rows],
+                    [r["incident_id"].bytes for r in rows],
+                    [int(r["platform_id"]) for r in rows],
+                    [index.category_code(r["category"]) for r in rows],
                 )
+                index = index.with_changes(owners, current, merge=False)
+                if self._replay is not None:
+                    self._replay.append((owners, current))
             self._index, self._cursor = index, cursor
-            if len(touched) < 1000:
+            if exhausted:
                 break
         self._checked = time.monotonic()
+        if index.needs_merge and self._replay is None:
+            self._replay = []
+            self._merge_thread = threading.Thread(
+                target=self._merge, args=(index,), name="evidence-index-merge", daemon=True
+            )
+            self._merge_thread.start()
+
+    def _merge(self, snapshot: EvidenceIndex) -> None:
+        merged: EvidenceIndex | None = None
+        try:
+            merged = snapshot.merged()
+        except Exception:  # the unmerged index keeps answering correctly, just a little slower
+            log.exception("merging the evidence index failed")
+        with self._lock:
+            if merged is not None:
+                for owners, current in self._replay or []:
+                    merged = merged.with_changes(owners, current, merge=False)
+                self._index = merged
+            self._replay = None
 
 
 _MATCHER_LOCK = threading.Lock()

@@ -56,9 +56,8 @@ def change_cursor(conn: Connection) -> int:
 
 def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int) -> EvidenceColumns:
     """Every matchable hash. Category is returned as its 1-based position in `categories`, 0 if absent."""
-    blocks: list[npt.NDArray[Any]] = []
-    pending = bytearray()
-    header_done = False
+    reader = _CopyReader()
+    conn.execute("SET LOCAL work_mem = '64MB'")  # one in-memory hash join instead of batches on disk
     with (
         conn.cursor() as cur,
         cur.copy(
@@ -70,28 +69,14 @@ def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int
             (list(categories), MATCHABLE, min_quality),
         ) as copy,
     ):
-        for chunk in copy:
-            pending += chunk
-            if not header_done:
-                if len(pending) < 19:
-                    continue
-                if bytes(pending[:11]) != _SIGNATURE:
-                    raise RuntimeError("unexpected COPY BINARY header")
-                extension = int.from_bytes(pending[15:19], "big")
-                del pending[: 19 + extension]
-                header_done = True
-            whole = len(pending) // _ROW.itemsize * _ROW.itemsize
-            if whole >= 1 << 20:
-                blocks.append(np.frombuffer(bytes(pending[:whole]), dtype=_ROW))
-                del pending[:whole]
-    if not header_done or bytes(pending[-2:]) != b"\xff\xff" or (len(pending) - 2) % _ROW.itemsize:
-        raise RuntimeError("unexpected end of COPY BINARY stream")
-    if len(pending) > 2:
-        blocks.append(np.frombuffer(bytes(pending[:-2]), dtype=_ROW))
-    rows = np.concatenate(blocks) if blocks else np.empty(0, dtype=_ROW)
-    for name, value in _EXPECTED.items():
-        if rows.size and not np.all(rows[name] == value):
-            raise RuntimeError(f"unexpected COPY BINARY field layout ({name})")
+        batch: list[Any] = []
+        for message in copy:  # one message per row: keep the per-row Python work to an append
+            batch.append(message)
+            if len(batch) == 16384:
+                reader.feed(b"".join(batch))
+                batch.clear()
+        reader.feed(b"".join(batch))
+    rows = reader.finish()
     return EvidenceColumns(
         owners=rows["owner"].copy(),
         hashes=np.ascontiguousarray(rows["pdq"]),
@@ -100,14 +85,48 @@ def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int
     )
 
 
-def changed_since(conn: Connection, cursor: int, limit: int = 50_000) -> tuple[int, list[UUID]]:
-    """Incidents changed after `cursor`, and the new cursor."""
+class _CopyReader:
+    """Parses a COPY BINARY stream of fixed-width `_ROW` tuples into numpy blocks, checking the layout."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.blocks: list[npt.NDArray[Any]] = []
+        self.header_done = False
+
+    def feed(self, data: bytes) -> None:
+        self.pending += data
+        if not self.header_done:
+            if len(self.pending) < 19:
+                return
+            if bytes(self.pending[:11]) != _SIGNATURE:
+                raise RuntimeError("unexpected COPY BINARY header")
+            extension = int.from_bytes(self.pending[15:19], "big")
+            del self.pending[: 19 + extension]
+            self.header_done = True
+        whole = len(self.pending) // _ROW.itemsize * _ROW.itemsize
+        if whole:
+            self.blocks.append(np.frombuffer(bytes(self.pending[:whole]), dtype=_ROW))
+            del self.pending[:whole]
+
+    def finish(self) -> npt.NDArray[Any]:
+        # What is left is the 2-byte trailer: a whole row cannot hide in it, since rows are 78 bytes.
+        if not self.header_done or bytes(self.pending) != b"\xff\xff":
+            raise RuntimeError("unexpected end of COPY BINARY stream")
+        rows = np.concatenate(self.blocks) if self.blocks else np.empty(0, dtype=_ROW)
+        for name, value in _EXPECTED.items():
+            if rows.size and not np.all(rows[name] == value):
+                raise RuntimeError(f"unexpected COPY BINARY field layout ({name})")
+        return rows
+
+
+def changed_since(conn: Connection, cursor: int, limit: int = 50_000) -> tuple[int, list[UUID], bool]:
+    """Incidents changed after `cursor`, the new cursor, and whether that was everything (under `limit`)."""
     rows = conn.execute(
         "SELECT id, incident_id FROM evidence_changes WHERE id > %s ORDER BY id LIMIT %s", (cursor, limit)
     ).fetchall()
     if not rows:
-        return cursor, []
-    return int(rows[-1]["id"]), list(dict.fromkeys(r["incident_id"] for r in rows))
+        return cursor, [], True
+    return int(rows[-1]["id"]), list(dict.fromkeys(r["incident_id"] for r in rows)), len(rows) < limit
 
 
 def matchable_of(conn: Connection, incident_ids: Sequence[UUID], min_quality: int) -> list[dict[str, Any]]:

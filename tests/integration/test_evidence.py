@@ -13,6 +13,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,9 +27,10 @@ from PIL import Image, ImageDraw
 
 from ledger import create_app
 from ledger.config import Settings
-from ledger.domain.pdq_index import hamming
+from ledger.domain.pdq_index import EvidenceIndex, hamming
 from ledger.evidence import hash_image, pdq_hash
 from ledger.services import retention
+from ledger.services.evidence import Matcher
 from ledger.services.runtime import Runtime
 from tests.conftest import REDIS_URL, ROOT, Member, env_for, incident_body, wait_for
 
@@ -383,6 +385,16 @@ def test_submitted_hashes_match_images_uploaded_by_the_reporter(
     assert "EVIDENCE_REUSED" in reasons(result)
 
 
+def test_an_image_lookup_may_carry_hashes_too_hashes_first(client: Any, alpha: Member, beta: Member) -> None:
+    report(client, alpha, "order-1", evidence={"pdq": [FORGED_HASH]})
+    result = image_lookup(client, beta, REUSED["half_size"], evidence={"pdq": [pdq_hash(UNRELATED_PNG)[0]]})
+    assert [(m["hash"], m["matched"]) for m in result["evidence_matches"]] == [
+        (pdq_hash(UNRELATED_PNG)[0], False),
+        (pdq_hash(REUSED["half_size"])[0], True),
+    ]
+    assert "EVIDENCE_REUSED" in reasons(result)
+
+
 def test_an_unrelated_photo_changes_nothing(client: Any, alpha: Member, beta: Member) -> None:
     report(client, alpha, "order-1", evidence={"pdq": [FORGED_HASH]})
     result = image_lookup(client, beta, UNRELATED_PNG)
@@ -492,6 +504,48 @@ def test_another_api_process_sees_new_evidence_within_5_seconds(
         lambda: lookup(second_process, beta, FORGED_HASH)["evidence_matches"][0]["matched"] is False,
         timeout=5,
     )
+
+
+def test_merges_run_in_the_background_and_keep_changes_made_meanwhile(
+    client: Any, alpha: Member, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a tiny delta the second refresh merges in a thread; a retraction applied while that merge is
+    still building must survive the swap, and the lookups answered meanwhile stay exact."""
+    photos = [FORGED_PNG, UNRELATED_PNG, REUSED["half_size"]]
+    hashes = [pdq_hash(photo)[0] for photo in photos]
+    matcher = Matcher(rt, delta_limit=1)
+    assert len(matcher.current()) == 0
+    incidents = []
+    for n, digest in enumerate(hashes):
+        incidents.append(report(client, alpha, f"order-{n}", evidence={"pdq": [digest]}))
+    release = threading.Event()
+    original = EvidenceIndex.merged
+
+    def slow_merge(index: EvidenceIndex) -> EvidenceIndex:
+        assert release.wait(10)
+        return original(index)
+
+    monkeypatch.setattr(EvidenceIndex, "merged", slow_merge)
+    index = matcher.current(max_age=0)  # 3 new hashes > delta_limit: a merge starts in the background
+    assert matcher.merging
+    assert len(index) == 3
+    assert index.match(bytes.fromhex(hashes[1])).matched
+    retracted = client.post(
+        f"/v1/incidents/{incidents[1]['id']}/retract",
+        json={"reason": "reported_in_error"},
+        headers=alpha.headers,
+    )
+    assert retracted.status_code == 200
+    during = matcher.current(max_age=0)  # applied to the unmerged index, and queued for replay
+    assert not during.match(bytes.fromhex(hashes[1])).matched
+    release.set()
+    matcher.wait_for_merge(10)
+    assert not matcher.merging
+    after = matcher.current()
+    assert len(after.delta) == 0  # everything is in the rebuilt base ...
+    assert len(after) == 2
+    assert not after.match(bytes.fromhex(hashes[1])).matched  # ... and the retraction was replayed
+    assert after.match(bytes.fromhex(hashes[0])).best_distance == 0
 
 
 def test_evidence_adds_to_a_known_consumers_score(
