@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import marshmallow as ma
@@ -18,8 +18,18 @@ from ledger.api.problems import flatten, problem_for
 from ledger.errors import InvalidInput, LedgerError
 from ledger.services import evidence, lookups
 
+if TYPE_CHECKING:
+    from ledger.storage.cache import Quota
+
 blp = Blueprint("lookups", __name__, url_prefix="/v1/lookups", description="Refund-time risk lookups")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+
+
+def rate_headers(quota: Quota | None) -> dict[str, str]:
+    """RateLimit headers (IETF draft) describing the key's token bucket after this request."""
+    if quota is None:
+        return {}
+    return {"RateLimit-Limit": str(quota.limit), "RateLimit-Remaining": str(max(0, quota.remaining))}
 
 
 @blp.route("")
@@ -44,7 +54,7 @@ class LookupCollection(MethodView):
         if outcome.error is not None:
             raise outcome.error
         metrics.LOOKUP_LATENCY.observe(time.perf_counter() - started)
-        return outcome.body
+        return outcome.body, 200, rate_headers(outcome.quota)
 
 
 @blp.route("/batch")
@@ -70,17 +80,24 @@ class LookupBatch(MethodView):
             except ma.ValidationError as exc:
                 items.append(InvalidInput("the lookup is invalid", flatten(exc.messages)))
         outcomes = lookups.lookup_many(runtime(), principal(), items)
-        return {
-            "results": [
-                {
-                    "index": i,
-                    "status": o.status,
-                    "lookup": o.body if o.error is None else None,
-                    "problem": json.loads(problem_for(o.error).get_data()) if o.error is not None else None,
-                }
-                for i, o in enumerate(outcomes)
-            ]
-        }
+        quota = next((o.quota for o in outcomes if o.quota is not None), None)
+        return (
+            {
+                "results": [
+                    {
+                        "index": i,
+                        "status": o.status,
+                        "lookup": o.body if o.error is None else None,
+                        "problem": json.loads(problem_for(o.error).get_data())
+                        if o.error is not None
+                        else None,
+                    }
+                    for i, o in enumerate(outcomes)
+                ]
+            },
+            200,
+            rate_headers(quota),
+        )
 
 
 @blp.route("/evidence")
@@ -136,7 +153,7 @@ class LookupEvidence(MethodView):
         if outcome.error is not None:
             raise outcome.error
         metrics.LOOKUP_LATENCY.observe(time.perf_counter() - started)
-        return outcome.body
+        return outcome.body, 200, rate_headers(outcome.quota)
 
 
 @blp.route("/<uuid:lookup_id>")

@@ -30,7 +30,7 @@ from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.services.scoring import cache_entry
 from ledger.storage import audit, scores, subjects
-from ledger.storage.cache import CacheUnavailable
+from ledger.storage.cache import CacheUnavailable, Quota
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Outcome:
     status: int
     body: dict[str, Any]
     error: LedgerError | None = None
+    quota: Quota | None = None  # the key's bucket after this call, for RateLimit headers
 
 
 def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
@@ -155,7 +156,7 @@ def lookup_many(
             burst=principal.burst,
             cost=len(prepared),
         )
-        entries, pending = cached.entries, cached.pending
+        entries, pending, quota = cached.entries, cached.pending, cached.quota
         if cached.quota is not None and not cached.quota.allowed:
             metrics.RATE_LIMITED.inc()
             raise QuotaExceeded(
@@ -163,6 +164,7 @@ def lookup_many(
             )
     except CacheUnavailable:
         entries, pending = _from_postgres(rt, all_tokens)
+        quota = None  # quotas live in Redis; while it is down they are not enforced
         metrics.FALLBACKS.inc()
 
     now = datetime.now(UTC)
@@ -208,7 +210,7 @@ def lookup_many(
                 ),
             }
         )
-        outcomes[index] = Outcome(200, body)
+        outcomes[index] = Outcome(200, body, quota=quota)
     with rt.db.transaction() as conn:
         audit.insert_many(conn, records)
     # Counted only once recorded: a lookup whose audit record failed was never answered.

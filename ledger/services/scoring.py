@@ -139,7 +139,11 @@ def _rescore_once(rt: Runtime, ids: list[int], now: datetime | None) -> int:
         live = {
             int(r["id"])
             for r in conn.execute(
-                "SELECT id FROM subjects WHERE id = ANY(%s) AND merged_into IS NULL", (ids,)
+                # FOR SHARE: a merge committed after this snapshot makes the lock fail (Contention, and
+                # the retry sees the merge); a merge still running waits for us, then deletes the score
+                # we wrote for the subject it merges away. Without it that score would outlive the merge.
+                "SELECT id FROM subjects WHERE id = ANY(%s) AND merged_into IS NULL ORDER BY id FOR SHARE",
+                (ids,),
             )
         }
         by_subject: dict[int, list[IncidentFacts]] = {s: [] for s in live}

@@ -32,9 +32,10 @@ class TaskQueue:
             broker_connection_retry=False,
             broker_connection_retry_on_startup=False,
             broker_connection_max_retries=0,
-            # Without max_retries kombu keeps reconnecting for its connect timeout (about 5 s) before
-            # giving up, so every report would stall that long while the broker is down.
-            broker_transport_options={**broker_options(), "max_retries": 0},
+            # Without max_retries kombu keeps reconnecting for its connect timeout, sleeping 2 s between
+            # attempts, so every report stalled about 5 s while the broker was down. One immediate retry
+            # still covers a stale pooled connection.
+            broker_transport_options={**broker_options(), "max_retries": 1, "interval_start": 0},
             task_default_queue="ledger",
         )
 

@@ -48,7 +48,7 @@ from ledger.identity import STRONG_TYPES
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
-from tests.conftest import IDENTITY_KEY, PG_SERVER, ROOT, Member, env_for, wait_for
+from tests.conftest import IDENTITY_KEY, PG_SERVER, ROOT, Member, die_with_parent, env_for, wait_for
 
 REDIS_PORTS = (16300, 16399)
 POSTGRES_PORTS = (15500, 15599)
@@ -112,6 +112,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (the child only calls prctl before exec)
         )
         client = self.client()
 
@@ -283,6 +284,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (the child only calls prctl before exec)
             )
         try:
             wait_for(lambda: not self.alive or ready(self), timeout=timeout, interval=0.1)
@@ -318,10 +320,20 @@ class Service:
         if self.proc is not None:
             _killpg(self.proc, signal.SIGKILL)  # children the parent left behind
 
+    def pause(self) -> None:
+        """SIGSTOP the process group: alive, connected, and doing nothing (a stalled scheduler)."""
+        assert self.proc is not None
+        _killpg(self.proc, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        _killpg(self.proc, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            _killpg(self.proc, signal.SIGCONT)  # a paused process cannot act on SIGTERM
             _killpg(self.proc, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=15)

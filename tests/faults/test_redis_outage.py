@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ledger.storage.cache import WARM_KEY
+from ledger.storage.cache import QUOTA_KEY, WARM_KEY
 from tests.conftest import Member, wait_for
 from tests.faults.conftest import (
     Http,
@@ -38,7 +38,8 @@ DURING = range(3, 15)
 def lookup(api: Http, member: Member, n: int) -> dict[str, Any]:
     reply = api.post("/v1/lookups", lookup_body(email(n)), member)
     assert reply.status == 200, reply
-    return reply.body  # type: ignore[no-any-return]
+    body: dict[str, Any] = reply.body
+    return body
 
 
 def decision_of(result: dict[str, Any]) -> tuple[Any, ...]:
@@ -54,7 +55,7 @@ def test_reports_during_a_redis_outage_are_kept_and_scored_once_redis_returns(
     # One API process, so that the process answering lookups is the one that saw the cache warm.
     serve, api = stack.serve(workers=1)
     stack.worker()
-    stack.beat()
+    beat = stack.beat()
 
     # Three consumers scored before the outage; the first is corroborated by a second platform.
     for n in SCORED_BEFORE:
@@ -64,9 +65,8 @@ def test_reports_during_a_redis_outage_are_kept_and_scored_once_redis_returns(
     assert api.post("/v1/incidents", report_body("before-b0", [phone(0)]), beta).status == 201
     wait_settled(database)
     wait_for(lambda: private_redis.client().exists(WARM_KEY), timeout=30)  # the sweep marks a full cache
-    before = {
-        n: wait_for(lambda n=n: (r := lookup(api, beta, n))["stale"] is False and r) for n in SCORED_BEFORE
-    }
+    before = {n: lookup(api, beta, n) for n in SCORED_BEFORE}
+    assert [before[n]["stale"] for n in SCORED_BEFORE] == [False] * 3
     assert {before[n]["decision"]["tier"] for n in SCORED_BEFORE} != {"clear"}
     assert before[0]["summary"]["platforms"] == 2
 
@@ -103,10 +103,19 @@ def test_reports_during_a_redis_outage_are_kept_and_scored_once_redis_returns(
     assert all(r["subject_id"] is None for r in stored)
     assert half_written(database) == []
 
-    # Redis returns empty: every task sent before the outage ended is lost. The sweep must resend.
+    # Redis returns empty: every task sent before the outage ended is lost, and so is every cached
+    # decision. While beat is stalled nothing refills the cache, and once the API uses Redis again (its
+    # quota bucket reappears) a miss must not be taken for "no decision".
+    beat.pause()
     private_redis.restart()
-    for n in SCORED_BEFORE:  # the emptied cache is not trusted: same decisions, from PostgreSQL
+    broker = private_redis.client()
+    wait_for(lambda: lookup(api, beta, 99) and broker.exists(QUOTA_KEY + beta.key_id), timeout=30)
+    for n in SCORED_BEFORE:
         assert decision_of(lookup(api, beta, n)) == decision_of(before[n])
+    assert not broker.exists(WARM_KEY)
+
+    # The sweep resends every stranded report and refills the cache.
+    beat.resume()
     wait_settled(database, timeout=100)
     sweeps = rows(
         database,
@@ -119,10 +128,11 @@ def test_reports_during_a_redis_outage_are_kept_and_scored_once_redis_returns(
 
     # Lookups are right again, without a restart of any process.
     for n in DURING:
-        after = wait_for(lambda n=n: (r := lookup(api, beta, n))["stale"] is False and r, timeout=30)
+        after = lookup(api, beta, n)
+        assert after["stale"] is False
         assert after["decision"]["score"] > 0
         assert after["summary"]["incidents"] == (2 if n in DURING[:4] else 1)
-    wait_for(lambda: private_redis.client().exists(WARM_KEY), timeout=30)  # refilled by the sweep
+    wait_for(lambda: broker.exists(WARM_KEY), timeout=30)
     for n in SCORED_BEFORE:
         assert decision_of(lookup(api, beta, n)) == decision_of(before[n])
     assert serve.alive

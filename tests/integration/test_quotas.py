@@ -191,3 +191,16 @@ def test_a_batch_larger_than_the_burst_goes_through_and_is_paid_back(
     time.sleep(retry_after)
     assert post_lookup(client, alpha).status_code == 200
     assert audit_count(rt) == 4
+
+
+def test_successful_lookups_carry_ratelimit_headers(client: Any, alpha: Member, rt: Runtime) -> None:
+    platform_service.set_rate_limit(rt, "alpha", 1, 20)  # a slow refill, so the counts below are exact
+    body = {"identifiers": [{"type": "phone", "value": "13800138000"}], "purpose": "refund_review"}
+    first = client.post("/v1/lookups", json=body, headers=alpha.headers)
+    second = client.post("/v1/lookups", json=body, headers=alpha.headers)
+    assert first.status_code == 200
+    assert first.headers["RateLimit-Limit"] == "20"
+    assert first.headers["RateLimit-Remaining"] == "19"
+    assert second.headers["RateLimit-Remaining"] == "18"
+    batch = client.post("/v1/lookups/batch", json={"lookups": [body] * 3}, headers=alpha.headers)
+    assert batch.headers["RateLimit-Remaining"] == "15"
