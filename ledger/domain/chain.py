@@ -29,7 +29,14 @@ def canonical(value: Any) -> bytes:
     ).encode("ascii")
 
 
+# Exact types that need no walking. Checking `type(value)` first keeps the ABC `isinstance(.., Mapping)`
+# machinery off the common path: canonical() runs several times per reported incident.
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
 def _reject_floats(value: Any) -> Any:
+    if type(value) in _PLAIN_TYPES:
+        return value
     if isinstance(value, float):
         raise TypeError("floats are not allowed in chained payloads; use integers or strings")
     if isinstance(value, Mapping):

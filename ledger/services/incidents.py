@@ -143,11 +143,11 @@ def report(
     if first:
         with rt.db.transaction() as conn:
             externals = list(first)
-            existing = store.existing_by_external(conn, principal.platform_id, externals)
+            # Insert first and read back only what was not inserted (replays, conflicts, a lost race):
+            # the common case, a new report, then costs no extra query.
+            existing: dict[str, dict[str, Any]] = {}
             new_rows: list[dict[str, Any]] = []
-            for external_id, index in first.items():
-                if external_id in existing:
-                    continue
+            for index in first.values():
                 p = prepared[index]
                 new_rows.append(
                     {
@@ -165,8 +165,10 @@ def report(
                 )
             inserted = store.insert_many(conn, new_rows)
             rows = [r for r in new_rows if r["external_id"] in inserted]
-            if len(inserted) < len(new_rows):  # lost a race to a concurrent identical report
-                existing.update(store.existing_by_external(conn, principal.platform_id, externals))
+            if len(inserted) < len(new_rows):  # replays, conflicts or a race lost to an identical report
+                existing = store.existing_by_external(
+                    conn, principal.platform_id, [e for e in externals if e not in inserted]
+                )
             if rows:
                 by_external = {r["external_id"]: prepared[first[r["external_id"]]] for r in rows}
                 store.insert_identifiers(

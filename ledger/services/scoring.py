@@ -322,13 +322,18 @@ def rebuild_cache(rt: Runtime, chunk: int = 5000) -> int:
             ids = [int(r["subject_id"]) for r in rows]
             tokens = subjects.strong_tokens(conn, ids)
             devices = subjects.device_subject_counts(conn, subjects.device_tokens(conn, ids))
-        by_token: dict[str, dict[str, Any]] = {}
+        # Each score goes in at the ledger position it was computed from, not the current head: stamped
+        # newer, a rebuilt entry could hide a recompute that commits while the rebuild runs.
+        by_seq: dict[int, dict[str, dict[str, Any]]] = {}
         for row in rows:
             entry = cache_entry(int(row["subject_id"]), row, row["policy_version"], row["computed_at"])
+            group = by_seq.setdefault(int(row["computed_from_seq"]), {})
             for token in tokens.get(int(row["subject_id"]), []):
-                by_token[token] = entry
+                group[token] = entry
+        device_entries = by_seq.setdefault(seq, {})
         for token, count in devices.items():
-            by_token[token] = {"d": count, "pv": rt.policy.version, "at": datetime.now(UTC).isoformat()}
-        rt.cache.put_decisions(seq, by_token)
-        written += len(by_token)
+            device_entries[token] = {"d": count, "pv": rt.policy.version, "at": datetime.now(UTC).isoformat()}
+        for group_seq, by_token in sorted(by_seq.items()):
+            rt.cache.put_decisions(group_seq, by_token)
+            written += len(by_token)
         after = ids[-1]

@@ -44,7 +44,9 @@ class Database:
                     "options": "-c statement_timeout=30000",
                 },
                 timeout=2.0,  # a request waits at most this long for a connection, then 503
-                reconnect_timeout=0,  # keep trying for ever: the service must recover without a restart
+                # Background reconnection keeps trying for 5 minutes; after that requests still open
+                # connections on demand, so the service recovers without a restart either way.
+                reconnect_timeout=300,
                 open=False,
             )
             self._pool.open(wait=False)
