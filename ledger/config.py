@@ -95,6 +95,7 @@ class Settings:
             pool_max=_int(env, "LEDGER_DB_POOL_MAX", 8, minimum=1),
             rate_limit_per_second=_int(env, "LEDGER_RATE_LIMIT_PER_SECOND", 200, minimum=1),
             rate_limit_burst=_int(env, "LEDGER_RATE_LIMIT_BURST", 400, minimum=1),
+            outbox_grace_seconds=_int(env, "LEDGER_OUTBOX_GRACE_SECONDS", 5, minimum=1),
             log_level=_log_level(env),
         )
 
