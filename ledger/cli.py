@@ -366,17 +366,12 @@ def retention_run(now: str | None, as_json: bool) -> None:
 @handled
 def rescore(everything: bool, token: str | None, due: bool, stale_policy: bool, as_json: bool) -> None:
     from ledger.services import scoring
-    from ledger.storage import subjects
 
     rt = runtime()
     if everything:
         count = scoring.rescore_all(rt)
     elif token:
-        with rt.db.transaction() as conn:
-            found = subjects.subjects_of_tokens(conn, [token.strip().lower()])
-        if not found:
-            raise LedgerError("no subject holds that token")
-        count = scoring.rescore(rt, found.values())
+        count = scoring.rescore_token(rt, token.strip().lower())
     elif due:
         count = scoring.rescore_due(rt)
     elif stale_policy:

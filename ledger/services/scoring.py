@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.domain.scoring import Assessment, IncidentFacts, assess
-from ledger.errors import Contention
+from ledger.errors import Contention, NotFound
 from ledger.identity import STRONG_TYPES
 from ledger.services.runtime import Runtime
 from ledger.storage import chain as chain_store
@@ -205,6 +205,15 @@ def process_outbox(rt: Runtime, outbox_id: int) -> str:
     with rt.db.transaction() as conn:
         outbox.mark_done(conn, outbox_id)
     return "done"
+
+
+def rescore_token(rt: Runtime, token: str) -> int:
+    """Recompute the subject holding this identity token (`ledger rescore --subject TOKEN`)."""
+    with rt.db.transaction() as conn:
+        found = subjects.subjects_of_tokens(conn, [token])
+    if not found:
+        raise NotFound("no subject holds that token")
+    return rescore(rt, found.values())
 
 
 def rescore_platform(rt: Runtime, platform_id: int) -> int:
