@@ -32,6 +32,15 @@ BIN = Path(sys.executable).parent
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 IDENTITY_KEY = "bench-identity-key-0123456789abcdef"
+# The `ledger serve` configuration chosen from `lookup.py --sweep` (docs/performance.md).
+DEFAULT_SERVER = "gthread:2x4"
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwind the context managers, so servers and databases are removed
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def db_url(name: str) -> str:
@@ -120,6 +129,17 @@ class ServerConfig:
     def __str__(self) -> str:
         threads = f"x{self.threads} threads" if self.worker_class == "gthread" else ""
         return f"{self.worker_class} {self.workers} workers{threads}"
+
+
+def parse_config(text: str) -> ServerConfig:
+    """`sync:N` (N sync workers) or `gthread:NxT` (N workers of T threads)."""
+    kind, _, size = text.partition(":")
+    if kind == "gthread":
+        workers, _, threads = size.partition("x")
+        return ServerConfig(int(workers or 2), int(threads or 4), "gthread")
+    if kind != "sync":
+        raise SystemExit(f"unknown server configuration {text!r}: use sync:N or gthread:NxT")
+    return ServerConfig(int(size or 2), 1, "sync")
 
 
 class Process:

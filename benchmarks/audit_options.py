@@ -1,7 +1,10 @@
 """Audit-write options for the lookup hot path, measured side by side (see docs/audit.md).
 
   (a) sync    one INSERT + commit into `lookups` per lookup, before the answer: exactly what
-              ledger/services/lookups.py does (`audit.insert_many` inside `db.transaction()`);
+              ledger/services/lookups.py does (`audit.insert_many` inside `db.transaction()`: BEGIN,
+              INSERT and COMMIT, three round trips);
+  (a') sync-1rt the same row as one autocommit INSERT statement: one round trip, equally durable
+              (the statement is its own transaction and returns after the WAL flush);
   (b) stream  one XADD to a Redis stream per lookup, before the answer; a drain process reads the stream
               with a consumer group (XREADGROUP), inserts each batch into `lookups` in one transaction, then
               XACKs and XDELs it.
@@ -10,7 +13,8 @@ i.e. what the hot path costs without any audit write.
 
 Each option runs for --seconds with 1 and then 8 writer processes (a stand-in for gunicorn workers), each
 writing audit records shaped by the real code (`decide`, `response_body`, `audit_row_hash`). Printed:
-per-lookup cost (p50/p99 of the write as the writer sees it), throughput, and for (b) the drain rate and
+per-lookup cost (p50/p99 of the write as the writer sees it), throughput (lookups/s of writers that build
+a record and write it, nothing else), and for (b) the drain rate and
 the backlog that a Redis restart would lose (this machine's Redis has no RDB or AOF persistence).
 
     /work/venv/bin/python benchmarks/audit_options.py [--seconds 10] [--writers 1,8]
@@ -90,6 +94,32 @@ def make_record(rt: Any, platform_id: int, n: int) -> dict[str, Any]:
     }
 
 
+INSERT_ONE = (
+    "INSERT INTO lookups (id, platform_id, key_id, purpose, refund_ref, tokens, salt, tokens_commitment, tier, "
+    "reasons, response, at, row_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def audit_params(r: dict[str, Any]) -> tuple[Any, ...]:
+    from psycopg.types.json import Jsonb
+
+    return (
+        r["id"],
+        r["platform_id"],
+        r["key_id"],
+        r["purpose"],
+        r["refund_ref"],
+        r["tokens"],
+        r["salt"],
+        r["tokens_commitment"],
+        r["tier"],
+        r["reasons"],
+        Jsonb(r["response"]),
+        r["at"],
+        r["row_hash"],
+    )
+
+
 def encode(record: dict[str, Any]) -> str:
     return json.dumps(
         {
@@ -131,6 +161,13 @@ def writer(option: str, url: str, platform_id: int, seconds: float, start_at: fl
         if option == "sync":
             with rt.db.transaction() as conn:
                 audit.insert_many(conn, [record])
+        elif option == "sync-1rt":
+            with rt.db.pool.connection() as conn:
+                conn.autocommit = True
+                try:
+                    conn.execute(INSERT_ONE, audit_params(record))
+                finally:
+                    conn.autocommit = False
         elif option == "stream":
             client.xadd(STREAM, {"r": encode(record)})
         else:  # the hot path's own Redis round trip, for scale
@@ -238,11 +275,11 @@ def main() -> int:
                 "INSERT INTO platforms (slug, name) VALUES ('bench-audit', 'Bench') RETURNING id"
             ).fetchone()[0]  # type: ignore[index]
         for writers in (int(x) for x in args.writers.split(",")):
-            for option in ("reference", "sync", "stream"):
+            for option in ("reference", "sync", "sync-1rt", "stream"):
                 c.say(f"  ({c.load()} before {option} x{writers})")
                 r = run(option, url, platform_id, writers, args.seconds)
                 line = (
-                    f"{option:<9} {writers} writers: {r['per_second']:8.0f} writes/s  per lookup p50 {r['p50_ms']:.3f} ms "
+                    f"{option:<9} {writers} writers: {r['per_second']:8.0f} lookups/s  write p50 {r['p50_ms']:.3f} ms "
                     f"p99 {r['p99_ms']:.3f} ms mean {r['mean_ms']:.3f} ms"
                 )
                 if option == "stream":

@@ -77,7 +77,7 @@ def main() -> None:
     from ledger import server
 
     # Same options as `ledger serve`; only the WSGI application is swapped.
-    server._Gunicorn.load = lambda _self: make_app(args.mode)  # type: ignore[method-assign]
+    server._Gunicorn.load = lambda _self: make_app(args.mode)  # type: ignore[method-assign,assignment]
     server.run_gunicorn(args.bind, args.workers, args.threads, args.worker_class)
 
 

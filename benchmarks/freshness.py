@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,7 +31,7 @@ CATEGORIES = ("fabricated_evidence", "false_damage_claim", "return_fraud", "refu
 CONFIRMATIONS = ("court_or_police", "consumer_admission", "merchant_evidence", "platform_review")
 
 
-def expected_tier(incident: dict[str, object]) -> str:
+def expected_tier(incident: dict[str, Any]) -> str:
     """The tier the scoring model gives a consumer whose only incident is this one."""
     from ledger.domain.policy import load_policy
     from ledger.domain.scoring import IncidentFacts, assess
@@ -58,7 +59,9 @@ def main() -> int:
         "--pause", type=float, default=0.05, help="idle seconds between reports (default 0.05)"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="give up on one report after this long")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (sync)")
+    parser.add_argument(
+        "--config", default=c.DEFAULT_SERVER, help=f"server configuration (default {c.DEFAULT_SERVER})"
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--database", default="bench_fresh")
     args = parser.parse_args()
@@ -77,11 +80,11 @@ def main() -> int:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         with (
             c.ledger_worker(env, args.concurrency),
-            c.ledger_server(env, c.ServerConfig(args.workers)) as port,
+            c.ledger_server(env, c.parse_config(args.config)) as port,
         ):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
-            def post(path: str, body: dict[str, object]) -> tuple[int, dict[str, object], float]:
+            def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
                 conn.request("POST", path, json.dumps(body), headers)
                 response = conn.getresponse()
                 payload = json.loads(response.read())

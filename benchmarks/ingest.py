@@ -28,6 +28,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -101,7 +102,7 @@ def single_lua(prefix: str, key: str, occurred: str) -> str:
     }
 
 
-def _post_batches(port: int, key: str, bodies: list[bytes], out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _post_batches(port: int, key: str, bodies: list[bytes], out: Any) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     created = 0
@@ -122,7 +123,7 @@ def _post_batches(port: int, key: str, bodies: list[bytes], out: multiprocessing
     out.put((created, latencies, statuses))
 
 
-def run_batches(port: int, key: str, batches: int, size: int, clients: int, tag: str) -> dict[str, object]:
+def run_batches(port: int, key: str, batches: int, size: int, clients: int, tag: str) -> dict[str, Any]:
     rng = random.Random(42)
     occurred = (datetime.now(UTC) - timedelta(days=3)).isoformat()
     bodies = [
@@ -169,13 +170,15 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=30, help="batch requests to send (default 30)")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--batch-clients", type=int, default=2, help="concurrent batch clients (default 2)")
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
+    parser.add_argument(
+        "--config",
+        default=c.DEFAULT_SERVER,
+        help=f"server configuration: sync:N or gthread:NxT (default {c.DEFAULT_SERVER}, see docs/performance.md)",
+    )
     parser.add_argument("--database", default="bench_ingest")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
-    config = c.ServerConfig(args.workers, args.threads, args.worker_class)
+    config = c.parse_config(args.config)
     occurred = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     run_tag = f"r{int(time.time())}"
 
@@ -217,8 +220,8 @@ def main() -> int:
 
         verified = c.ledger_cli(env, "verify")
         with psycopg.connect(url) as conn:
-            incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]
-            events = conn.execute("SELECT count(*) FROM ledger_events").fetchone()[0]
+            incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]  # type: ignore[index]
+            events = conn.execute("SELECT count(*) FROM ledger_events").fetchone()[0]  # type: ignore[index]
         c.say(
             f"ledger verify: ok={verified['ok']} events={verified.get('events')} "
             f"(incidents {incidents}, chained events {events})"

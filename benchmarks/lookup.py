@@ -36,7 +36,6 @@ import psycopg
 from benchmarks import _common as c
 from benchmarks import _synth
 
-DEFAULT_CONFIG = "sync:4"
 SWEEP = ("sync:2", "sync:3", "sync:4", "sync:5", "gthread:2x4", "gthread:3x4", "gthread:4x2")
 
 LOOKUP_LUA = """
@@ -56,14 +55,6 @@ request = function()
     {["Content-Type"] = "application/json", ["Authorization"] = auth}, bodies[math.random(1, n)])
 end
 """
-
-
-def parse_config(text: str) -> c.ServerConfig:
-    kind, _, size = text.partition(":")
-    if kind == "gthread":
-        workers, _, threads = size.partition("x")
-        return c.ServerConfig(int(workers), int(threads or 4), "gthread")
-    return c.ServerConfig(int(size or 2), 1, "sync")
 
 
 def body_pool(subjects: int, size: int, known_share: float, seed: int = 11) -> tuple[list[str], list[bool]]:
@@ -146,7 +137,7 @@ def main() -> int:
     parser.add_argument(
         "--config",
         action="append",
-        help=f"server configuration(s): sync:N or gthread:NxT (default {DEFAULT_CONFIG}); repeatable",
+        help=f"server configuration(s): sync:N or gthread:NxT (default {c.DEFAULT_SERVER}); repeatable",
     )
     parser.add_argument("--sweep", action="store_true", help=f"try {', '.join(SWEEP)}")
     parser.add_argument("--known-share", type=float, default=0.10)
@@ -157,7 +148,7 @@ def main() -> int:
         "--reuse", action="store_true", help="reuse a database kept by --keep (skip the load)"
     )
     args = parser.parse_args()
-    configs = [parse_config(x) for x in (SWEEP if args.sweep else args.config or [DEFAULT_CONFIG])]
+    configs = [c.parse_config(x) for x in (SWEEP if args.sweep else args.config or [c.DEFAULT_SERVER])]
     connections = [int(x) for x in args.connections.split(",")]
 
     c.say(f"lookup benchmark: {args.incidents} incidents over {args.subjects} subjects; {c.load()}")
@@ -175,6 +166,8 @@ def main() -> int:
     env = c.ledger_env(url)
     slug = f"bench-lookup-{int(time.time())}"
     key = c.member(env, slug, "lookup")
+    with psycopg.connect(url) as conn:
+        audited_before = conn.execute("SELECT count(*) FROM lookups").fetchone()[0]  # type: ignore[index]
     bodies, known = body_pool(args.subjects, args.pool, args.known_share)
     lua = lookup_lua(key, bodies)
     results: list[tuple[c.ServerConfig, int, c.WrkResult, c.WrkResult]] = []
@@ -206,7 +199,7 @@ def main() -> int:
             for n in connections:
                 results.append((config, n, measured["ledger"][n], measured["baseline"][n]))
         with psycopg.connect(url) as conn:
-            audited = conn.execute("SELECT count(*) FROM lookups").fetchone()[0]  # type: ignore[index]
+            audited = conn.execute("SELECT count(*) FROM lookups").fetchone()[0] - audited_before  # type: ignore[index]
     finally:
         if database is not None:
             database.__exit__(None, None, None)

@@ -88,7 +88,9 @@ def main() -> int:
             rt.close()
         with psycopg.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM risk_scores").fetchone()[0]  # type: ignore[index]
-            tiers = dict(conn.execute("SELECT tier, count(*) FROM risk_scores GROUP BY tier").fetchall())
+            tiers: dict[str, int] = dict(
+                conn.execute("SELECT tier, count(*) FROM risk_scores GROUP BY tier").fetchall()
+            )
         cached = redis.Redis.from_url(c.REDIS_URL).dbsize()
     c.flush_redis()
 
