@@ -1,10 +1,11 @@
 """Audit-write options for the lookup hot path, measured side by side (see docs/audit.md).
 
-  (a) sync    one INSERT + commit into `lookups` per lookup, before the answer: exactly what
-              ledger/services/lookups.py does (`audit.insert_many` inside `db.transaction()`: BEGIN,
-              INSERT and COMMIT, three round trips);
-  (a') sync-1rt the same row as one autocommit INSERT statement: one round trip, equally durable
-              (the statement is its own transaction and returns after the WAL flush);
+  (a) sync    one INSERT + commit into `lookups` per lookup, before the answer, inside
+              `db.transaction()`: BEGIN, INSERT and COMMIT, three round trips (what
+              ledger/services/lookups.py did until this benchmark showed the cost);
+  (a') sync-1rt the same row as one autocommit INSERT statement: one round trip, equally durable (the
+              statement is its own transaction and returns after the WAL flush); what the service does
+              now (`db.autocommit()` + `audit.insert_many`);
   (b) stream  one XADD to a Redis stream per lookup, before the answer; a drain process reads the stream
               with a consumer group (XREADGROUP), inserts each batch into `lookups` in one transaction, then
               XACKs and XDELs it.
@@ -94,32 +95,6 @@ def make_record(rt: Any, platform_id: int, n: int) -> dict[str, Any]:
     }
 
 
-INSERT_ONE = (
-    "INSERT INTO lookups (id, platform_id, key_id, purpose, refund_ref, tokens, salt, tokens_commitment, tier, "
-    "reasons, response, at, row_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-
-
-def audit_params(r: dict[str, Any]) -> tuple[Any, ...]:
-    from psycopg.types.json import Jsonb
-
-    return (
-        r["id"],
-        r["platform_id"],
-        r["key_id"],
-        r["purpose"],
-        r["refund_ref"],
-        r["tokens"],
-        r["salt"],
-        r["tokens_commitment"],
-        r["tier"],
-        r["reasons"],
-        Jsonb(r["response"]),
-        r["at"],
-        r["row_hash"],
-    )
-
-
 def encode(record: dict[str, Any]) -> str:
     return json.dumps(
         {
@@ -162,12 +137,8 @@ def writer(option: str, url: str, platform_id: int, seconds: float, start_at: fl
             with rt.db.transaction() as conn:
                 audit.insert_many(conn, [record])
         elif option == "sync-1rt":
-            with rt.db.pool.connection() as conn:
-                conn.autocommit = True
-                try:
-                    conn.execute(INSERT_ONE, audit_params(record))
-                finally:
-                    conn.autocommit = False
+            with rt.db.autocommit() as conn:
+                audit.insert_many(conn, [record])
         elif option == "stream":
             client.xadd(STREAM, {"r": encode(record)})
         else:  # the hot path's own Redis round trip, for scale

@@ -18,28 +18,33 @@ COLUMNS = (
 
 
 def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            f"INSERT INTO lookups ({COLUMNS}) VALUES ({', '.join(['%s'] * 13)})",
-            [
-                (
-                    r["id"],
-                    r["platform_id"],
-                    r["key_id"],
-                    r["purpose"],
-                    r["refund_ref"],
-                    r["tokens"],
-                    r["salt"],
-                    r["tokens_commitment"],
-                    r["tier"],
-                    r["reasons"],
-                    Jsonb(r["response"]),
-                    r["at"],
-                    r["row_hash"],
-                )
-                for r in rows
-            ],
-        )
+    """All rows in one INSERT statement: on an autocommit connection (`Database.autocommit`) that is one
+    round trip, atomic for a batch, and durable when it returns."""
+    if not rows:
+        return
+    one_row = f"({', '.join(['%s'] * 13)})"
+    conn.execute(
+        f"INSERT INTO lookups ({COLUMNS}) VALUES {', '.join([one_row] * len(rows))}",
+        [
+            value
+            for r in rows
+            for value in (
+                r["id"],
+                r["platform_id"],
+                r["key_id"],
+                r["purpose"],
+                r["refund_ref"],
+                r["tokens"],
+                r["salt"],
+                r["tokens_commitment"],
+                r["tier"],
+                r["reasons"],
+                Jsonb(r["response"]),
+                r["at"],
+                r["row_hash"],
+            )
+        ],
+    )
 
 
 def get_for_platform(conn: Connection, lookup_id: UUID, platform_id: int) -> dict[str, Any] | None:
