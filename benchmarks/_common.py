@@ -166,6 +166,8 @@ class Process:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log_file.close()
+        if not os.environ.get("BENCH_KEEP_LOGS"):
+            self.log.unlink(missing_ok=True)
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -285,14 +287,7 @@ class WrkResult:
         )
 
 
-def wrk(
-    url: str, lua: str, connections: int, seconds: int, threads: int = 2, workdir: Path | None = None
-) -> WrkResult:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
-    directory = workdir or Path(tempfile.mkdtemp(prefix="bench-wrk-"))
-    script = directory / f"wrk-{connections}-{time.monotonic_ns()}.lua"
-    script.write_text(lua + WRK_DONE)
+def _run_wrk(url: str, script: Path, connections: int, seconds: int, threads: int) -> str:
     out = subprocess.run(
         [
             "wrk",
@@ -313,7 +308,21 @@ def wrk(
     line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
-    s = json.loads(line[len("WRKJSON ") :])
+    return line[len("WRKJSON ") :]
+
+
+def wrk(url: str, lua: str, connections: int, seconds: int, threads: int = 2) -> WrkResult:
+    """Run wrk with `lua` (plus a `done` hook printing JSON) and return its summary."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    directory = Path(tempfile.mkdtemp(prefix="bench-wrk-"))
+    script = directory / "load.lua"
+    script.write_text(lua + WRK_DONE)
+    try:
+        s = json.loads(_run_wrk(url, script, connections, seconds, threads))
+    finally:
+        script.unlink(missing_ok=True)
+        directory.rmdir()
     return WrkResult(
         requests=s["requests"],
         seconds=s["duration_us"] / 1e6,
