@@ -21,6 +21,7 @@ from ledger.errors import LedgerError, QuotaExceeded, Unavailable
 
 PROBLEM_TYPE = "application/problem+json"
 TYPE_BASE = "https://ledger.example/problems/"
+WEBARGS_LOCATIONS = frozenset({"json", "query", "form", "files", "headers", "path", "view_args"})
 log = logging.getLogger(__name__)
 
 
@@ -110,16 +111,13 @@ class ProblemApi(Api):
     def handle_http_exception(self, error: HTTPException) -> Response:
         status = error.code or 500
         data = getattr(error, "data", None) or {}
-        errors = flatten(data["messages"]) if "messages" in data else None
-        if errors:
+        messages = data.get("messages")
+        if isinstance(messages, Mapping) and len(messages) == 1:
             # webargs nests by location ({"json": {...}}): drop that level, clients think in body fields.
-            errors = {
-                k.split(".", 1)[1]
-                if "." in k
-                and k.split(".", 1)[0] in ("json", "query", "form", "files", "headers", "path", "view_args")
-                else k: v
-                for k, v in errors.items()
-            }
+            [(location, inner)] = messages.items()
+            if location in WEBARGS_LOCATIONS and isinstance(inner, Mapping):
+                messages = inner
+        errors = flatten(messages) if messages else None
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         headers.update(data.get("headers") or {})
         if status >= 500:
