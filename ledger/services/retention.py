@@ -65,4 +65,6 @@ def run(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     """The daily retention job (`ledger retention run` is its CLI twin)."""
     result = expire_incidents(rt, now)
     result["lookups_erased"] = erase_old_lookups(rt, now)
+    with rt.db.transaction() as conn:
+        result["outbox_purged"] = outbox.purge_done(conn)  # work finished more than a week ago
     return result
