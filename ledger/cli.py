@@ -73,6 +73,7 @@ def main() -> None:
         level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO lines replay whole initdb runs
 
 
 # -- database ----------------------------------------------------------------------------------------
