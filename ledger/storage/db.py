@@ -44,9 +44,10 @@ class Database:
                     "options": "-c statement_timeout=30000",
                 },
                 timeout=2.0,  # a request waits at most this long for a connection, then 503
-                # Background reconnection keeps trying for 5 minutes; after that requests still open
-                # connections on demand, so the service recovers without a restart either way.
-                reconnect_timeout=300,
+                # The background refill gives up at once when PostgreSQL is down; requests then open
+                # connections on demand, so the service recovers as soon as it is back, without a
+                # restart (tests/faults/test_postgres_restart.py, tests/integration/test_lookup_faults.py).
+                reconnect_timeout=0,
                 open=False,
             )
             self._pool.open(wait=False)

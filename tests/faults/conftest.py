@@ -20,11 +20,9 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +36,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
 from psycopg.rows import dict_row
 
 from ledger.config import Settings
@@ -49,166 +46,17 @@ from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
 from tests.conftest import IDENTITY_KEY, PG_SERVER, ROOT, Member, die_with_parent, env_for, wait_for
+from tests.private_services import (  # noqa: F401 (re-exported for the fault tests)
+    POSTGRES_PORTS,
+    REDIS_PORTS,
+    SERVE_PORTS,
+    PostgresServer,
+    RedisServer,
+    _killpg,
+    free_port,
+)
 
-REDIS_PORTS = (16300, 16399)
-POSTGRES_PORTS = (15500, 15599)
-SERVE_PORTS = (18100, 18199)
 LOG_PROBLEM = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback")
-_handed_out: set[int] = set()
-
-
-def free_port(span: tuple[int, int]) -> int:
-    """A port in `span` that nothing listens on and that this session has not handed out before."""
-    ports = [p for p in range(span[0], span[1] + 1) if p not in _handed_out]
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError(f"no free port in {span}")
-
-
-def _killpg(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-
-
-# -- private servers --------------------------------------------------------------------------------
-class RedisServer:
-    """A throwaway `redis-server` without persistence: a restart on the same port comes back empty,
-    as a crashed broker does, so every queued task is lost."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port(REDIS_PORTS)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=1)
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 (the child only calls prctl before exec)
-        )
-        client = self.client()
-
-        def up() -> bool:
-            assert self.proc is not None
-            assert self.proc.poll() is None, "redis-server exited"
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        try:
-            wait_for(up, timeout=15)
-        finally:
-            client.close()
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            _killpg(self.proc, signal.SIGKILL)
-            self.proc.wait(timeout=15)
-
-    def restart(self) -> RedisServer:
-        self.kill()
-        return self.start()
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL cluster. initdb refuses root, so as root it runs as the postgres user."""
-
-    def __init__(self) -> None:
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-        pg_ctl = str(found[-1]) if found else shutil.which("pg_ctl")
-        if pg_ctl is None:
-            pytest.skip("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        self.bindir = Path(pg_ctl).parent
-        self.port = free_port(POSTGRES_PORTS)
-        self.root = Path(tempfile.mkdtemp(prefix="ccl-faults-pg-"))
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.data = self.root / "data"
-        try:
-            self._run(
-                "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"
-            )
-        except BaseException:
-            shutil.rmtree(self.root, ignore_errors=True)
-            raise
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run(
-            [*self.as_user, str(self.bindir / tool), *args], capture_output=True, timeout=90, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{tool} failed: {done.stderr.decode(errors='replace')[-2000:]}")
-
-    def start(self) -> PostgresServer:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
-        )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-        return self
-
-    def stop(self, mode: str = "fast") -> None:
-        """`fast` ends every session at once (clients see their connections drop) and shuts down cleanly."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-
-    @property
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def remove(self) -> None:
-        try:
-            if self.running:
-                self.stop("immediate")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def create_database(server_url: str) -> str:

@@ -14,19 +14,12 @@ starts its own `redis-server` or PostgreSQL cluster on a free port and points an
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,107 +30,12 @@ from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
 from tests.conftest import Member, WorkerProcess, incident_body, wait_for
+from tests.private_services import PostgresServer, RedisServer
 
 PHONE = {"type": "phone", "value": "13800138000"}
 UNKNOWN = {"type": "phone", "value": "13700137000"}
 SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}}
 PROBLEM = "application/problem+json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A throwaway `redis-server` with no persistence, ours to kill."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-
-        def up() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_for(up, timeout=10)
-        client.close()
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL cluster (initdb + pg_ctl), run as the postgres user when we are root."""
-
-    def __init__(self) -> None:
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        initdb = shutil.which("initdb") or (str(found[-1]) if found else None)
-        if initdb is None:
-            pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        self.bindir = Path(initdb).parent
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="ccl-pg-"))
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            shutil.chown(self.root, "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.data = self.root / "data"
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self.as_user, str(self.bindir / tool), *args], check=True, capture_output=True, timeout=60
-        )
-
-    def start(self) -> PostgresServer:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
-        return self
-
-    def stop(self) -> None:
-        """Like a crash: backends die at once and clients see their connections drop."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -285,7 +183,7 @@ def test_postgres_down_refuses_rather_than_answer_unrecorded_and_both_down_is_50
         fallbacks = metric(api, "ledger_cache_fallbacks_total")
 
         # PostgreSQL down, Redis up: the decision is in Redis, but its audit record cannot be written.
-        private_postgres.stop()
+        private_postgres.stop()  # fast: every session ends at once, and committed work survives
         unrecorded = post_lookup(api, alpha)
         assert unrecorded.status_code == 503
         assert unrecorded.mimetype == PROBLEM
