@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from ledger import create_app
 from ledger.config import Settings
@@ -33,67 +32,24 @@ from ledger.services.runtime import Runtime
 from ledger.storage import outbox
 from ledger.storage.cache import SEQ_WIDTH, TOKEN_KEY
 from tests.conftest import IDENTITY_KEY, ROOT, Member, WorkerProcess, env_for, incident_body, wait_for
+from tests.private_services import REDIS_PORTS, RedisServer, free_port
 
 PHONE = {"type": "phone", "value": "13800138000"}
 EMAIL = {"type": "email", "value": "other-buyer@example.com"}
 QUEUE = "ledger"  # kombu's Redis transport keeps the queue as a list under its name
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def token_of(identifier: dict[str, str]) -> str:
     return tokenize(identifier["type"], identifier["value"], IDENTITY_KEY)
 
 
-class PrivateRedis:
-    """A redis-server of our own, without persistence, that a test may kill and bring back."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = redis.Redis(port=self.port, socket_timeout=2)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _pings(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.RedisError:
-            return False
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._pings)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+class PrivateRedis(RedisServer):
+    """A private redis-server (see tests/private_services.py) that can also list its queued tasks."""
 
     def queued_outbox_ids(self) -> list[int]:
         """The outbox ids of the `ledger.process_outbox` messages waiting in the queue."""
         ids = []
-        for raw in self.client.lrange(QUEUE, 0, -1):
+        for raw in self.client().lrange(QUEUE, 0, -1):
             message = json.loads(raw)
             args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
             assert message["headers"]["task"] == "ledger.process_outbox"
@@ -121,8 +77,8 @@ def build_stack(settings: Settings, redis_url: str) -> Stack:
 
 
 @pytest.fixture
-def broker() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
+def broker(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
     server.start()
     yield server
     server.kill()
@@ -138,7 +94,7 @@ def stack(settings: Settings, clean: None, broker: PrivateRedis) -> Iterator[Sta
 @pytest.fixture
 def unreachable(settings: Settings, clean: None) -> Iterator[Stack]:
     """A stack whose REDIS_URL is a port nobody listens on: no broker and no cache."""
-    built = build_stack(settings, f"redis://127.0.0.1:{free_port()}/0")
+    built = build_stack(settings, f"redis://127.0.0.1:{free_port(REDIS_PORTS)}/0")
     yield built
     built.rt.close()
 
@@ -306,7 +262,7 @@ def test_duplicate_delivery_changes_nothing(stack: Stack, broker: PrivateRedis) 
     assert broker.queued_outbox_ids() == [outbox_id] * 3
     worker = WorkerProcess(stack.settings, concurrency=2).start()
     try:
-        wait_for(lambda: broker.client.llen(QUEUE) == 0 and not broker.client.hlen("unacked"))
+        wait_for(lambda: broker.client().llen(QUEUE) == 0 and not broker.client().hlen("unacked"))
     finally:
         worker.stop()
     assert ledger_state(stack.rt) == first
