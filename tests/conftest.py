@@ -7,6 +7,7 @@ TEST_REDIS_URL (default redis://127.0.0.1:6379/13).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -320,3 +321,42 @@ class ServedApp:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait(timeout=5)
+
+
+def run_ledger(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The `ledger` command as a subprocess against the test services; the caller checks the result."""
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *args],
+        env=env_for(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ledger_json(settings: Settings, *args: str) -> Any:
+    """Run `ledger ... --json`, require success, and return the JSON it printed (its last line)."""
+    done = run_ledger(settings, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def metric(client: Any, name: str, **labels: str) -> float:
+    """One sample of the app's /metrics, by name and labels (0 if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def audit_count(rt: Runtime) -> int:
+    with rt.db.transaction() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM lookups").fetchone()
+    assert row is not None
+    return int(row["n"])

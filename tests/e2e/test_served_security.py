@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ledger.config import Settings
-from tests.conftest import ROOT, ServedApp, env_for, incident_body
+from tests.conftest import ServedApp, env_for, incident_body, run_ledger
 
 SECRET_PASSWORD = "pw-Zq8vY3nT1kL"  # trust auth accepts any password, so it can ride in the URL
 
@@ -43,18 +43,6 @@ def request(
     return response.status, dict(response.getheaders()), text
 
 
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args],
-        env=env_for(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
-
-
 @pytest.fixture
 def secret_settings(settings: Settings, clean: None) -> Settings:
     assert settings.database_url
@@ -74,12 +62,12 @@ def test_revoked_key_refused_by_every_worker_within_a_second(
     served: ServedApp, secret_settings: Settings
 ) -> None:
     created = json.loads(
-        cli(secret_settings, "platforms", "create", "gamma", "--name", "Gamma", "--json").stdout
+        run_ledger(secret_settings, "platforms", "create", "gamma", "--name", "Gamma", "--json").stdout
     )
     key = created["key"]
     statuses = {request(served, "GET", "/v1/disputes", key)[0] for _ in range(30)}
     assert statuses == {200}  # warm every worker's auth cache with the valid key
-    revoked = cli(secret_settings, "keys", "revoke", created["key_id"])
+    revoked = run_ledger(secret_settings, "keys", "revoke", created["key_id"])
     assert revoked.returncode == 0, revoked.stderr
     time.sleep(1.5)  # the documented bound on revocation (auth cache TTL 1 s), plus margin
     # 18 requests reach all three workers, yet stay under the brute-force limit (20 failures -> 429).
@@ -95,7 +83,7 @@ def test_huge_header_is_refused(served: ServedApp) -> None:
 
 @pytest.mark.timeout(120)
 def test_secrets_never_leak(served: ServedApp, secret_settings: Settings) -> None:
-    created = cli(secret_settings, "platforms", "create", "delta", "--name", "Delta", "--json")
+    created = run_ledger(secret_settings, "platforms", "create", "delta", "--name", "Delta", "--json")
     key = json.loads(created.stdout)["key"]
     outputs = [
         request(served, "GET", "/readyz")[2],
@@ -117,7 +105,7 @@ def test_secrets_never_leak(served: ServedApp, secret_settings: Settings) -> Non
         ("lookups", "fishing", "--json"),
         ("platforms", "stats", "--json"),
     ):
-        result = cli(secret_settings, *args)
+        result = run_ledger(secret_settings, *args)
         assert result.returncode == 0, result.stderr
         text = result.stdout + result.stderr
         if args[:2] == ("keys", "rotate"):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import threading
 from datetime import datetime
 from typing import Any
@@ -22,23 +20,11 @@ from ledger.config import Settings
 from ledger.domain.chain import GENESIS_HASH
 from ledger.services import verification
 from ledger.services.runtime import Runtime
-from tests.conftest import ROOT, Member, env_for, incident_body
+from tests.conftest import Member, incident_body, run_ledger
 
 THREADS = 8
 PER_THREAD = 25  # 20 single reports and one batch of 5
 RETRACT_EVERY = 5
-
-
-def ledger_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args],
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def chain_rows(settings: Settings) -> list[dict[str, Any]]:
@@ -121,7 +107,7 @@ def test_parallel_writers_never_fork_the_chain(
     assert result.events == result.head_seq == expected_events
     assert result.head_hash == rows[-1]["entry_hash"]
 
-    cli = ledger_cli(settings, "verify", "--json")
+    cli = run_ledger(settings, "verify", "--json")
     assert cli.returncode == 0, cli.stderr
     printed = json.loads(cli.stdout)
     assert printed["ok"] is True
@@ -167,13 +153,13 @@ def test_a_rewritten_payload_makes_verify_fail_naming_its_seq(
     assert not result.ok
     assert result.first_bad_seq == 4
 
-    text = ledger_cli(settings, "verify")
+    text = run_ledger(settings, "verify")
     assert text.returncode == 1
     assert "FAILED" in text.stdout
     assert "ledger event 4" in text.stdout
     assert "Traceback" not in text.stdout + text.stderr
 
-    as_json = ledger_cli(settings, "verify", "--json")
+    as_json = run_ledger(settings, "verify", "--json")
     assert as_json.returncode == 1
     assert json.loads(as_json.stdout)["first_bad_seq"] == 4
 

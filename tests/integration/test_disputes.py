@@ -6,8 +6,6 @@ frozen `--now`, never a real 30-day wait.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 from ledger.config import Settings
 from ledger.services import reliability, scoring, verification
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, env_for, incident_body, wait_for
+from tests.conftest import Member, incident_body, run_ledger, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 OTHER_PHONE = {"type": "phone", "value": "13900139000"}
@@ -74,17 +72,6 @@ def counts(database_url: str) -> tuple[int, int]:
     assert disputes is not None
     assert events is not None
     return int(disputes[0]), int(events[0])
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args],
-        env=env_for(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_dispute_lifecycle_open_upheld(
@@ -161,7 +148,7 @@ def test_sla_expiry_retracts_with_reason(
     scoring.flush_outbox(rt)
     open_dispute(client, operator, incident_id=incident_id)
 
-    not_yet = run_cli(
+    not_yet = run_ledger(
         settings,
         "disputes",
         "expire",
@@ -172,7 +159,7 @@ def test_sla_expiry_retracts_with_reason(
     assert not_yet.returncode == 0, not_yet.stderr
     assert '"expired": 0' in not_yet.stdout
 
-    late = run_cli(
+    late = run_ledger(
         settings,
         "disputes",
         "expire",
@@ -291,7 +278,7 @@ def test_expiry_shreds_the_link_and_the_chain_still_verifies(
     assert lookup_count == 1
 
     future = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(days=5 * 365 + 2)
-    result = run_cli(settings, "retention", "run", "--json", "--now", future.isoformat())
+    result = run_ledger(settings, "retention", "run", "--json", "--now", future.isoformat())
     assert result.returncode == 0, result.stderr
     assert '"expired": 1' in result.stdout
     scoring.flush_outbox(rt)
@@ -314,7 +301,7 @@ def test_expiry_shreds_the_link_and_the_chain_still_verifies(
         ).get_json()["incidents"]
         == []
     )
-    check = run_cli(settings, "verify", "--json")
+    check = run_ledger(settings, "verify", "--json")
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -323,7 +310,7 @@ def test_lookup_tokens_erased_after_audit_retention(
 ) -> None:
     lookup(client, alpha, PHONE)
     future = datetime.now(UTC) + timedelta(days=2 * 365 + 1)
-    result = run_cli(settings, "retention", "run", "--json", "--now", future.isoformat())
+    result = run_ledger(settings, "retention", "run", "--json", "--now", future.isoformat())
     assert '"lookups_erased": 1' in result.stdout, result.stdout + result.stderr
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT tokens, salt, tier FROM lookups").fetchone()
@@ -357,7 +344,7 @@ def test_overturned_reports_lower_trust_and_then_scores(
     scoring.flush_outbox(rt)
     assert score_of(client, beta, PHONE) < before
     assert client.get(f"/v1/incidents/{kept}", headers=alpha.headers).get_json()["status"] == "active"
-    cli = run_cli(client.application.extensions["ledger.runtime"].settings, "platforms", "stats", "--json")
+    cli = run_ledger(client.application.extensions["ledger.runtime"].settings, "platforms", "stats", "--json")
     assert cli.returncode == 0
     assert '"overturn_rate"' in cli.stdout
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger import create_app
 from ledger.config import Settings
@@ -29,7 +28,7 @@ from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
-from tests.conftest import Member, WorkerProcess, incident_body, wait_for
+from tests.conftest import Member, WorkerProcess, audit_count, incident_body, metric, wait_for
 from tests.private_services import PostgresServer, RedisServer
 
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -82,20 +81,6 @@ def lookup(client: Any, member: Member, *identifiers: dict[str, str]) -> dict[st
     response = post_lookup(client, member, *identifiers)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
-
-
-def metric(client: Any, name: str, **labels: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
-def audit_count(rt: Runtime) -> int:
-    with rt.db.transaction() as conn:
-        return int(conn.execute("SELECT count(*) AS n FROM lookups").fetchone()["n"])  # type: ignore[index]
 
 
 def same_decision(a: dict[str, Any], b: dict[str, Any]) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -31,7 +29,14 @@ from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
 from ledger.storage.cache import SEQ_WIDTH, TOKEN_KEY
-from tests.conftest import IDENTITY_KEY, ROOT, Member, WorkerProcess, env_for, incident_body, wait_for
+from tests.conftest import (
+    IDENTITY_KEY,
+    Member,
+    WorkerProcess,
+    incident_body,
+    ledger_json,
+    wait_for,
+)
 from tests.private_services import REDIS_PORTS, RedisServer, free_port
 
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -149,20 +154,6 @@ def cached(rt: Runtime, identifier: dict[str, str]) -> tuple[int, dict[str, Any]
     return (int(raw[:SEQ_WIDTH]), json.loads(raw[SEQ_WIDTH:])) if raw else None
 
 
-def ledger_cli(settings: Settings, *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args, "--json"],
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 # -- a broker outage ---------------------------------------------------------------------------------
 def test_a_report_accepted_while_the_broker_is_down_is_scored_after_the_sweep(
     stack: Stack, broker: PrivateRedis
@@ -202,14 +193,14 @@ def test_a_report_to_an_unreachable_broker_is_scored_by_outbox_flush(
     report(unreachable, "order-2", identifiers=[EMAIL])
     assert [r["done_at"] for r in outbox_rows(unreachable.rt)] == [None, None]
     # `ledger outbox flush` processes the pending rows in its own process, no broker needed.
-    assert ledger_cli(settings, "outbox", "flush") == {"processed": 2}
+    assert ledger_json(settings, "outbox", "flush") == {"processed": 2}
     assert all(r["done_at"] is not None for r in outbox_rows(unreachable.rt))
     beta = make_platform("beta", "lookup")
     for identifier in (PHONE, EMAIL):
         result = lookup(client, beta, identifier)  # the shared Redis the CLI wrote to
         assert result["summary"]["incidents"] == 1
         assert result["decision"]["score"] > 0
-    assert ledger_cli(settings, "outbox", "flush") == {"processed": 0}
+    assert ledger_json(settings, "outbox", "flush") == {"processed": 0}
 
 
 # -- duplicate delivery ------------------------------------------------------------------------------
@@ -340,7 +331,7 @@ def test_rescore_all_and_cache_rebuild_from_the_cli(
     with rt.db.transaction() as conn:
         assert conn.execute("SELECT count(*) AS n FROM risk_scores").fetchone()["n"] == 0  # type: ignore[index]
 
-    assert ledger_cli(settings, "rescore", "--all") == {"rescored": 2}
+    assert ledger_json(settings, "rescore", "--all") == {"rescored": 2}
     by_phone = lookup(client, beta, PHONE)
     by_email = lookup(client, beta, EMAIL)
     assert (by_phone["summary"]["incidents"], by_email["summary"]["incidents"]) == (2, 1)
@@ -349,14 +340,14 @@ def test_rescore_all_and_cache_rebuild_from_the_cli(
     assert phone_entry is not None
 
     # Rescoring one subject by its token gives the same answer.
-    assert ledger_cli(settings, "rescore", "--subject", token_of(PHONE)) == {"rescored": 1}
+    assert ledger_json(settings, "rescore", "--subject", token_of(PHONE)) == {"rescored": 1}
     assert lookup(client, beta, PHONE)["decision"]["score"] == by_phone["decision"]["score"]
 
     # The cache is lost; `ledger cache rebuild` writes every stored score back from PostgreSQL.
     rt.cache.clear_decisions()
     assert cached(rt, PHONE) is None
     assert cached(rt, EMAIL) is None
-    rebuilt = ledger_cli(settings, "cache", "rebuild")
+    rebuilt = ledger_json(settings, "cache", "rebuild")
     assert rebuilt == {"tokens_written": 2}
     for identifier, expected in ((PHONE, by_phone), (EMAIL, by_email)):
         entry = cached(rt, identifier)

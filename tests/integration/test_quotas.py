@@ -8,18 +8,13 @@ operator sees it in a metric and in `ledger lookups fishing`. Real Redis and Pos
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import ROOT, Member, env_for
+from tests.conftest import Member, audit_count, ledger_json, metric
 
 PHONE = {"type": "phone", "value": "13800138000"}
 PROBLEM = "application/problem+json"
@@ -28,34 +23,6 @@ PROBLEM = "application/problem+json"
 def post_lookup(client: Any, member: Member, **extra: Any) -> Any:
     body = {"identifiers": [PHONE], "purpose": "refund_review", **extra}
     return client.post("/v1/lookups", json=body, headers=member.headers)
-
-
-def metric(client: Any, name: str, **labels: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
-def audit_count(rt: Runtime) -> int:
-    with rt.db.transaction() as conn:
-        return int(conn.execute("SELECT count(*) AS n FROM lookups").fetchone()["n"])  # type: ignore[index]
-
-
-def ledger_cli(settings: Settings, *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args, "--json"],
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 # -- rate limits ---------------------------------------------------------------------------------------
@@ -106,7 +73,7 @@ def test_the_limit_is_per_key(client: Any, alpha: Member, beta: Member, rt: Runt
 def test_the_operator_sets_the_limit_from_the_cli(
     client: Any, settings: Settings, alpha: Member, beta: Member
 ) -> None:
-    shown = ledger_cli(settings, "platforms", "rate-limit", "beta", "--per-second", "1", "--burst", "2")
+    shown = ledger_json(settings, "platforms", "rate-limit", "beta", "--per-second", "1", "--burst", "2")
     assert shown == {"platform": "beta", "per_second": 1, "burst": 2}
 
     statuses = [post_lookup(client, beta).status_code for _ in range(3)]
@@ -153,7 +120,7 @@ def test_refund_review_without_a_reference_is_reported_as_fishing(
         assert post_lookup(client, honest, refund={"reference": f"H-{i}"}).status_code == 200
     assert post_lookup(client, honest, purpose="dispute_investigation").status_code == 200
 
-    report = {row["slug"]: row for row in ledger_cli(settings, "lookups", "fishing")}
+    report = {row["slug"]: row for row in ledger_json(settings, "lookups", "fishing")}
 
     assert set(report) == {"fisher-shop", "honest-shop"}
     assert report["fisher-shop"]["lookups"] == 8
