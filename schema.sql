@@ -109,8 +109,8 @@ DROP TRIGGER IF EXISTS ledger_events_append_only ON ledger_events;
 CREATE TRIGGER ledger_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger_events
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
 
--- Outbox: committed with each ledger event; the task is sent after commit and the row is marked done
--- by the worker. A beat sweep re-sends rows that were never marked done.
+-- Outbox: committed with each ledger event. The outbox relay in `ledger worker` sends the task soon after
+-- commit (sent_at), the worker marks the row done, and a beat sweep re-sends rows never marked done.
 CREATE TABLE IF NOT EXISTS outbox (
     id          bigserial PRIMARY KEY,
     task        text NOT NULL,

@@ -40,8 +40,7 @@ def _db_url(name: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def _session_database() -> Iterator[str]:
     name = f"ledger_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(PG_SERVER, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -50,6 +49,16 @@ def database_url() -> Iterator[str]:
     yield url
     with psycopg.connect(PG_SERVER, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    yield from _session_database()
+
+
+@pytest.fixture(scope="session")
+def second_database_url() -> Iterator[str]:
+    yield from _session_database()
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +124,17 @@ def reset_state(database_url: str) -> None:
 @pytest.fixture
 def clean(database_url: str) -> None:
     reset_state(database_url)
+
+
+@pytest.fixture
+def isolated_settings(settings: Settings, second_database_url: str) -> Settings:
+    """The test settings on a second database, emptied for this test.
+
+    The session worker's outbox relay sends every unsent row of the main database to the session broker
+    within a second. A test that wires the API to a broker of its own (a private redis-server), or to no
+    broker, and expects its rows to wait for the worker or sweep it starts, uses this database instead."""
+    reset_state(second_database_url)
+    return settings.with_(database_url=second_database_url)
 
 
 @pytest.fixture

@@ -1,19 +1,26 @@
-"""The Celery app: Redis broker from REDIS_URL, late acks, and the beat schedule.
+"""The Celery app: Redis broker from REDIS_URL, late acks, the beat schedule and the outbox relay.
 
 `acks_late` with `task_reject_on_worker_lost` means a task whose worker is killed mid-run goes back to
 the queue; every task body is idempotent, so running it again is safe. The outbox sweep is the second
 net: anything never marked done is sent again.
+
+Every `ledger worker` also runs the outbox relay (ledger/services/relay.py), which sends the tasks the
+API no longer sends itself: a bootstep starts it in the worker's main process once the pool is up, and
+stops it on shutdown. Running it in the worker, rather than as a process of its own, means every
+deployment that processes work also relays it, with nothing new to supervise.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from functools import cache
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.schedules import crontab
 
 from ledger.config import Settings
+from ledger.services.relay import OutboxRelay
 from ledger.services.runtime import Runtime
 from ledger.storage.queue import broker_options
 
@@ -44,3 +51,16 @@ app.conf.update(
 def runtime() -> Runtime:
     """One Runtime per worker process, opened lazily after fork."""
     return Runtime(Settings.from_env().require_services())
+
+
+class OutboxRelayStep(bootsteps.StartStopStep):
+    """Starts the outbox relay's thread in the worker's main process, after the pool has forked its
+    processes, and stops it on a warm or cold shutdown."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def create(self, parent: Any) -> OutboxRelay:
+        return OutboxRelay(Settings.from_env().require_services(), parallelism=int(parent.concurrency or 1))
+
+
+app.steps["worker"].add(OutboxRelayStep)

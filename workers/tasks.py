@@ -22,6 +22,18 @@ def process_outbox(outbox_id: int) -> str:
     return scoring.process_outbox(runtime(), outbox_id)
 
 
+@app.task(
+    name="ledger.process_outbox_batch",
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=5,
+    **TASK_OPTIONS,
+)
+def process_outbox_batch(outbox_ids: list[int]) -> int:
+    """What the outbox relay sends; `ledger.process_outbox` (one id) is what the beat sweep re-sends."""
+    return scoring.process_outbox_batch(runtime(), outbox_ids)
+
+
 @app.task(name="ledger.sweep_outbox", **TASK_OPTIONS)
 def sweep_outbox() -> int:
     sent = scoring.sweep_outbox(runtime())

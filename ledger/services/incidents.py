@@ -1,8 +1,9 @@
 """Reporting, reading and retracting incidents.
 
 A report is durable before the API answers 201: the incident, its tokens, its outbox row and its
-hash-chained `reported` event commit in one transaction. The scoring task is sent only after commit;
-if that send fails the outbox sweep sends it later.
+hash-chained `reported` event commit in one transaction. After commit the API only flags the tokens
+as pending and wakes the outbox relay (ledger/services/relay.py), which sends the scoring task; the API
+publishes nothing itself.
 """
 
 from __future__ import annotations
@@ -223,11 +224,11 @@ def _reported_payload(row: Mapping[str, Any], p: Prepared) -> dict[str, Any]:
     }
 
 
-def after_commit(rt: Runtime, outbox_id: int, tokens: Sequence[str]) -> None:
-    """Flag the tokens as pending and send the task. Failures are fine: the outbox sweep resends."""
+def after_commit(rt: Runtime, outbox_id: int, tokens: Sequence[str]) -> None:  # noqa: ARG001 (callers name the committed row; the relay finds it in the table)
+    """Flag the tokens as pending and wake the outbox relay, in one Redis round trip. A Redis failure is
+    fine: the committed outbox row is the guarantee, and the relay also polls for it."""
     with contextlib.suppress(CacheUnavailable):
-        rt.cache.mark_pending(tokens)
-    rt.queue.send(PROCESS_OUTBOX, outbox_id)
+        rt.cache.mark_pending_and_wake(tokens)
 
 
 def get(rt: Runtime, principal: Principal, incident_id: UUID) -> dict[str, Any]:

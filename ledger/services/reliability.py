@@ -12,12 +12,14 @@ overturned sinks to the floor. A change triggers a rescore of that platform's su
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
 from ledger.storage import platforms as platform_store
+from ledger.storage.cache import CacheUnavailable
 from ledger.storage.queue import PROCESS_OUTBOX
 
 
@@ -76,6 +78,7 @@ def refresh(rt: Runtime, platform_ids: Sequence[int] | None = None) -> list[str]
                 continue
             if platform_store.set_effective_trust(conn, row["id"], row["computed_trust"]):
                 changed.append((row["slug"], outbox.add(conn, PROCESS_OUTBOX, {"platform": row["id"]})))
-    for _, outbox_id in changed:
-        rt.queue.send(PROCESS_OUTBOX, outbox_id)
+    if changed:
+        with contextlib.suppress(CacheUnavailable):  # the outbox row is the guarantee; the relay polls too
+            rt.cache.mark_pending_and_wake([])
     return [slug for slug, _ in changed]

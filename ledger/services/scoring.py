@@ -191,20 +191,47 @@ def process_outbox(rt: Runtime, outbox_id: int) -> str:
         return "missing"
     if row["done_at"] is not None:
         return "already-done"
-    args = row["args"]
-    affected: set[int] = set()
-    if "incidents" in args:
-        affected |= link_incidents(rt, [UUID(i) for i in args["incidents"]])
-    if "subjects" in args:
-        affected |= {int(s) for s in args["subjects"]}
-    if "platform" in args:
-        rescore_platform(rt, int(args["platform"]))
-    rescore(rt, affected)
-    if args.get("forget"):
-        rt.cache.forget(args["forget"])
-    with rt.db.transaction() as conn:
-        outbox.mark_done(conn, outbox_id)
+    _apply(rt, [row])
     return "done"
+
+
+def process_outbox_batch(rt: Runtime, outbox_ids: Sequence[int]) -> int:
+    """The body of the `ledger.process_outbox_batch` task the relay sends: the rows not yet done, a group
+    at a time (one linking transaction and one recompute per group). Safe to run any number of times.
+    Returns how many rows it did."""
+    with rt.db.transaction() as conn:
+        rows = [r for r in outbox.get_many(conn, list(outbox_ids)) if r["done_at"] is None]
+    group: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        incidents = len(row["args"].get("incidents", ())) or 1
+        if group and size + incidents > CHUNK:  # a linking transaction as large as one batch report's
+            _apply(rt, group)
+            group, size = [], 0
+        group.append(row)
+        size += incidents
+    if group:
+        _apply(rt, group)
+    return len(rows)
+
+
+def _apply(rt: Runtime, rows: Sequence[dict[str, Any]]) -> None:
+    """Do the work of some outbox rows together, then mark them done. A row is marked done only after
+    every write succeeded, so a failure leaves all of them to a redelivery or the sweep."""
+    incident_ids = [UUID(i) for row in rows for i in row["args"].get("incidents", ())]
+    affected: set[int] = set()
+    if incident_ids:
+        affected |= link_incidents(rt, incident_ids)
+    for row in rows:
+        affected |= {int(s) for s in row["args"].get("subjects", ())}
+        if "platform" in row["args"]:
+            rescore_platform(rt, int(row["args"]["platform"]))
+    rescore(rt, affected)
+    forget = [t for row in rows for t in row["args"].get("forget") or ()]
+    if forget:
+        rt.cache.forget(forget)
+    with rt.db.transaction() as conn:
+        outbox.mark_done(conn, [int(row["id"]) for row in rows])
 
 
 def rescore_token(rt: Runtime, token: str) -> int:
@@ -274,7 +301,8 @@ def rescore_stale_policy(rt: Runtime, max_chunks: int = 20) -> int:
 
 
 def sweep_outbox(rt: Runtime, limit: int = 500) -> int:
-    """Re-send outbox rows never marked done. The beat task and `ledger outbox flush --send` call this."""
+    """Re-send outbox rows not done within the grace period after their last send (or their creation, if
+    no relay ever sent them). The beat task and `ledger outbox flush --send` call this."""
     with rt.db.transaction() as conn:
         rows = outbox.due(conn, rt.settings.outbox_grace_seconds, limit)
         ids = [int(r["id"]) for r in rows]

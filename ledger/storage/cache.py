@@ -7,6 +7,8 @@ Keys (tokens are HMAC pseudonyms, never raw identifiers):
   ccl:p:<token>   set while a recompute for that token is pending (report accepted, not yet scored)
   ccl:q:<key_id>  token bucket of one API key
   ccl:af:<digest> failed authentications from one (hashed) client address, for brute-force protection
+  ccl:relay       the outbox relay's wake-up: a list of at most one element, pushed after every commit that
+                  queued work, popped (BLPOP) by the relay in `ledger worker` (ledger/services/relay.py)
   ccl:warm        set when a full rebuild from PostgreSQL completed on this Redis; a Redis restarted
                   without persistence comes back without it, and a miss then no longer means "no decision"
 A short circuit breaker skips Redis for a moment after a failure, so a dead Redis costs the lookup path
@@ -34,15 +36,20 @@ AUTH_FAIL_KEY = "ccl:af:"
 WARM_KEY = "ccl:warm"
 REBUILD_KEY = "ccl:rebuild:"
 REBUILD_LOCK_KEY = "ccl:rebuild-lock"
+RELAY_WAKE_KEY = "ccl:relay"
 PENDING_TTL_SECONDS = 24 * 3600  # cleared by the recompute; the TTL only bounds leftovers
 SEQ_WIDTH = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# KEYS[1] is the relay's wake-up list, the rest are pending flags. However many commits push before the
+# relay looks, one element wakes it and it then claims every new outbox row: the list never grows.
 _MARK_PENDING = """
-for _, key in ipairs(KEYS) do
-  redis.call('SET', key, '1', 'EX', ARGV[1])
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'EX', ARGV[1])
 end
-return #KEYS
+redis.call('LPUSH', KEYS[1], '1')
+redis.call('LTRIM', KEYS[1], 0, 0)
+return #KEYS - 1
 """
 
 _SET_IF_NEWER = """
@@ -132,6 +139,26 @@ class CachedLookup:
     entries: dict[str, dict[str, Any]]  # token -> decoded decision (only tokens that have one)
     pending: set[str]
     quota: Quota | None
+
+
+class RelayWakeups:
+    """The outbox relay's side of the wake-up list. It has a connection of its own: a blocking pop outlasts
+    the cache client's 0.5 s socket timeout, and must never hold a connection the lookup path needs."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=10.0, socket_connect_timeout=0.5, health_check_interval=0
+        )
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a commit wakes the relay (True) or `timeout` seconds pass (False)."""
+        try:
+            return self.client.blpop([RELAY_WAKE_KEY], timeout=timeout) is not None
+        except redis.RedisError:
+            raise CacheUnavailable("relay wake-up") from None
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class Cache:
@@ -256,13 +283,15 @@ class Cache:
             raise CacheUnavailable("write") from None
         return written
 
-    def mark_pending(self, tokens: Sequence[str]) -> None:
-        if not tokens:
-            return
+    def mark_pending_and_wake(self, tokens: Sequence[str]) -> None:
+        """Flag the tokens as pending and wake the outbox relay, in one round trip (called after commit).
+
+        One script call, not one SET per token: a 1,000-incident batch flags about 3,000 tokens and packing
+        that many pipeline commands cost more CPU than the rest of the batch's Redis work."""
         try:
-            # One script call, not one SET per token: a 1,000-incident batch flags about 3,000 tokens and
-            # packing that many pipeline commands cost more CPU than the rest of the batch's Redis work.
-            self._mark_pending(keys=[PENDING_KEY + t for t in tokens], args=[PENDING_TTL_SECONDS])
+            self._mark_pending(
+                keys=[RELAY_WAKE_KEY, *[PENDING_KEY + t for t in tokens]], args=[PENDING_TTL_SECONDS]
+            )
         except redis.RedisError:
             self._trip()
             raise CacheUnavailable("pending") from None

@@ -1,5 +1,6 @@
 """The transactional outbox: work for the Celery workers, committed in the same transaction as the
-ledger event that caused it. Sending happens after commit; the sweep re-sends what was never done."""
+ledger event that caused it. The relay sends new rows soon after commit (`claim_unsent`); the sweep
+re-sends what was sent but never done (`due`)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,31 @@ def get(conn: Connection, outbox_id: int) -> dict[str, Any] | None:
     return conn.execute("SELECT * FROM outbox WHERE id = %s", (outbox_id,)).fetchone()
 
 
+def get_many(conn: Connection, outbox_ids: list[int]) -> list[dict[str, Any]]:
+    return conn.execute("SELECT * FROM outbox WHERE id = ANY(%s) ORDER BY id", (outbox_ids,)).fetchall()
+
+
+def claim_unsent(conn: Connection, limit: int) -> list[int]:
+    """Rows never sent, locked until the caller's transaction ends. SKIP LOCKED lets several relays run
+    at once: each claims other rows, and none waits for another."""
+    rows = conn.execute(
+        """SELECT id FROM outbox WHERE done_at IS NULL AND sent_at IS NULL
+           ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (limit,),
+    ).fetchall()
+    return [int(r["id"]) for r in rows]
+
+
 def mark_sent(conn: Connection, ids: list[int]) -> None:
     conn.execute("UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)", (ids,))
 
 
-def mark_done(conn: Connection, outbox_id: int) -> None:
+def mark_done(conn: Connection, outbox_id: int | list[int]) -> None:
     # Erased tokens travel in `forget` only until the cache has dropped them.
+    ids = outbox_id if isinstance(outbox_id, list) else [outbox_id]
     conn.execute(
-        "UPDATE outbox SET done_at = now(), args = args - 'forget' WHERE id = %s AND done_at IS NULL",
-        (outbox_id,),
+        "UPDATE outbox SET done_at = now(), args = args - 'forget' WHERE id = ANY(%s) AND done_at IS NULL",
+        (ids,),
     )
 
 

@@ -4,9 +4,10 @@ Redis is the broker and the lookup cache, never the record: a report is durable 
 its outbox row) before the API answers 201. So while Redis is down every report must still be accepted
 and stored, and lookups must keep answering from PostgreSQL with the decisions they gave before. A
 restarted Redis without persistence has lost every queued task and every cached decision: the outbox
-sweep that `ledger beat` schedules must get every stranded report scored, and the cache must be refilled
-(until then lookups answer from PostgreSQL, since a miss in an emptied cache proves nothing), without
-anyone restarting the API, the worker or beat.
+relay in `ledger worker` (for rows it never managed to send) and the sweep that `ledger beat` schedules
+(for rows sent but lost) must get every stranded report scored, and the cache must be refilled (until
+then lookups answer from PostgreSQL, since a miss in an emptied cache proves nothing), without anyone
+restarting the API, the worker or beat.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def test_reports_during_a_redis_outage_are_kept_and_scored_once_redis_returns(
         assert decision_of(lookup(api, beta, n)) == decision_of(before[n])
     assert not broker.exists(WARM_KEY)
 
-    # The sweep resends every stranded report and refills the cache.
+    # The relay sends every stranded report (it may already have), and the sweep refills the cache.
     beat.resume()
     wait_settled(database, timeout=100)
     sweeps = rows(
@@ -123,7 +124,7 @@ def test_reports_during_a_redis_outage_are_kept_and_scored_once_redis_returns(
                SELECT 1 FROM incidents i WHERE i.external_id LIKE 'during-%%' AND o.args -> 'incidents' ? i.id::text)""",
     )
     assert sweeps
-    assert all(r["attempts"] >= 1 for r in sweeps), sweeps  # resent by the sweep, not by the API
+    assert all(r["attempts"] >= 1 for r in sweeps), sweeps  # sent by the relay or the sweep, never the API
     assert score_mismatches(database) == []
 
     # Lookups are right again, without a restart of any process.

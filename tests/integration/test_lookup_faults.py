@@ -198,10 +198,10 @@ def test_postgres_down_refuses_rather_than_answer_unrecorded_and_both_down_is_50
 
 
 def test_answers_are_stale_while_the_worker_is_behind(
-    settings: Settings, clean: None, private_redis: RedisServer
+    isolated_settings: Settings, private_redis: RedisServer
 ) -> None:
-    # No worker consumes this private broker until we start one.
-    private = settings.with_(redis_url=private_redis.url)
+    # No worker consumes this private broker, nor relays from this database, until we start one.
+    private = isolated_settings.with_(redis_url=private_redis.url)
     application = build_app(private)
     rt = runtime_of(application)
     try:

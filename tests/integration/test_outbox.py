@@ -1,12 +1,15 @@
 """The transactional outbox: nothing is lost between the ledger and the workers.
 
-A report commits its outbox row with the incident, so it survives a broker that is down when the API
-answers 201; the sweep (the beat task, or `ledger outbox flush`) gets it scored once the broker is
-back. Delivering the same outbox task twice must change nothing, two sweeps running at once must not
-send a row twice (FOR UPDATE SKIP LOCKED), and the CLI twins of the periodic jobs (`ledger rescore`,
-`ledger cache rebuild`) must do their job synchronously.
+A report commits its outbox row with the incident, and the API publishes no task: it only wakes the
+outbox relay that every `ledger worker` runs, which sends the row. So the row survives a broker that is
+down when the API answers 201, and the relay (polling), the sweep (the beat task) or `ledger outbox
+flush` gets it scored once the broker is back. Delivering the same outbox task twice must change
+nothing, two relays or two sweeps running at once must not send a row twice (FOR UPDATE SKIP LOCKED),
+and the CLI twins of the periodic jobs (`ledger rescore`, `ledger cache rebuild`) must do their job
+synchronously.
 
-Broker outages use a private redis-server that each test starts and kills, never the shared one.
+Broker outages use a private redis-server that each test starts and kills, never the shared one. The
+tests run on a second database (`isolated_settings`), out of reach of the session worker's relay.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,9 +30,11 @@ from ledger.config import Settings
 from ledger.identity import tokenize
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
+from ledger.services.relay import OutboxRelay, relay_once
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
-from ledger.storage.cache import SEQ_WIDTH, TOKEN_KEY
+from ledger.storage.cache import RELAY_WAKE_KEY, SEQ_WIDTH, TOKEN_KEY
+from ledger.storage.queue import PROCESS_OUTBOX, PROCESS_OUTBOX_BATCH
 from tests.conftest import (
     IDENTITY_KEY,
     Member,
@@ -51,14 +57,21 @@ def token_of(identifier: dict[str, str]) -> str:
 class PrivateRedis(RedisServer):
     """A private redis-server (see tests/private_services.py) that can also list its queued tasks."""
 
-    def queued_outbox_ids(self) -> list[int]:
-        """The outbox ids of the `ledger.process_outbox` messages waiting in the queue."""
-        ids = []
+    def queued_tasks(self) -> list[tuple[str, Any]]:
+        """(task name, first argument) of each message waiting in the queue."""
+        tasks = []
         for raw in self.client().lrange(QUEUE, 0, -1):
             message = json.loads(raw)
             args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-            assert message["headers"]["task"] == "ledger.process_outbox"
-            ids.append(int(args[0]))
+            tasks.append((message["headers"]["task"], args[0]))
+        return tasks
+
+    def queued_outbox_ids(self) -> list[int]:
+        """The outbox ids of the messages waiting in the queue, single (sweep) or batched (relay)."""
+        ids = []
+        for name, first in self.queued_tasks():
+            assert name in (PROCESS_OUTBOX, PROCESS_OUTBOX_BATCH)
+            ids.extend([int(first)] if name == PROCESS_OUTBOX else [int(i) for i in first])
         return sorted(ids)
 
 
@@ -90,18 +103,37 @@ def broker(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
-def stack(settings: Settings, clean: None, broker: PrivateRedis) -> Iterator[Stack]:
-    built = build_stack(settings, broker.url)
+def stack(isolated_settings: Settings, broker: PrivateRedis) -> Iterator[Stack]:
+    built = build_stack(isolated_settings, broker.url)
     yield built
     built.rt.close()
 
 
 @pytest.fixture
-def unreachable(settings: Settings, clean: None) -> Iterator[Stack]:
+def unreachable(isolated_settings: Settings) -> Iterator[Stack]:
     """A stack whose REDIS_URL is a port nobody listens on: no broker and no cache."""
-    built = build_stack(settings, f"redis://127.0.0.1:{free_port(REDIS_PORTS)}/0")
+    built = build_stack(isolated_settings, f"redis://127.0.0.1:{free_port(REDIS_PORTS)}/0")
     yield built
     built.rt.close()
+
+
+@dataclass
+class Shared:
+    """An API on the same database, with the shared Redis the CLI writes to, and a lookup-only member."""
+
+    rt: Runtime
+    client: Any
+    beta: Member
+
+
+@pytest.fixture
+def shared(isolated_settings: Settings) -> Iterator[Shared]:
+    application = create_app(isolated_settings)
+    application.config["TESTING"] = True
+    rt: Runtime = application.extensions["ledger.runtime"]
+    issued = platform_service.create_platform(rt, "beta", "Beta", "lookup")
+    yield Shared(rt, application.test_client(), Member("beta", issued.key, issued.key_id))
+    rt.close()
 
 
 def report(stack: Stack, external_id: str, **overrides: Any) -> dict[str, Any]:
@@ -154,29 +186,83 @@ def cached(rt: Runtime, identifier: dict[str, str]) -> tuple[int, dict[str, Any]
     return (int(raw[:SEQ_WIDTH]), json.loads(raw[SEQ_WIDTH:])) if raw else None
 
 
-# -- a broker outage ---------------------------------------------------------------------------------
-def test_a_report_accepted_while_the_broker_is_down_is_scored_after_the_sweep(
+# -- the relay -----------------------------------------------------------------------------------------
+def test_the_api_publishes_nothing_and_a_worker_relays_and_scores_the_report(
     stack: Stack, broker: PrivateRedis
 ) -> None:
-    broker.kill()
-    created = report(stack, "order-1")
-    assert created["status"] == "active"
+    report(stack, "order-1")
     (row,) = outbox_rows(stack.rt)
-    assert row["done_at"] is None
-    assert row["attempts"] == 0
+    assert (row["sent_at"], row["attempts"], row["done_at"]) == (None, 0, None)
+    assert broker.queued_tasks() == []  # no task from the API: only the relay's wake-up
+    assert broker.client().lrange(RELAY_WAKE_KEY, 0, -1) == [b"1"]
+    assert lookup(stack.client, stack.member, PHONE)["stale"] is True
 
-    # Meanwhile a lookup answers from PostgreSQL and says that it may lag behind the ledger.
-    during = lookup(stack.client, stack.member, PHONE)
-    assert during["stale"] is True
-    assert during["summary"]["incidents"] == 0
+    worker = WorkerProcess(stack.settings, concurrency=1).start()  # no beat: no sweep runs
+    try:
+        result = wait_for(lambda: (r := lookup(stack.client, stack.member, PHONE))["stale"] is False and r)
+        assert result["summary"]["incidents"] == 1
+        assert result["decision"]["score"] > 0
+        wait_for(lambda: outbox_rows(stack.rt)[0]["done_at"] is not None)
+        (row,) = outbox_rows(stack.rt)
+        assert row["sent_at"] is not None
+        assert row["attempts"] == 1  # sent once, by the relay
 
-    broker.start()  # back, and empty: the message the API failed to send was never there
+    finally:
+        worker.stop()
+    assert "outbox relay started" in worker.log.read_text()
+    assert "outbox relay stopped" in worker.log.read_text()
+
+
+def test_the_relay_is_woken_by_a_commit_and_polls_for_what_it_missed(
+    stack: Stack, broker: PrivateRedis
+) -> None:
+    relay = OutboxRelay(stack.settings, poll_seconds=3.0)
+    relay.start()
+    try:
+        time.sleep(0.3)  # the relay has looked once and is now blocked on the wake-up list
+        started = time.monotonic()
+        report(stack, "order-1")
+        wait_for(lambda: len(broker.queued_outbox_ids()) == 1, timeout=5, interval=0.01)
+        assert time.monotonic() - started < 1.5  # woken: a poll would have taken up to 3 s
+        assert not broker.client().exists(RELAY_WAKE_KEY)
+
+        # A committed row whose wake-up never came (the API's Redis call failed after commit).
+        with stack.rt.db.transaction() as conn:
+            missed = outbox.add(conn, PROCESS_OUTBOX, {"subjects": []})
+        wait_for(lambda: missed in broker.queued_outbox_ids(), timeout=6)
+
+        # The broker dies: reports are still accepted, and the relay keeps trying without sending.
+        broker.kill()
+        report(stack, "order-2", identifiers=[EMAIL])
+        time.sleep(1.5)
+        row = outbox_rows(stack.rt)[-1]
+        assert (row["sent_at"], row["attempts"]) == (None, 0)
+        broker.start()  # back, and empty: it lost the two messages sent before
+        wait_for(lambda: broker.queued_outbox_ids() == [int(row["id"])], timeout=8)
+    finally:
+        relay.stop()
+    assert [r["attempts"] for r in outbox_rows(stack.rt)] == [1, 1, 1]
+
+
+def test_a_report_accepted_while_the_broker_is_down_is_scored_once_it_is_back(
+    stack: Stack, broker: PrivateRedis
+) -> None:
+    """A running worker, its broker killed and restarted empty: no process is restarted, no sweep runs."""
     worker = WorkerProcess(stack.settings, concurrency=1).start()
     try:
-        age_outbox(stack.rt)
-        assert scoring.sweep_outbox(stack.rt) == 1
+        broker.kill()
+        created = report(stack, "order-1")
+        assert created["status"] == "active"
+        during = lookup(stack.client, stack.member, PHONE)  # answered from PostgreSQL, said to lag behind
+        assert during["stale"] is True
+        assert during["summary"]["incidents"] == 0
+        time.sleep(1.5)
+        assert outbox_rows(stack.rt)[0]["sent_at"] is None
+
+        broker.start()
         result = wait_for(
-            lambda: (r := lookup(stack.client, stack.member, PHONE))["summary"]["incidents"] == 1 and r
+            lambda: (r := lookup(stack.client, stack.member, PHONE))["summary"]["incidents"] == 1 and r,
+            timeout=40,
         )
         assert result["decision"]["score"] > 0
         assert result["stale"] is False
@@ -186,21 +272,60 @@ def test_a_report_accepted_while_the_broker_is_down_is_scored_after_the_sweep(
         worker.stop()
 
 
+def test_two_relays_never_send_a_row_twice(stack: Stack, broker: PrivateRedis) -> None:
+    for i in range(40):
+        report(stack, f"order-{i}", identifiers=[{"type": "phone", "value": f"1390000{i:04d}"}])
+    ids = [int(r["id"]) for r in outbox_rows(stack.rt)]
+    runtimes = [Runtime(stack.settings), Runtime(stack.settings)]
+    sent: list[int] = []
+    try:
+        # A first relay has claimed (and locked) three rows but not yet committed; a second one neither
+        # waits for it nor sends those rows.
+        with runtimes[0].db.transaction() as conn:
+            held = outbox.claim_unsent(conn, 3)
+            assert held == ids[:3]
+            sent.append(relay_once(runtimes[1], parallelism=2, limit=5))
+            assert sent == [5]
+            conn.rollback()  # as when its publish fails: the rows stay unsent
+
+        # Both relays race, in small claims, until nothing is left.
+        barrier = threading.Barrier(len(runtimes))
+
+        def relay(rt: Runtime) -> None:
+            barrier.wait()
+            while n := relay_once(rt, parallelism=2, limit=4):
+                sent.append(n)
+
+        threads = [threading.Thread(target=relay, args=(rt,)) for rt in runtimes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for rt in runtimes:
+            rt.close()
+    assert sum(sent) == len(ids)
+    assert broker.queued_outbox_ids() == ids  # each row in exactly one message
+    assert [r["attempts"] for r in outbox_rows(stack.rt)] == [1] * len(ids)
+    tasks = broker.queued_tasks()
+    assert {name for name, _ in tasks} == {PROCESS_OUTBOX_BATCH}
+    assert max(len(batch) for _, batch in tasks) <= 3  # each claim is spread over the pool's 2 processes
+
+
 def test_a_report_to_an_unreachable_broker_is_scored_by_outbox_flush(
-    unreachable: Stack, settings: Settings, client: Any, make_platform: Any
+    unreachable: Stack, shared: Shared, isolated_settings: Settings
 ) -> None:
     report(unreachable, "order-1")
     report(unreachable, "order-2", identifiers=[EMAIL])
     assert [r["done_at"] for r in outbox_rows(unreachable.rt)] == [None, None]
     # `ledger outbox flush` processes the pending rows in its own process, no broker needed.
-    assert ledger_json(settings, "outbox", "flush") == {"processed": 2}
+    assert ledger_json(isolated_settings, "outbox", "flush") == {"processed": 2}
     assert all(r["done_at"] is not None for r in outbox_rows(unreachable.rt))
-    beta = make_platform("beta", "lookup")
     for identifier in (PHONE, EMAIL):
-        result = lookup(client, beta, identifier)  # the shared Redis the CLI wrote to
+        result = lookup(shared.client, shared.beta, identifier)  # the shared Redis the CLI wrote to
         assert result["summary"]["incidents"] == 1
         assert result["decision"]["score"] > 0
-    assert ledger_json(settings, "outbox", "flush") == {"processed": 0}
+    assert ledger_json(isolated_settings, "outbox", "flush") == {"processed": 0}
 
 
 # -- duplicate delivery ------------------------------------------------------------------------------
@@ -208,7 +333,9 @@ def test_duplicate_delivery_changes_nothing(stack: Stack, broker: PrivateRedis) 
     report(stack, "order-1", identifiers=[PHONE, EMAIL])
     (row,) = outbox_rows(stack.rt)
     outbox_id = int(row["id"])
-    assert broker.queued_outbox_ids() == [outbox_id]  # sent after commit; no worker runs yet
+    assert broker.queued_outbox_ids() == []  # the API sends nothing; no worker (and so no relay) runs yet
+    assert relay_once(stack.rt) == 1
+    assert broker.queued_tasks() == [(PROCESS_OUTBOX_BATCH, [outbox_id])]
 
     assert scoring.process_outbox(stack.rt, outbox_id) == "done"
     first = ledger_state(stack.rt)
@@ -247,7 +374,7 @@ def test_duplicate_delivery_changes_nothing(stack: Stack, broker: PrivateRedis) 
             first_cache[1]["n"],
         )
 
-    # The same task sent twice more, and the original message, all reach a real worker.
+    # The single-id task (the sweep's) sent twice more, and the relay's message, all reach a real worker.
     assert stack.rt.queue.send("ledger.process_outbox", outbox_id)
     assert stack.rt.queue.send("ledger.process_outbox", outbox_id)
     assert broker.queued_outbox_ids() == [outbox_id] * 3
@@ -321,13 +448,13 @@ def test_two_concurrent_sweeps_send_each_row_once(stack: Stack, broker: PrivateR
 
 # -- CLI twins -----------------------------------------------------------------------------------------
 def test_rescore_all_and_cache_rebuild_from_the_cli(
-    unreachable: Stack, settings: Settings, rt: Runtime, client: Any, make_platform: Any
+    unreachable: Stack, shared: Shared, isolated_settings: Settings
 ) -> None:
     """Reports accepted with no broker are never linked nor scored until an operator runs the twins."""
+    settings, rt, client, beta = isolated_settings, shared.rt, shared.client, shared.beta
     report(unreachable, "order-1")
     report(unreachable, "order-2", category="false_damage_claim")
     report(unreachable, "order-3", identifiers=[EMAIL])
-    beta = make_platform("beta", "lookup")
     with rt.db.transaction() as conn:
         assert conn.execute("SELECT count(*) AS n FROM risk_scores").fetchone()["n"] == 0  # type: ignore[index]
 

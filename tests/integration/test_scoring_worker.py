@@ -98,6 +98,13 @@ def outbox_pending(rt: Runtime) -> int:
     return int(row["n"])
 
 
+def outbox_sent(rt: Runtime) -> int:
+    with rt.db.transaction() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM outbox WHERE sent_at IS NOT NULL").fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
 def cached(rt: Runtime, token: str) -> tuple[int, dict[str, Any]] | None:
     raw = rt.cache.client.get(TOKEN_KEY + token)
     return (int(raw[:SEQ_WIDTH]), json.loads(raw[SEQ_WIDTH:])) if raw else None
@@ -410,7 +417,8 @@ class Stack:
 
 
 @pytest.fixture
-def private_stack(settings: Settings, clean: None) -> Iterator[Stack]:
+def private_stack(isolated_settings: Settings) -> Iterator[Stack]:
+    """On the second database too: the session worker's relay must not send this stack's rows."""
     port = free_port()
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -420,7 +428,7 @@ def private_stack(settings: Settings, clean: None) -> Iterator[Stack]:
     probe = redis.Redis(port=port)
     try:
         wait_for(lambda: _pings(probe))
-        private = replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+        private = replace(isolated_settings, redis_url=f"redis://127.0.0.1:{port}/0")
         application = create_app(private)
         application.config["TESTING"] = True
         runtime: Runtime = application.extensions["ledger.runtime"]
@@ -449,9 +457,10 @@ def waiting_on_link_lock(database_url: str) -> bool:
 
 @pytest.mark.parametrize("victim", ["pool_child", "whole_worker"])
 def test_a_worker_killed_mid_task_does_not_lose_the_recompute(private_stack: Stack, victim: str) -> None:
-    """Hold the linking lock so the task blocks inside its body, then SIGKILL either the pool process
-    running it (the worker requeues it: acks_late + reject_on_worker_lost) or the whole worker (the
-    message is never acked; the outbox sweep sends it again to a new worker)."""
+    """Hold the linking lock so the task the worker's relay sent blocks inside its body, then SIGKILL
+    either the pool process running it (the worker requeues it: acks_late + reject_on_worker_lost) or
+    the whole worker (the message is never acked; the outbox sweep sends it again to a new worker, whose
+    relay leaves the row alone because it was sent)."""
     stack = private_stack
     reporter = platform_service.create_platform(stack.rt, "alpha", "Alpha", "report,lookup")
     member = Member("alpha", reporter.key, reporter.key_id)
@@ -463,6 +472,7 @@ def test_a_worker_killed_mid_task_does_not_lose_the_recompute(private_stack: Sta
             blocker.execute("SELECT pg_advisory_xact_lock(%s)", (subjects.LINK_LOCK,))
             report(stack.client, member, "order-1")
             wait_for(lambda: waiting_on_link_lock(stack.settings.database_url or ""))
+            wait_for(lambda: outbox_sent(stack.rt) == 1)  # the relay commits just after it publishes
             assert proc.proc is not None
             if victim == "pool_child":
                 children = psutil.Process(proc.proc.pid).children(recursive=True)
@@ -476,7 +486,10 @@ def test_a_worker_killed_mid_task_does_not_lose_the_recompute(private_stack: Sta
         if victim == "whole_worker":
             replacement = WorkerProcess(stack.settings, concurrency=1).start()
             with stack.rt.db.transaction() as conn:  # the beat sweep's grace period, without sleeping
-                conn.execute("UPDATE outbox SET created_at = created_at - interval '1 minute'")
+                conn.execute(
+                    """UPDATE outbox SET created_at = created_at - interval '1 minute',
+                                         sent_at = sent_at - interval '1 minute'"""
+                )
             assert scoring.sweep_outbox(stack.rt) == 1
         result = scored(stack.client, member, PHONE, 1)
         assert result["decision"]["score"] > 0
@@ -484,8 +497,9 @@ def test_a_worker_killed_mid_task_does_not_lose_the_recompute(private_stack: Sta
         with stack.rt.db.transaction() as conn:
             attempts = conn.execute("SELECT attempts FROM outbox").fetchone()
         assert attempts is not None
-        # The pool child case is redelivered by the worker itself, with no help from the sweep.
-        assert attempts["attempts"] == (1 if victim == "whole_worker" else 0)
+        # Sent once by the relay. The pool child case is redelivered by the worker itself, with no help
+        # from the sweep.
+        assert attempts["attempts"] == (2 if victim == "whole_worker" else 1)
     finally:
         proc.stop()
         if replacement is not None:
