@@ -109,6 +109,61 @@ DROP TRIGGER IF EXISTS ledger_events_append_only ON ledger_events;
 CREATE TRIGGER ledger_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger_events
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
 
+-- Append events to the chain in one statement, so the ledger_head lock is held only while PostgreSQL
+-- works and never across a client round trip. The hash is the one defined in ledger/domain/chain.py:
+-- SHA-256 of the canonical JSON {"at","kind","payload","prev","seq"}. The caller passes each payload
+-- already in canonical form (sorted keys, no whitespace, ASCII escapes) and this splices the other four
+-- fields around it in sorted-key order; it is stored as jsonb, so verification re-encodes what is read.
+-- Plain PL/pgSQL expressions rather than SQL statements where possible: each statement costs more than
+-- the hashing, and all of this runs under the lock.
+CREATE OR REPLACE FUNCTION ledger_append(kinds text[], incident_ids uuid[], payloads text[])
+RETURNS TABLE (seq bigint, entry_hash text, at timestamptz) LANGUAGE plpgsql AS $$
+DECLARE
+    n          integer := coalesce(cardinality(kinds), 0);
+    first_seq  bigint;
+    prev       text;
+    stamp      timestamptz;
+    stamp_text text;
+    prevs      text[] := '{}';
+    hashes     text[] := '{}';
+BEGIN
+    IF coalesce(cardinality(incident_ids), 0) <> n OR coalesce(cardinality(payloads), 0) <> n THEN
+        RAISE EXCEPTION 'ledger_append: kinds, incident_ids and payloads differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    SELECT h.seq + 1, h.head_hash INTO first_seq, prev FROM ledger_head AS h FOR UPDATE;
+    -- Read the clock once the lock is held, not now() (the transaction's start): the events are stamped
+    -- with the moment they joined the chain, so `at` never goes backwards along it.
+    stamp := clock_timestamp();
+    stamp_text := to_char(stamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    FOR i IN 1 .. n LOOP
+        -- A kind is spliced in unescaped, so it must be a string JSON would not escape.
+        IF kinds[i] IS NULL OR kinds[i] !~ '^[A-Za-z0-9_]+$' THEN
+            RAISE EXCEPTION 'ledger_append: event kind % must match [A-Za-z0-9_]+', quote_literal(kinds[i])
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        prevs[i] := prev;
+        prev := encode(sha256(convert_to(concat(
+            '{"at":"', stamp_text, '","kind":"', kinds[i], '","payload":', payloads[i],
+            ',"prev":"', prev, '","seq":', first_seq + i - 1, '}'), 'UTF8')), 'hex');
+        hashes[i] := prev;
+    END LOOP;
+    INSERT INTO ledger_events (seq, kind, incident_id, at, payload, prev_hash, entry_hash)
+    SELECT first_seq + e.ord - 1, e.kind, e.incident_id, stamp, e.payload::jsonb, e.prev_hash, e.entry_hash
+    FROM unnest(kinds, incident_ids, payloads, prevs, hashes)
+         WITH ORDINALITY AS e (kind, incident_id, payload, prev_hash, entry_hash, ord);
+    UPDATE ledger_head SET seq = first_seq + n - 1, head_hash = prev, at = stamp;
+    at := stamp;
+    FOR i IN 1 .. n LOOP
+        seq := first_seq + i - 1;
+        entry_hash := hashes[i];
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
 -- Outbox: committed with each ledger event. The outbox relay in `ledger worker` sends the task soon after
 -- commit (sent_at), the worker marks the row done, and a beat sweep re-sends rows never marked done.
 CREATE TABLE IF NOT EXISTS outbox (

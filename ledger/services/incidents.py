@@ -27,7 +27,8 @@ from ledger.storage import chain as chain_store
 from ledger.storage import disputes, outbox
 from ledger.storage import incidents as store
 from ledger.storage.cache import CacheUnavailable
-from ledger.storage.chain import NewEvent
+from ledger.storage.chain import Appended, NewEvent
+from ledger.storage.db import Connection
 from ledger.storage.queue import PROCESS_OUTBOX
 
 RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
@@ -172,20 +173,7 @@ def report(
                 )
             if rows:
                 by_external = {r["external_id"]: prepared[first[r["external_id"]]] for r in rows}
-                store.insert_identifiers(
-                    conn,
-                    [(r["id"], t, tok) for r in rows for t, tok in by_external[r["external_id"]].identifiers],
-                )
-                store.insert_evidence(
-                    conn,
-                    [(r["id"], pdq, 100) for r in rows for pdq in by_external[r["external_id"]].evidence],
-                )
-                outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(r["id"]) for r in rows]})
-                events = [
-                    NewEvent("reported", r["id"], _reported_payload(r, by_external[r["external_id"]]))
-                    for r in rows
-                ]
-                appended = chain_store.append(conn, events)
+                outbox_id, appended = _record_and_commit(conn, rows, by_external)
                 for r, a in zip(rows, appended, strict=True):
                     existing[r["external_id"]] = {
                         **r,
@@ -207,6 +195,27 @@ def report(
     if outbox_id is not None:
         after_commit(rt, outbox_id, tokens_to_flag)
     return [o for o in outcomes if o is not None]
+
+
+def _record_and_commit(
+    conn: Connection, rows: Sequence[dict[str, Any]], by_external: Mapping[str, Prepared]
+) -> tuple[int, list[Appended]]:
+    """Write the new incidents' tokens, evidence, outbox row and `reported` events, and commit.
+
+    Pipelined: the inserts go out together when the outbox id is read, then the chain append and the
+    COMMIT together, so the ledger head is never locked across a round trip."""
+    events = [
+        NewEvent("reported", r["id"], _reported_payload(r, by_external[r["external_id"]])) for r in rows
+    ]
+    with conn.pipeline():
+        store.insert_identifiers(
+            conn, [(r["id"], t, tok) for r in rows for t, tok in by_external[r["external_id"]].identifiers]
+        )
+        store.insert_evidence(
+            conn, [(r["id"], pdq, 100) for r in rows for pdq in by_external[r["external_id"]].evidence]
+        )
+        outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(r["id"]) for r in rows]})
+        return outbox_id, chain_store.append_and_commit(conn, events)
 
 
 def _reported_payload(row: Mapping[str, Any], p: Prepared) -> dict[str, Any]:

@@ -100,6 +100,8 @@ def test_parallel_writers_never_fork_the_chain(
     assert [r["seq"] for r in rows] == list(range(1, expected_events + 1))  # no gaps, no duplicates
     assert rows[0]["prev_hash"] == GENESIS_HASH
     assert all(b["prev_hash"] == a["entry_hash"] for a, b in itertools.pairwise(rows))  # one line
+    # Stamped under the head lock, so time never runs backwards along the chain.
+    assert all(a["at"] <= b["at"] for a, b in itertools.pairwise(rows))
     assert sum(r["kind"] == "retracted" for r in rows) == THREADS * (PER_THREAD - 5) // RETRACT_EVERY
 
     result = verification.verify(rt)
