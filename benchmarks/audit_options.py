@@ -80,7 +80,7 @@ def make_record(rt: Any, platform_id: int, n: int) -> dict[str, Any]:
         "tokens_commitment": commitment,
         "tier": decision.tier,
         "reasons": list(decision.reasons),
-        "response": response_body(rt, lookup_id, decision, False),
+        "response": json.dumps(response_body(rt, lookup_id, decision, False), sort_keys=True),
         "at": now,
         "row_hash": audit_row_hash(
             str(lookup_id),

@@ -10,6 +10,7 @@ that runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -52,6 +53,7 @@ class Outcome:
     body: dict[str, Any]
     error: LedgerError | None = None
     quota: Quota | None = None  # the key's bucket after this call, for RateLimit headers
+    body_json: str = ""  # `body` as JSON text, as recorded in the audit trail, so it is encoded only once
 
 
 def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
@@ -157,7 +159,7 @@ def lookup_many(
             cost=len(prepared),
         )
         entries, pending, quota = cached.entries, cached.pending, cached.quota
-        if cached.quota is not None and not cached.quota.allowed:
+        if not cached.quota.allowed:
             metrics.RATE_LIMITED.inc()
             raise QuotaExceeded(
                 "rate limit exceeded for this API key", cached.quota.retry_after, cached.quota.limit
@@ -181,6 +183,7 @@ def lookup_many(
         lookup_id = uuid.uuid4()
         body = response_body(rt, lookup_id, decision, stale)
         body["evidence_matches"] = matches
+        body_json = json.dumps(body, sort_keys=True, separators=(",", ":"))
         tokens = [tok for _, tok in p.tokens]
         salt = os.urandom(16)
         commitment = lookup_commitment(salt, tokens, p.refund_ref)
@@ -196,7 +199,7 @@ def lookup_many(
                 "tokens_commitment": commitment,
                 "tier": decision.tier,
                 "reasons": list(decision.reasons),
-                "response": body,
+                "response": body_json,
                 "at": now,
                 "row_hash": audit_row_hash(
                     str(lookup_id),
@@ -210,7 +213,7 @@ def lookup_many(
                 ),
             }
         )
-        outcomes[index] = Outcome(200, body, quota=quota)
+        outcomes[index] = Outcome(200, body, quota=quota, body_json=body_json)
     # One autocommit INSERT: durable before the answer, in one round trip (docs/audit.md measures it).
     with rt.db.autocommit() as conn:
         audit.insert_many(conn, records)

@@ -7,8 +7,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.types.json import Jsonb
-
 from ledger.storage.db import Connection
 
 COLUMNS = (
@@ -19,10 +17,11 @@ COLUMNS = (
 
 def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """All rows in one INSERT statement: on an autocommit connection (`Database.autocommit`) that is one
-    round trip, atomic for a batch, and durable when it returns."""
+    round trip, atomic for a batch, and durable when it returns. `response` is the answer's JSON text,
+    exactly as sent to the client."""
     if not rows:
         return
-    one_row = f"({', '.join(['%s'] * 13)})"
+    one_row = f"({', '.join(['%s'] * 10)}, %s::jsonb, %s, %s)"
     conn.execute(
         f"INSERT INTO lookups ({COLUMNS}) VALUES {', '.join([one_row] * len(rows))}",
         [
@@ -39,7 +38,7 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
                 r["tokens_commitment"],
                 r["tier"],
                 r["reasons"],
-                Jsonb(r["response"]),
+                r["response"],
                 r["at"],
                 r["row_hash"],
             )
