@@ -29,7 +29,7 @@ def _problem_body(error: LedgerError) -> dict[str, Any]:
 class IncidentCollection(MethodView):
     @blp.doc(security=SECURITY)
     @requires("report")
-    @blp.arguments(schemas.IncidentSchema)
+    @blp.arguments(schemas.INCIDENT_SCHEMA)
     @blp.response(201, schemas.IncidentCreatedSchema)
     @blp.alt_response(
         200, schema=schemas.IncidentCreatedSchema, description="Replay of an earlier identical report"
@@ -70,11 +70,10 @@ class IncidentBatch(MethodView):
 
         One result per item, in order: 201, 200 (replay), 409 or 422. One bad item does not sink others.
         """
-        schema = schemas.IncidentSchema()
         items: list[dict[str, Any] | LedgerError] = []
         for raw in batch["incidents"]:
             try:
-                items.append(schema.load(raw))
+                items.append(schemas.INCIDENT_SCHEMA.load(raw))
             except ma.ValidationError as exc:
                 items.append(InvalidInput("the incident is invalid", flatten(exc.messages)))
         outcomes = incidents.report(runtime(), principal(), items)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import marshmallow as ma
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -32,11 +33,18 @@ def rate_headers(quota: Quota | None) -> dict[str, str]:
     return {"RateLimit-Limit": str(quota.limit), "RateLimit-Remaining": str(max(0, quota.remaining))}
 
 
+def answer(outcome: lookups.Outcome) -> Response:
+    """The answer as the JSON text the audit trail records, encoded once for both. flask-smorest passes a
+    Response through without dumping it again; the body holds exactly LookupResultSchema's fields, so the
+    dump would change nothing (tests/integration/test_lookups.py checks that)."""
+    return Response(outcome.body_json, 200, rate_headers(outcome.quota), mimetype="application/json")
+
+
 @blp.route("")
 class LookupCollection(MethodView):
     @blp.doc(security=SECURITY)
     @requires("lookup")
-    @blp.arguments(schemas.LookupSchema)
+    @blp.arguments(schemas.LOOKUP_SCHEMA)
     @blp.response(200, schemas.LookupResultSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")
@@ -54,7 +62,7 @@ class LookupCollection(MethodView):
         if outcome.error is not None:
             raise outcome.error
         metrics.LOOKUP_LATENCY.observe(time.perf_counter() - started)
-        return outcome.body, 200, rate_headers(outcome.quota)
+        return answer(outcome)
 
 
 @blp.route("/batch")
@@ -72,11 +80,10 @@ class LookupBatch(MethodView):
 
         One result per item, in order; each answered item has its own lookup id and audit record.
         """
-        schema = schemas.LookupSchema()
         items: list[dict[str, Any] | LedgerError] = []
         for raw in batch["lookups"]:
             try:
-                items.append(schema.load(raw))
+                items.append(schemas.LOOKUP_SCHEMA.load(raw))
             except ma.ValidationError as exc:
                 items.append(InvalidInput("the lookup is invalid", flatten(exc.messages)))
         outcomes = lookups.lookup_many(runtime(), principal(), items)
@@ -144,7 +151,7 @@ class LookupEvidence(MethodView):
         started = time.perf_counter()
         upload = uploads.read_upload("images", ("request",))
         try:
-            request = schemas.LookupSchema().load(uploads.json_part(upload, "request"))
+            request = schemas.LOOKUP_SCHEMA.load(uploads.json_part(upload, "request"))
         except ma.ValidationError as exc:
             errors = {f"request.{path}": reasons for path, reasons in flatten(exc.messages).items()}
             raise InvalidInput("the lookup is invalid", errors) from None
@@ -153,7 +160,7 @@ class LookupEvidence(MethodView):
         if outcome.error is not None:
             raise outcome.error
         metrics.LOOKUP_LATENCY.observe(time.perf_counter() - started)
-        return outcome.body, 200, rate_headers(outcome.quota)
+        return answer(outcome)
 
 
 @blp.route("/<uuid:lookup_id>")

@@ -41,6 +41,22 @@ class Strict(ma.Schema):
         unknown = RAISE
 
 
+def _plain_load(schema: ma.Schema, many: object, partial: object, unknown: object) -> bool:
+    """True for `load(data)` on a schema built without options: the only case ledger/api/fastload.py
+    mirrors. Anything else goes to marshmallow."""
+    return (
+        many is None
+        and partial is None
+        and unknown is None
+        and not schema.many
+        and not schema.partial
+        and schema.unknown == RAISE
+        and schema.only is None
+        and not schema.exclude
+        and not schema.dump_only
+    )
+
+
 class IdentifierSchema(Strict):
     """One consumer identifier: a raw `value` (normalised and tokenised by the server, then forgotten) or
     a `token` computed by the platform with `ledger.identity.tokenize`. Exactly one of the two."""
@@ -94,6 +110,19 @@ class IncidentSchema(Strict):
     )
     identifiers = Identifiers
     evidence = ma.fields.Nested(EvidenceSchema)
+
+    def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
+        """The hand-written fast path when it is sure the body is valid; marshmallow otherwise."""
+        from ledger.api import fastload  # fastload reads this module's rules, so it imports this module
+
+        loaded = fastload.incident(data) if _plain_load(self, many, partial, unknown) else None
+        if loaded is not None:
+            return loaded
+        return super().load(data, many=many, partial=partial, unknown=unknown)
+
+
+# Reused by every request: loading keeps no state on the schema, and building one deep-copies its fields.
+INCIDENT_SCHEMA = IncidentSchema()
 
 
 class IncidentBatchSchema(Strict):
@@ -170,6 +199,18 @@ class LookupSchema(Strict):
     purpose = ma.fields.String(required=True, validate=validate.OneOf(PURPOSES))
     refund = ma.fields.Nested(RefundSchema)
     evidence = ma.fields.Nested(EvidenceSchema)
+
+    def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
+        """The hand-written fast path when it is sure the body is valid; marshmallow otherwise."""
+        from ledger.api import fastload  # fastload reads this module's rules, so it imports this module
+
+        loaded = fastload.lookup(data) if _plain_load(self, many, partial, unknown) else None
+        if loaded is not None:
+            return loaded
+        return super().load(data, many=many, partial=partial, unknown=unknown)
+
+
+LOOKUP_SCHEMA = LookupSchema()  # shared, as INCIDENT_SCHEMA
 
 
 class LookupBatchSchema(Strict):

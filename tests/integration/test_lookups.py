@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger.api import schemas
 from ledger.identity import tokenize
 from ledger.services import platforms as platform_service
 from ledger.services import verification
@@ -167,6 +168,24 @@ def test_lookup_ids_are_readable_only_by_the_platform_that_made_them(
     assert made["lookup_id"] not in other.get_data(as_text=True)
     # Indistinguishable from a lookup that never existed.
     assert other.get_json() == unknown.get_json()
+
+
+def test_the_answer_is_the_documented_schema_and_the_recorded_response(
+    client: Any, alpha: Member, beta: Member, rt: Runtime, worker: Any
+) -> None:
+    """The view sends the JSON text the service encoded once (not a schema dump): it must still be exactly
+    what LookupResultSchema would produce, and exactly what the audit trail holds, for a clear answer
+    and for a restricted one with an adverse-action notice."""
+    report(client, alpha, "order-1", **SERIOUS)
+    restricted = scored(client, beta, PHONE)
+    clear = lookup(client, beta, UNKNOWN, refund={"reference": "R-9", "kind": "refund_only"})
+    assert restricted["adverse_action"] is not None
+    assert clear["adverse_action"] is None
+
+    stored = {str(r["id"]): r["response"] for r in audit_rows(rt)}
+    for answer in (restricted, clear):
+        assert schemas.LookupResultSchema().dump(answer) == answer
+        assert stored[answer["lookup_id"]] == answer
 
 
 def test_answers_never_name_reporters_nor_their_incidents(client: Any, rt: Runtime, worker: Any) -> None:
