@@ -22,8 +22,8 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, U
         return {}
     inserted = conn.execute(
         f"""INSERT INTO incidents ({INCIDENT_COLUMNS})
-            SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
-                                 %s::bigint[], %s::text[], %s::timestamptz[], %s::bytea[])
+            SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
+                                 %b::bigint[], %b::text[], %b::timestamptz[], %b::bytea[])
             ON CONFLICT (platform_id, external_id) DO NOTHING
             RETURNING external_id, id""",
         [[row[col.strip()] for row in rows] for col in INCIDENT_COLUMNS.split(",")],
@@ -35,7 +35,7 @@ def insert_identifiers(conn: Connection, pairs: Sequence[tuple[UUID, str, str]])
     if pairs:
         conn.execute(
             """INSERT INTO incident_identifiers (incident_id, id_type, token)
-               SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING""",
+               SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING""",
             ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]),
         )
 
@@ -44,7 +44,7 @@ def insert_evidence(conn: Connection, rows: Sequence[tuple[UUID, bytes, int]]) -
     if rows:
         conn.execute(
             """INSERT INTO incident_evidence (incident_id, pdq, quality)
-               SELECT * FROM unnest(%s::uuid[], %s::bytea[], %s::int[]) ON CONFLICT DO NOTHING""",
+               SELECT * FROM unnest(%b::uuid[], %b::bytea[], %b::int[]) ON CONFLICT DO NOTHING""",
             ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
         )
 
