@@ -3,6 +3,10 @@ gunicorn options so that only the application differs.
 
   --mode insert   POST /v1/incidents: parse the JSON body, one INSERT of it into a table and commit (201)
   --mode redis    POST /v1/lookups: parse the JSON body, one Redis GET, return its value (200)
+  --mode floor    POST /v1/lookups: as `redis`, then one autocommit INSERT of the answer into a table before
+                  returning it: the two round trips every ledger lookup must make (its Redis read and its
+                  durable audit record), with none of its other work. Not the issue's baseline; printed
+                  beside it to show how much of the gap is that I/O.
 
 Started by benchmarks/ingest.py and benchmarks/lookup.py; run it alone with --help.
 """
@@ -17,6 +21,8 @@ from typing import Any
 
 BASELINE_TABLE = """CREATE TABLE IF NOT EXISTS bench_baseline (
     id uuid PRIMARY KEY, external_id text NOT NULL, body jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())"""
+FLOOR_TABLE = """CREATE TABLE IF NOT EXISTS bench_floor_audit (
+    id uuid PRIMARY KEY, response jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())"""
 BASELINE_KEY = "bench:baseline"
 
 
@@ -53,21 +59,43 @@ def make_app(mode: str) -> Any:
 
         client = redis.Redis.from_url(os.environ["REDIS_URL"])
         client.set(BASELINE_KEY, json.dumps({"tier": "clear", "score": 0}))
+        record = _audit_writer() if mode == "floor" else None
 
         @app.post("/v1/lookups")
         def lookup() -> Any:
             request.get_json()
             value = client.get(BASELINE_KEY)
+            if record is not None and value is not None:
+                record(value)
             return Response(value, mimetype="application/json")
 
     return app
+
+
+def _audit_writer() -> Any:
+    import psycopg_pool
+
+    pool = psycopg_pool.ConnectionPool(
+        os.environ["DATABASE_URL"], min_size=1, max_size=8, kwargs={"autocommit": True}, open=True
+    )
+    with pool.connection() as conn:
+        conn.execute(FLOOR_TABLE)
+
+    def record(answer: bytes) -> None:
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO bench_floor_audit (id, response) VALUES (%s, %s::jsonb)",
+                (uuid.uuid4(), answer.decode()),
+            )
+
+    return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=("insert", "redis"), required=True)
+    parser.add_argument("--mode", choices=("insert", "redis", "floor"), required=True)
     parser.add_argument("--bind", default="127.0.0.1:18090")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)

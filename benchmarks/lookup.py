@@ -13,6 +13,8 @@ reference. Every answered lookup writes its audit record (INSERT + commit) befor
 Baseline, same run, same gunicorn options, same wrk script: a bare Flask POST that parses the body, does
 one Redis GET and returns the value (benchmarks/baseline_app.py).
 Targets (2 cores): >= 70% of the baseline's throughput; p99 <= 15 ms at 16 connections.
+Also printed, at 16 connections: the "floor", the same bare endpoint plus one autocommit INSERT of its
+answer, i.e. the two round trips every ledger lookup must make (decision read, durable audit record).
 
     /work/venv/bin/python benchmarks/lookup.py                   # the chosen server configuration
     /work/venv/bin/python benchmarks/lookup.py --sweep           # sync 2-5 workers and gthread variants
@@ -171,6 +173,7 @@ def main() -> int:
     bodies, known = body_pool(args.subjects, args.pool, args.known_share)
     lua = lookup_lua(key, bodies)
     results: list[tuple[c.ServerConfig, int, c.WrkResult, c.WrkResult]] = []
+    floors: dict[c.ServerConfig, c.WrkResult] = {}
     sent = 0
     try:
         for config in configs:
@@ -196,6 +199,11 @@ def main() -> int:
                     r = c.wrk(f"http://127.0.0.1:{port}", lua, n, args.seconds)
                     measured["baseline"][n] = r
                     c.say(f"baseline {config!s:<22} {n:3d} conns: {r.line()}")
+            with c.baseline_server(env, config, "floor") as port:
+                c.wrk(f"http://127.0.0.1:{port}", lua, 16, 5)
+                c.say(f"  ({c.load()} before floor {config}, 16 conns)")
+                floors[config] = c.wrk(f"http://127.0.0.1:{port}", lua, 16, args.seconds)
+                c.say(f"floor    {config!s:<22}  16 conns: {floors[config].line()}")
             for n in connections:
                 results.append((config, n, measured["ledger"][n], measured["baseline"][n]))
         with psycopg.connect(url) as conn:
@@ -217,6 +225,11 @@ def main() -> int:
         )
         if n == 16:
             ok = ok and ratio >= 0.70 and ledger.p99_ms <= 15
+            floor = floors[config]
+            c.say(
+                f"{'':<24}{'':>6}  floor (Redis GET + audit INSERT): {floor.rps:.0f} req/s, p99 {floor.p99_ms:.2f} ms; "
+                f"ledger = {ledger.rps / floor.rps:.0%} of it"
+            )
         ok = ok and ledger.bad == 0
     c.say(
         f"audit records {audited} for {sent} lookups answered to the clients ({'none lost' if audited >= sent else 'LOST'}; "
