@@ -176,6 +176,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE done_at IS NULL;
+-- The relay's claim reads only rows never sent: with workers behind, rows sent but not done pile up, and
+-- walking them on every wake-up would slow the relay exactly when it matters.
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE done_at IS NULL AND sent_at IS NULL;
 
 -- Scores computed by the workers. computed_from_seq guards against an older recompute overwriting a newer.
 CREATE TABLE IF NOT EXISTS risk_scores (

@@ -1,9 +1,10 @@
 """Appending to and reading the hash-chained event log.
 
 Appends are serialised on the single `ledger_head` row (the chain can never fork). The lock, the hashing
-and the inserts all happen inside PostgreSQL in one call to `ledger_append` (schema.sql), so the lock is
-not held across client round trips; writers append as the last step before commit, so everything else
-in their transactions runs in parallel.
+and the inserts all happen inside PostgreSQL in one call to `ledger_append` (schema.sql). A report, the
+hot writer, appends last and sends the COMMIT in the same round trip (`append_and_commit`), so it holds
+the lock only while the server works. Rarer writers (retraction, status changes, retention) append
+inside their transactions and hold the head until they commit.
 """
 
 from __future__ import annotations
