@@ -37,8 +37,7 @@ def answer(outcome: lookups.Outcome) -> Response:
     """The answer as the JSON text the audit trail records, encoded once for both. flask-smorest passes a
     Response through without dumping it again; the body holds exactly LookupResultSchema's fields, so the
     dump would change nothing (tests/integration/test_lookups.py checks that)."""
-    text = outcome.body_json or json.dumps(outcome.body, sort_keys=True, separators=(",", ":"))
-    return Response(text, 200, rate_headers(outcome.quota), mimetype="application/json")
+    return Response(outcome.body_json, 200, rate_headers(outcome.quota), mimetype="application/json")
 
 
 @blp.route("")

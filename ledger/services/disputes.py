@@ -49,7 +49,6 @@ def open_dispute(rt: Runtime, principal: Principal, request: Mapping[str, Any]) 
     now = datetime.now(UTC)
     respond_by = now + timedelta(days=rt.settings.dispute_days)
     created: list[dict[str, Any]] = []
-    outbox_ids: list[int] = []
     with rt.db.transaction() as conn:
         about = incidents_about(conn, tokens)
         if wanted is not None:
@@ -88,27 +87,24 @@ def open_dispute(rt: Runtime, principal: Principal, request: Mapping[str, Any]) 
                 request.get("contact_ref"),
                 respond_by,
             )
-            outbox_ids.append(
-                change_status(
-                    incident["id"],
-                    "disputed",
-                    "consumer_dispute",
-                    "disputed",
-                    {
-                        "dispute_id": str(dispute_id),
-                        "respond_by": respond_by.isoformat(),
-                        "statement": bool(request.get("statement")),
-                    },
-                    conn=conn,
-                )
+            change_status(
+                incident["id"],
+                "disputed",
+                "consumer_dispute",
+                "disputed",
+                {
+                    "dispute_id": str(dispute_id),
+                    "respond_by": respond_by.isoformat(),
+                    "statement": bool(request.get("statement")),
+                },
+                conn=conn,
             )
             created.append(
                 {"id": dispute_id, "incident_id": incident["id"], "status": "open", "respond_by": respond_by}
             )
         if not created:
             raise Conflict("no entry about this consumer can be disputed now")
-    for outbox_id in outbox_ids:
-        after_commit(rt, outbox_id, tokens)
+    after_commit(rt, tokens)
     return created
 
 
@@ -135,7 +131,7 @@ def respond(
             raise Conflict(f"the dispute is already {dispute['status']}")
         if outcome == "upheld":
             store.resolve(conn, dispute_id, "upheld", basis, now)
-            outbox_id = change_status(
+            change_status(
                 dispute["incident_id"],
                 "active",
                 "dispute_upheld",
@@ -145,7 +141,7 @@ def respond(
             )
         else:
             store.resolve(conn, dispute_id, "retracted", None, now)
-            outbox_id = change_status(
+            change_status(
                 dispute["incident_id"],
                 "retracted",
                 "dispute_retracted",
@@ -154,7 +150,7 @@ def respond(
                 conn=conn,
             )
         resolved = store.get(conn, dispute_id)
-    after_commit(rt, outbox_id, [])
+    after_commit(rt, [])
     reliability.refresh(rt, platform_ids=[principal.platform_id])
     assert resolved is not None
     return resolved
@@ -163,24 +159,22 @@ def respond(
 def expire_overdue(rt: Runtime, now: datetime | None = None, limit: int = 1000) -> int:
     """The SLA job: retract every incident whose dispute passed respond_by with no response."""
     at = now or datetime.now(UTC)
-    outbox_ids: list[int] = []
+    expired = 0
     platforms: set[int] = set()
     with rt.db.transaction() as conn:
         for dispute in store.overdue(conn, at, limit):
             store.resolve(conn, dispute["id"], "expired", None, at)
-            outbox_ids.append(
-                change_status(
-                    dispute["incident_id"],
-                    "retracted",
-                    SLA_REASON,
-                    "dispute_sla_expired",
-                    {"dispute_id": str(dispute["id"])},
-                    conn=conn,
-                )
+            change_status(
+                dispute["incident_id"],
+                "retracted",
+                SLA_REASON,
+                "dispute_sla_expired",
+                {"dispute_id": str(dispute["id"])},
+                conn=conn,
             )
             platforms.add(int(dispute["platform_id"]))
-    for outbox_id in outbox_ids:
-        after_commit(rt, outbox_id, [])
-    if platforms:
+            expired += 1
+    if expired:
+        after_commit(rt, [])
         reliability.refresh(rt, platform_ids=sorted(platforms))
-    return len(outbox_ids)
+    return expired

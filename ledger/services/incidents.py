@@ -141,7 +141,6 @@ def report(
         first.setdefault(p.external_id, index)
 
     tokens_to_flag: list[str] = []
-    outbox_id = None
     if first:
         with rt.db.transaction() as conn:
             externals = list(first)
@@ -173,7 +172,7 @@ def report(
                 )
             if rows:
                 by_external = {r["external_id"]: prepared[first[r["external_id"]]] for r in rows}
-                outbox_id, appended = _record_and_commit(conn, rows, by_external)
+                appended = _record_and_commit(conn, rows, by_external)
                 for r, a in zip(rows, appended, strict=True):
                     existing[r["external_id"]] = {
                         **r,
@@ -192,18 +191,18 @@ def report(
             else:
                 error = _conflict(p.external_id)
                 outcomes[index] = Outcome(409, {}, error)
-    if outbox_id is not None:
-        after_commit(rt, outbox_id, tokens_to_flag)
+    if tokens_to_flag:  # new incidents were committed (each has at least one identifier)
+        after_commit(rt, tokens_to_flag)
     return [o for o in outcomes if o is not None]
 
 
 def _record_and_commit(
     conn: Connection, rows: Sequence[dict[str, Any]], by_external: Mapping[str, Prepared]
-) -> tuple[int, list[Appended]]:
+) -> list[Appended]:
     """Write the new incidents' tokens, evidence, outbox row and `reported` events, and commit.
 
-    Pipelined: the inserts go out together when the outbox id is read, then the chain append and the
-    COMMIT together, so the ledger head is never locked across a round trip."""
+    Pipelined: the inserts go out together when the outbox row's id comes back, then the chain append and
+    the COMMIT together, so the ledger head is never locked across a round trip."""
     events = [
         NewEvent("reported", r["id"], _reported_payload(r, by_external[r["external_id"]])) for r in rows
     ]
@@ -214,8 +213,8 @@ def _record_and_commit(
         store.insert_evidence(
             conn, [(r["id"], pdq, 100) for r in rows for pdq in by_external[r["external_id"]].evidence]
         )
-        outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(r["id"]) for r in rows]})
-        return outbox_id, chain_store.append_and_commit(conn, events)
+        outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(r["id"]) for r in rows]})
+        return chain_store.append_and_commit(conn, events)
 
 
 def _reported_payload(row: Mapping[str, Any], p: Prepared) -> dict[str, Any]:
@@ -233,9 +232,10 @@ def _reported_payload(row: Mapping[str, Any], p: Prepared) -> dict[str, Any]:
     }
 
 
-def after_commit(rt: Runtime, outbox_id: int, tokens: Sequence[str]) -> None:  # noqa: ARG001 (callers name the committed row; the relay finds it in the table)
-    """Flag the tokens as pending and wake the outbox relay, in one Redis round trip. A Redis failure is
-    fine: the committed outbox row is the guarantee, and the relay also polls for it."""
+def after_commit(rt: Runtime, tokens: Sequence[str]) -> None:
+    """After a commit that queued outbox work: flag the tokens as pending and wake the outbox relay, in one
+    Redis round trip. A Redis failure is fine: the committed outbox rows are the guarantee, and the relay
+    also polls for them."""
     with contextlib.suppress(CacheUnavailable):
         rt.cache.mark_pending_and_wake(tokens)
 
@@ -266,13 +266,13 @@ def change_status(
     extra: Mapping[str, Any] | None = None,
     *,
     conn: Any,
-) -> int:
-    """Record a status change as a chained event plus an outbox row, in the caller's transaction."""
+) -> None:
+    """Record a status change as a chained event plus an outbox row, in the caller's transaction; the
+    caller calls `after_commit` once it has committed."""
     store.set_status(conn, incident_id, status, reason)
-    outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(incident_id)]})
+    outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(incident_id)]})
     payload = {"incident_id": str(incident_id), "status": status, "reason": reason, **(extra or {})}
     chain_store.append(conn, [NewEvent(kind, incident_id, payload)])
-    return outbox_id
 
 
 def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -> dict[str, Any]:
@@ -285,8 +285,8 @@ def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -
         open_dispute = disputes.open_for_incident(conn, incident_id)
         if open_dispute is not None:  # retracting answers the consumer's dispute too
             disputes.resolve(conn, open_dispute["id"], "retracted", None, datetime.now(UTC))
-        outbox_id = change_status(incident_id, "retracted", reason, "retracted", conn=conn)
+        change_status(incident_id, "retracted", reason, "retracted", conn=conn)
         row = store.get_for_platform(conn, incident_id, principal.platform_id)
     assert row is not None
-    after_commit(rt, outbox_id, [])
+    after_commit(rt, [])
     return public_view(row)

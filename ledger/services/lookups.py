@@ -53,7 +53,7 @@ class Outcome:
     body: dict[str, Any]
     error: LedgerError | None = None
     quota: Quota | None = None  # the key's bucket after this call, for RateLimit headers
-    body_json: str = ""  # `body` as JSON text, as recorded in the audit trail, so it is encoded only once
+    body_json: str = ""  # set on every answer (200): `body` as JSON text, as the audit trail records it
 
 
 def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:

@@ -40,10 +40,10 @@ def expire_incidents(rt: Runtime, now: datetime | None = None, chunk: int = 500)
             gone = incident_store.shred(conn, ids, tokens)
             disputes.erase_personal(conn, ids)
             # The worker drops the erased tokens from Redis (retried until it succeeds) and rescores.
-            outbox_id = outbox.add(conn, PROCESS_OUTBOX, {"subjects": subjects, "forget": gone})
+            outbox.add(conn, PROCESS_OUTBOX, {"subjects": subjects, "forget": gone})
         expired += len(ids)
         forgotten.extend(gone)
-        after_commit(rt, outbox_id, [])
+        after_commit(rt, [])
         if len(rows) < chunk:
             break
     return {"expired": expired, "tokens_erased": len(forgotten)}

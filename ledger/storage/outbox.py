@@ -42,9 +42,8 @@ def mark_sent(conn: Connection, ids: list[int]) -> None:
     conn.execute("UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)", (ids,))
 
 
-def mark_done(conn: Connection, outbox_id: int | list[int]) -> None:
+def mark_done(conn: Connection, ids: list[int]) -> None:
     # Erased tokens travel in `forget` only until the cache has dropped them.
-    ids = outbox_id if isinstance(outbox_id, list) else [outbox_id]
     conn.execute(
         "UPDATE outbox SET done_at = now(), args = args - 'forget' WHERE id = ANY(%s) AND done_at IS NULL",
         (ids,),
