@@ -18,7 +18,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,15 @@ def cached(rt: Runtime, identifier: dict[str, str]) -> tuple[int, dict[str, Any]
 
 
 # -- the relay -----------------------------------------------------------------------------------------
+def run_together(target: Callable[[Runtime], None], runtimes: list[Runtime]) -> None:
+    """One thread per runtime, as separate relay or beat processes would race; returns when all are done."""
+    threads = [threading.Thread(target=target, args=(rt,)) for rt in runtimes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_the_api_publishes_nothing_and_a_worker_relays_and_scores_the_report(
     stack: Stack, broker: PrivateRedis
 ) -> None:
@@ -296,11 +305,7 @@ def test_two_relays_never_send_a_row_twice(stack: Stack, broker: PrivateRedis) -
             while n := relay_once(rt, parallelism=2, limit=4):
                 sent.append(n)
 
-        threads = [threading.Thread(target=relay, args=(rt,)) for rt in runtimes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_together(relay, runtimes)
     finally:
         for rt in runtimes:
             rt.close()
@@ -433,11 +438,7 @@ def test_two_concurrent_sweeps_send_each_row_once(stack: Stack, broker: PrivateR
 
     try:
         for _ in range(3):
-            threads = [threading.Thread(target=sweep, args=(rt,)) for rt in runtimes]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            run_together(sweep, runtimes)
     finally:
         for rt in runtimes:
             rt.close()
