@@ -164,6 +164,67 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Report incidents in one statement, so that a report is one round trip and one transaction (called on
+-- an autocommit connection by ledger/storage/incidents.py). Items are parallel arrays, one element per
+-- incident; a token or evidence hash names its incident by its 1-based position. Incidents whose
+-- (platform, external_id) already exists are skipped (a concurrent identical insert waits on the unique
+-- index, then skips). Each inserted incident gets its tokens, its evidence, one outbox row for all of them
+-- and a chained `reported` event, appended last so that the ledger head is locked only until the commit
+-- that ends the statement. Returns one row per item: the new incident (created) or the existing one.
+CREATE OR REPLACE FUNCTION ledger_report(
+    platform bigint, ids uuid[], external_ids text[], digests text[], categories text[],
+    confirmations text[], amounts bigint[], currencies text[], occurred timestamptz[], salts bytea[],
+    payloads text[], token_items integer[], token_types text[], tokens text[],
+    evidence_items integer[], evidence_pdqs bytea[], outbox_task text)
+RETURNS TABLE (r_external_id text, r_id uuid, r_created boolean, r_digest text, r_status text,
+               r_seq bigint, r_entry_hash text) LANGUAGE plpgsql AS $$
+DECLARE
+    inserted uuid[];
+    chosen   integer[];  -- positions of the inserted items, in input order
+BEGIN
+    WITH ins AS (
+        INSERT INTO incidents (id, platform_id, external_id, request_digest, category, confirmation,
+                               amount_minor, currency, occurred_at, salt)
+        SELECT u.id, platform, u.external_id, u.digest, u.category, u.confirmation, u.amount, u.currency,
+               u.occurred, u.salt
+        FROM unnest(ids, external_ids, digests, categories, confirmations, amounts, currencies, occurred, salts)
+             AS u (id, external_id, digest, category, confirmation, amount, currency, occurred, salt)
+        ON CONFLICT (platform_id, external_id) DO NOTHING
+        RETURNING incidents.id)
+    SELECT array_agg(ins.id) INTO inserted FROM ins;
+    SELECT array_agg(i ORDER BY i) INTO chosen
+    FROM generate_subscripts(ids, 1) AS i WHERE ids[i] = ANY(inserted);
+    IF chosen IS NOT NULL THEN
+        INSERT INTO incident_identifiers (incident_id, id_type, token)
+        SELECT ids[t.item], t.id_type, t.token
+        FROM unnest(token_items, token_types, tokens) AS t (item, id_type, token)
+        WHERE t.item = ANY(chosen)
+        ON CONFLICT DO NOTHING;
+        IF cardinality(evidence_items) > 0 THEN
+            INSERT INTO incident_evidence (incident_id, pdq, quality)
+            SELECT ids[e.item], e.pdq, 100 FROM unnest(evidence_items, evidence_pdqs) AS e (item, pdq)
+            WHERE e.item = ANY(chosen)
+            ON CONFLICT DO NOTHING;
+        END IF;
+        INSERT INTO outbox (task, args)
+        SELECT outbox_task, jsonb_build_object('incidents', jsonb_agg(ids[c.i]::text ORDER BY c.ord))
+        FROM unnest(chosen) WITH ORDINALITY AS c (i, ord);
+        RETURN QUERY
+            SELECT external_ids[chosen[a.ord]], ids[chosen[a.ord]], true, digests[chosen[a.ord]],
+                   'active'::text, a.seq, a.entry_hash
+            FROM ledger_append(array_fill('reported'::text, ARRAY[cardinality(chosen)]),
+                               (SELECT array_agg(ids[c] ORDER BY o) FROM unnest(chosen) WITH ORDINALITY AS x (c, o)),
+                               (SELECT array_agg(payloads[c] ORDER BY o) FROM unnest(chosen) WITH ORDINALITY AS x (c, o)))
+                 WITH ORDINALITY AS a (seq, entry_hash, at, ord);
+    END IF;
+    RETURN QUERY
+        SELECT i.external_id, i.id, false, i.request_digest, i.status, e.seq, e.entry_hash
+        FROM incidents i JOIN ledger_events e ON e.incident_id = i.id AND e.kind = 'reported'
+        WHERE i.platform_id = platform
+          AND i.external_id = ANY(external_ids)
+          AND NOT (i.id = ANY(coalesce(inserted, '{}')));
+END $$;
+
 -- Outbox: committed with each ledger event. The outbox relay in `ledger worker` sends the task soon after
 -- commit (sent_at), the worker marks the row done, and a beat sweep re-sends rows never marked done.
 CREATE TABLE IF NOT EXISTS outbox (

@@ -7,6 +7,9 @@ gunicorn options so that only the application differs.
                   returning it: the two round trips every ledger lookup must make (its Redis read and its
                   durable audit record), with none of its other work. Not the issue's baseline; printed
                   beside it to show how much of the gap is that I/O.
+  --mode unaudited  the ledger's own app (`ledger.create_app`) with the audit INSERT replaced by nothing: an
+                    upper bound for any way of writing the audit record, however cheap. Never a
+                    configuration of the product; it exists only here, to bound the lookup target.
 
 Started by benchmarks/ingest.py and benchmarks/lookup.py; run it alone with --help.
 """
@@ -28,6 +31,13 @@ BASELINE_KEY = "bench:baseline"
 
 def make_app(mode: str) -> Any:
     from flask import Flask, Response, request
+
+    if mode == "unaudited":
+        from ledger import create_app
+        from ledger.storage import audit
+
+        audit.insert_many = lambda _conn, _rows: None  # type: ignore[assignment]
+        return create_app()
 
     app = Flask("baseline")
 
@@ -95,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=("insert", "redis", "floor"), required=True)
+    parser.add_argument("--mode", choices=("insert", "redis", "floor", "unaudited"), required=True)
     parser.add_argument("--bind", default="127.0.0.1:18090")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)

@@ -23,8 +23,12 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +39,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _common as c
+from ledger.storage.queue import PROCESS_OUTBOX
 
 CATEGORIES = (
     "fabricated_evidence",
@@ -161,6 +166,70 @@ def run_batches(port: int, key: str, batches: int, size: int, clients: int, tag:
     }
 
 
+# The database floor: what PostgreSQL alone can do, with no application and a client (pgbench, in C) that
+# costs almost nothing. Each transaction is one real `ledger_report` call, exactly as the API makes it for a
+# single report (a new incident, 3 tokens, its outbox row and its chained event); the other runs the
+# baseline's INSERT of a JSON body. Values are random per call; the payload is canonical JSON of the real
+# length. Run after `ledger verify`: these incidents are chained, but their payloads are not the API's.
+FLOOR_REPORT = """SELECT r_seq FROM ledger_report(%(platform)d,
+  ARRAY[gen_random_uuid()], ARRAY['floor-' || :client_id || '-' || random()::text],
+  ARRAY[md5(random()::text) || md5(random()::text)], ARRAY['refund_only_abuse'], ARRAY['platform_review'],
+  ARRAY[12900::bigint], ARRAY['CNY'], ARRAY[now() - interval '2 days'], ARRAY[decode(md5(random()::text), 'hex')],
+  ARRAY['{"amount":12900,"category":"refund_only_abuse","confirmation":"platform_review","currency":"CNY",'
+        || '"evidence":null,"external_id":"floor-' || md5(random()::text) || '","identifiers":"'
+        || md5(random()::text) || md5(random()::text) || '","incident_id":"' || gen_random_uuid()::text
+        || '","occurred_at":"2026-11-23T10:00:00.000000Z","platform_id":%(platform)d}'],
+  ARRAY[1, 1, 1], ARRAY['phone', 'email', 'device_id'],
+  ARRAY[md5(random()::text) || md5(random()::text), md5(random()::text) || md5(random()::text),
+        md5(random()::text) || md5(random()::text)],
+  '{}'::int[], '{}'::bytea[], %(task)s);
+"""
+FLOOR_BASELINE = """INSERT INTO bench_baseline (id, external_id, body) VALUES (gen_random_uuid(),
+  'floor-' || :client_id || '-' || random()::text, %(body)s::jsonb);
+"""
+
+
+def database_floor(url: str, script: str, clients: int, seconds: int) -> tuple[float, float]:
+    """(transactions/s, CPU µs per transaction on the whole machine) of a pgbench run."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as f:
+        f.write(script)
+        f.flush()
+        busy_before = _busy_ticks()
+        out = subprocess.run(
+            [
+                "pgbench",
+                "-n",
+                "-M",
+                "simple",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-f",
+                f.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        busy = _busy_ticks() - busy_before
+    tps = float(next(line for line in out.splitlines() if line.startswith("tps")).split()[2])
+    return tps, busy / os.sysconf("SC_CLK_TCK") / (tps * seconds) * 1e6
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _busy_ticks() -> int:
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -222,10 +291,35 @@ def main() -> int:
         with psycopg.connect(url) as conn:
             incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]  # type: ignore[index]
             events = conn.execute("SELECT count(*) FROM ledger_events").fetchone()[0]  # type: ignore[index]
+            platform = conn.execute("SELECT id FROM platforms WHERE slug = 'bench-ingest'").fetchone()[0]  # type: ignore[index]
         c.say(
             f"ledger verify: ok={verified['ok']} events={verified.get('events')} "
             f"(incidents {incidents}, chained events {events})"
         )
+
+        # -- the database floor: PostgreSQL alone, no application (pgbench) ---------------------------
+        floor = None
+        if shutil.which("pgbench"):
+            body = json.dumps(incident("floor", random.Random(1), occurred), separators=(",", ":"))
+            c.say(f"  ({c.load()} before the database floor)")
+            floor = (
+                database_floor(
+                    url,
+                    FLOOR_REPORT % {"platform": platform, "task": _literal(PROCESS_OUTBOX)},
+                    args.connections,
+                    args.seconds,
+                ),
+                database_floor(
+                    url, FLOOR_BASELINE % {"body": _literal(body)}, args.connections, args.seconds
+                ),
+            )
+            c.say(
+                f"database floor, pgbench {args.connections} clients, no application: ledger_report "
+                f"{floor[0][0]:.0f}/s ({floor[0][1]:.0f} µs CPU each); the baseline's INSERT + commit "
+                f"{floor[1][0]:.0f}/s ({floor[1][1]:.0f} µs CPU each)"
+            )
+        else:
+            c.say("database floor skipped: pgbench not found (Debian: postgresql-client)")
 
     ratio = single.rps / base.rps
     batch_ok = batch["per_second"] >= 5000
@@ -238,6 +332,14 @@ def main() -> int:
         f"single: {single.rps:.0f} req/s = {ratio:.0%} of baseline {base.rps:.0f} req/s, p50 {single.p50_ms:.1f} ms, "
         f"p99 {single.p99_ms:.1f} ms   target >= 60% and p99 <= 30 ms   {'MET' if single_ok else 'MISSED'}"
     )
+    if floor is not None:
+        cores = os.cpu_count() or 1
+        c.say(
+            f"        CPU per request, all processes on {cores} cores: at 60% of the baseline a served report may "
+            f"cost {cores * 1e6 / (0.60 * base.rps):.0f} µs in all; the served baseline costs "
+            f"{cores * 1e6 / base.rps:.0f} µs, of which its INSERT {floor[1][1]:.0f} µs; ledger_report alone "
+            f"{floor[0][1]:.0f} µs"
+        )
     c.say(f"({c.load()} at the end)")
     return 0 if batch_ok and single_ok and verified["ok"] and single.bad == 0 else 1
 

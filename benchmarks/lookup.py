@@ -14,7 +14,9 @@ Baseline, same run, same gunicorn options, same wrk script: a bare Flask POST th
 one Redis GET and returns the value (benchmarks/baseline_app.py).
 Targets (2 cores): >= 70% of the baseline's throughput; p99 <= 15 ms at 16 connections.
 Also printed, at 16 connections: the "floor", the same bare endpoint plus one autocommit INSERT of its
-answer, i.e. the two round trips every ledger lookup must make (decision read, durable audit record).
+answer, i.e. the two round trips every ledger lookup must make (decision read, durable audit record);
+and the "unaudited" ledger, the ledger's own app with its audit INSERT replaced by nothing, an upper
+bound for any way of writing the audit record (baseline_app.py --mode unaudited; never the product).
 
     /work/venv/bin/python benchmarks/lookup.py                   # the chosen server configuration
     /work/venv/bin/python benchmarks/lookup.py --sweep           # sync 2-5 workers and gthread variants
@@ -174,6 +176,7 @@ def main() -> int:
     lua = lookup_lua(key, bodies)
     results: list[tuple[c.ServerConfig, int, c.WrkResult, c.WrkResult]] = []
     floors: dict[c.ServerConfig, c.WrkResult] = {}
+    ceilings: dict[c.ServerConfig, c.WrkResult] = {}
     sent = 0
     try:
         for config in configs:
@@ -204,6 +207,11 @@ def main() -> int:
                 c.say(f"  ({c.load()} before floor {config}, 16 conns)")
                 floors[config] = c.wrk(f"http://127.0.0.1:{port}", lua, 16, args.seconds)
                 c.say(f"floor    {config!s:<22}  16 conns: {floors[config].line()}")
+            with c.baseline_server(env, config, "unaudited") as port:
+                c.wrk(f"http://127.0.0.1:{port}", lua, 16, 5)
+                c.say(f"  ({c.load()} before unaudited {config}, 16 conns)")
+                ceilings[config] = c.wrk(f"http://127.0.0.1:{port}", lua, 16, args.seconds)
+                c.say(f"unaudited {config!s:<21}  16 conns: {ceilings[config].line()}")
             for n in connections:
                 results.append((config, n, measured["ledger"][n], measured["baseline"][n]))
         with psycopg.connect(url) as conn:
@@ -229,6 +237,11 @@ def main() -> int:
             c.say(
                 f"{'':<24}{'':>6}  floor (Redis GET + audit INSERT): {floor.rps:.0f} req/s, p99 {floor.p99_ms:.2f} ms; "
                 f"ledger = {ledger.rps / floor.rps:.0%} of it"
+            )
+            ceiling = ceilings[config]
+            c.say(
+                f"{'':<24}{'':>6}  unaudited ledger (audit INSERT removed): {ceiling.rps:.0f} req/s = "
+                f"{ceiling.rps / base.rps:.0%} of the baseline, p99 {ceiling.p99_ms:.2f} ms"
             )
         ok = ok and ledger.bad == 0
     c.say(

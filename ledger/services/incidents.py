@@ -27,8 +27,7 @@ from ledger.storage import chain as chain_store
 from ledger.storage import disputes, outbox
 from ledger.storage import incidents as store
 from ledger.storage.cache import CacheUnavailable
-from ledger.storage.chain import Appended, NewEvent
-from ledger.storage.db import Connection
+from ledger.storage.chain import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
 
 RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
@@ -142,49 +141,16 @@ def report(
 
     tokens_to_flag: list[str] = []
     if first:
-        with rt.db.transaction() as conn:
-            externals = list(first)
-            # Insert first and read back only what was not inserted (replays, conflicts, a lost race):
-            # the common case, a new report, then costs no extra query.
-            existing: dict[str, dict[str, Any]] = {}
-            new_rows: list[dict[str, Any]] = []
-            for index in first.values():
-                p = prepared[index]
-                new_rows.append(
-                    {
-                        "id": uuid.uuid4(),
-                        "platform_id": principal.platform_id,
-                        "external_id": p.external_id,
-                        "request_digest": p.digest,
-                        "category": p.category,
-                        "confirmation": p.confirmation,
-                        "amount_minor": p.amount_minor,
-                        "currency": p.currency,
-                        "occurred_at": p.occurred_at,
-                        "salt": os.urandom(16),
-                    }
-                )
-            inserted = store.insert_many(conn, new_rows)
-            rows = [r for r in new_rows if r["external_id"] in inserted]
-            if len(inserted) < len(new_rows):  # replays, conflicts or a race lost to an identical report
-                existing = store.existing_by_external(
-                    conn, principal.platform_id, [e for e in externals if e not in inserted]
-                )
-            if rows:
-                by_external = {r["external_id"]: prepared[first[r["external_id"]]] for r in rows}
-                appended = _record_and_commit(conn, rows, by_external)
-                for r, a in zip(rows, appended, strict=True):
-                    existing[r["external_id"]] = {
-                        **r,
-                        "status": "active",
-                        "seq": a.seq,
-                        "entry_hash": a.entry_hash,
-                        "_created": True,
-                    }
-                    tokens_to_flag.extend(tok for _, tok in by_external[r["external_id"]].identifiers)
+        new = [_new_incident(principal, prepared[index]) for index in first.values()]
+        # One statement on an autocommit connection: one round trip, one transaction, durable on return.
+        with rt.db.autocommit() as conn:
+            existing = store.report(conn, principal.platform_id, new, PROCESS_OUTBOX)
+        for row in existing.values():
+            if row["created"]:
+                tokens_to_flag.extend(tok for _, tok in prepared[first[row["external_id"]]].identifiers)
         for index, p in prepared.items():
             row = existing[p.external_id]
-            if row.get("_created") and first[p.external_id] == index:
+            if row["created"] and first[p.external_id] == index:
                 outcomes[index] = Outcome(201, public_view(row))
             elif row["request_digest"] == p.digest:
                 outcomes[index] = Outcome(200, public_view(row))
@@ -196,40 +162,34 @@ def report(
     return [o for o in outcomes if o is not None]
 
 
-def _record_and_commit(
-    conn: Connection, rows: Sequence[dict[str, Any]], by_external: Mapping[str, Prepared]
-) -> list[Appended]:
-    """Write the new incidents' tokens, evidence, outbox row and `reported` events, and commit.
-
-    Pipelined: the inserts go out together when the outbox row's id comes back, then the chain append and
-    the COMMIT together, so the ledger head is never locked across a round trip."""
-    events = [
-        NewEvent("reported", r["id"], _reported_payload(r, by_external[r["external_id"]])) for r in rows
-    ]
-    with conn.pipeline():
-        store.insert_identifiers(
-            conn, [(r["id"], t, tok) for r in rows for t, tok in by_external[r["external_id"]].identifiers]
-        )
-        store.insert_evidence(
-            conn, [(r["id"], pdq, 100) for r in rows for pdq in by_external[r["external_id"]].evidence]
-        )
-        outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(r["id"]) for r in rows]})
-        return chain_store.append_and_commit(conn, events)
-
-
-def _reported_payload(row: Mapping[str, Any], p: Prepared) -> dict[str, Any]:
-    return {
+def _new_incident(principal: Principal, p: Prepared) -> store.NewIncident:
+    """The incident's row and its `reported` event payload; the salt keys the payload's commitment to the
+    tokens, and is deleted on expiry (crypto-shredding)."""
+    salt = os.urandom(16)
+    row: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "external_id": p.external_id,
+        "request_digest": p.digest,
+        "category": p.category,
+        "confirmation": p.confirmation,
+        "amount_minor": p.amount_minor,
+        "currency": p.currency,
+        "occurred_at": p.occurred_at,
+        "salt": salt,
+    }
+    payload = {
         "incident_id": str(row["id"]),
-        "platform_id": row["platform_id"],
+        "platform_id": principal.platform_id,
         "external_id": p.external_id,
         "category": p.category,
         "confirmation": p.confirmation,
         "amount": p.amount_minor,
         "currency": p.currency,
         "occurred_at": chain.format_time(p.occurred_at),
-        "identifiers": chain.identifiers_commitment(row["salt"], (tok for _, tok in p.identifiers)),
+        "identifiers": chain.identifiers_commitment(salt, (tok for _, tok in p.identifiers)),
         "evidence": hashlib.sha256(b"".join(p.evidence)).hexdigest() if p.evidence else None,
     }
+    return store.NewIncident(row, p.identifiers, p.evidence, chain.canonical(payload).decode("ascii"))
 
 
 def after_commit(rt: Runtime, tokens: Sequence[str]) -> None:

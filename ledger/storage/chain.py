@@ -1,10 +1,10 @@
 """Appending to and reading the hash-chained event log.
 
 Appends are serialised on the single `ledger_head` row (the chain can never fork). The lock, the hashing
-and the inserts all happen inside PostgreSQL in one call to `ledger_append` (schema.sql). A report, the
-hot writer, appends last and sends the COMMIT in the same round trip (`append_and_commit`), so it holds
-the lock only while the server works. Rarer writers (retraction, status changes, retention) append
-inside their transactions and hold the head until they commit.
+and the inserts all happen inside PostgreSQL in one call to `ledger_append` (schema.sql). Reports, the
+hot writer, append through `ledger_report` (ledger/storage/incidents.py), a single autocommit statement,
+so they hold the lock only while the server works. Rarer writers (retraction, status changes, retention)
+append here, inside their transactions, and hold the head until they commit.
 """
 
 from __future__ import annotations
@@ -48,15 +48,6 @@ def append(conn: Connection, events: Sequence[NewEvent]) -> list[Appended]:
     if not events:
         return []
     return _appended(_call_append(conn, events))
-
-
-def append_and_commit(conn: Connection, events: Sequence[NewEvent]) -> list[Appended]:
-    """Append events as the transaction's last statement, then commit. Inside `conn.pipeline()` the
-    append and the COMMIT go out in one round trip, so the ledger head is locked only while the server
-    runs them; the caller opens the pipeline so that its earlier statements can share it."""
-    cursor = _call_append(conn, events)
-    conn.commit()
-    return _appended(cursor)
 
 
 def _call_append(conn: Connection, events: Sequence[NewEvent]) -> Cursor:

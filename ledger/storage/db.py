@@ -83,6 +83,8 @@ class Database:
                     yield cast(Connection, conn)
                 finally:
                     conn.autocommit = False
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+            raise Contention() from exc
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise Unavailable("the database is unavailable; retry shortly") from exc
 

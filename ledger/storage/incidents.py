@@ -3,41 +3,79 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from ledger.storage.db import Connection
 
-INCIDENT_COLUMNS = (
-    "id, platform_id, external_id, request_digest, category, confirmation, amount_minor, currency, "
-    "occurred_at, salt"
+# The columns of a new incident row, in the order `ledger_report` takes them (platform_id comes apart).
+REPORT_COLUMNS = (
+    "id",
+    "external_id",
+    "request_digest",
+    "category",
+    "confirmation",
+    "amount_minor",
+    "currency",
+    "occurred_at",
+    "salt",
 )
 
 
-def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, UUID]:
-    """Insert incidents, skipping any whose (platform, external_id) exists. Returns external_id -> id of
-    the rows actually inserted. A concurrent identical insert blocks on the unique index, then skips."""
-    if not rows:
+@dataclass(frozen=True)
+class NewIncident:
+    """One incident to report: its row, its tokens and evidence, and its `reported` event's payload
+    (canonical JSON text, see ledger/domain/chain.py)."""
+
+    row: dict[str, Any]  # REPORT_COLUMNS
+    tokens: Sequence[tuple[str, str]]  # (id_type, token)
+    evidence: Sequence[bytes]
+    payload: str
+
+
+def report(
+    conn: Connection, platform_id: int, items: Sequence[NewIncident], outbox_task: str
+) -> dict[str, dict[str, Any]]:
+    """Insert the incidents that are new, with their tokens, evidence, outbox row and chained `reported`
+    events, in one call to `ledger_report` (schema.sql). On an autocommit connection that is one round
+    trip and one transaction, durable when it returns. Returns, per external_id, the incident as it now
+    stands: `created` tells whether this call inserted it; otherwise it is the existing one (a replay, a
+    conflict, or a race lost to an identical report)."""
+    if not items:
         return {}
-    inserted = conn.execute(
-        f"""INSERT INTO incidents ({INCIDENT_COLUMNS})
-            SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[],
-                                 %b::bigint[], %b::text[], %b::timestamptz[], %b::bytea[])
-            ON CONFLICT (platform_id, external_id) DO NOTHING
-            RETURNING external_id, id""",
-        [[row[col.strip()] for row in rows] for col in INCIDENT_COLUMNS.split(",")],
+    positions = range(1, len(items) + 1)
+    rows = [item.row for item in items]
+    columns = [[row[col] for row in rows] for col in REPORT_COLUMNS]
+    result = conn.execute(
+        """SELECT * FROM ledger_report(%s, %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[],
+               %b::bigint[], %b::text[], %b::timestamptz[], %b::bytea[], %b::text[], %b::int[], %b::text[],
+               %b::text[], %b::int[], %b::bytea[], %s)""",
+        [
+            platform_id,
+            *columns,
+            [item.payload for item in items],
+            [n for n, item in zip(positions, items, strict=True) for _ in item.tokens],
+            [id_type for item in items for id_type, _ in item.tokens],
+            [token for item in items for _, token in item.tokens],
+            [n for n, item in zip(positions, items, strict=True) for _ in item.evidence],
+            [pdq for item in items for pdq in item.evidence],
+            outbox_task,
+        ],
     ).fetchall()
-    return {r["external_id"]: r["id"] for r in inserted}
-
-
-def insert_identifiers(conn: Connection, pairs: Sequence[tuple[UUID, str, str]]) -> None:
-    if pairs:
-        conn.execute(
-            """INSERT INTO incident_identifiers (incident_id, id_type, token)
-               SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING""",
-            ([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]),
-        )
+    return {
+        r["r_external_id"]: {
+            "id": r["r_id"],
+            "external_id": r["r_external_id"],
+            "created": r["r_created"],
+            "request_digest": r["r_digest"],
+            "status": r["r_status"],
+            "seq": r["r_seq"],
+            "entry_hash": r["r_entry_hash"],
+        }
+        for r in result
+    }
 
 
 def insert_evidence(conn: Connection, rows: Sequence[tuple[UUID, bytes, int]]) -> None:
@@ -47,17 +85,6 @@ def insert_evidence(conn: Connection, rows: Sequence[tuple[UUID, bytes, int]]) -
                SELECT * FROM unnest(%b::uuid[], %b::bytea[], %b::int[]) ON CONFLICT DO NOTHING""",
             ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
         )
-
-
-def existing_by_external(
-    conn: Connection, platform_id: int, external_ids: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
-        f"""SELECT {_PUBLIC} FROM incidents i JOIN ledger_events e ON e.incident_id = i.id AND e.kind = 'reported'
-            WHERE i.platform_id = %s AND i.external_id = ANY(%s)""",
-        (platform_id, list(external_ids)),
-    ).fetchall()
-    return {r["external_id"]: r for r in rows}
 
 
 _PUBLIC = (
