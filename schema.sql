@@ -183,9 +183,11 @@ CREATE OR REPLACE FUNCTION ledger_report(
 RETURNS TABLE (r_external_id text, r_id uuid, r_created boolean, r_digest text, r_status text,
                r_seq bigint, r_entry_hash text) LANGUAGE plpgsql AS $$
 DECLARE
-    inserted uuid[];
-    chosen   integer[];  -- positions of the inserted items, in input order
+    chosen integer[];  -- positions of the inserted items, in input order
+    is_new boolean[] := array_fill(false, ARRAY[coalesce(cardinality(ids), 0)]);
+    pos    integer;
 BEGIN
+    -- Joins and position lookups, never `= ANY(array)` over the batch: that is quadratic for 1,000 items.
     WITH ins AS (
         INSERT INTO incidents (id, platform_id, external_id, request_digest, category, confirmation,
                                amount_minor, currency, occurred_at, salt)
@@ -195,19 +197,21 @@ BEGIN
              AS u (id, external_id, digest, category, confirmation, amount, currency, occurred, salt)
         ON CONFLICT (platform_id, external_id) DO NOTHING
         RETURNING incidents.id)
-    SELECT array_agg(ins.id) INTO inserted FROM ins;
-    SELECT array_agg(i ORDER BY i) INTO chosen
-    FROM generate_subscripts(ids, 1) AS i WHERE ids[i] = ANY(inserted);
+    SELECT array_agg(u.ord ORDER BY u.ord) INTO chosen
+    FROM unnest(ids) WITH ORDINALITY AS u (id, ord) JOIN ins ON ins.id = u.id;
     IF chosen IS NOT NULL THEN
+        FOREACH pos IN ARRAY chosen LOOP
+            is_new[pos] := true;
+        END LOOP;
         INSERT INTO incident_identifiers (incident_id, id_type, token)
         SELECT ids[t.item], t.id_type, t.token
         FROM unnest(token_items, token_types, tokens) AS t (item, id_type, token)
-        WHERE t.item = ANY(chosen)
+        WHERE is_new[t.item]
         ON CONFLICT DO NOTHING;
         IF cardinality(evidence_items) > 0 THEN
             INSERT INTO incident_evidence (incident_id, pdq, quality)
             SELECT ids[e.item], e.pdq, 100 FROM unnest(evidence_items, evidence_pdqs) AS e (item, pdq)
-            WHERE e.item = ANY(chosen)
+            WHERE is_new[e.item]
             ON CONFLICT DO NOTHING;
         END IF;
         INSERT INTO outbox (task, args)
@@ -227,8 +231,8 @@ BEGIN
             SELECT i.external_id, i.id, false, i.request_digest, i.status, e.seq, e.entry_hash
             FROM incidents i JOIN ledger_events e ON e.incident_id = i.id AND e.kind = 'reported'
             WHERE i.platform_id = platform
-              AND i.external_id = ANY(external_ids)
-              AND NOT (i.id = ANY(coalesce(inserted, '{}')));
+              AND i.external_id = ANY(ARRAY(SELECT external_ids[k] FROM generate_subscripts(ids, 1) AS k
+                                            WHERE NOT is_new[k]));
     END IF;
 END $$;
 
