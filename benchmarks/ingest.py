@@ -167,25 +167,27 @@ def run_batches(port: int, key: str, batches: int, size: int, clients: int, tag:
 
 
 # The database floor: what PostgreSQL alone can do, with no application and a client (pgbench, in C) that
-# costs almost nothing. Each transaction is one real `ledger_report` call, exactly as the API makes it for a
-# single report (a new incident, 3 tokens, its outbox row and its chained event); the other runs the
-# baseline's INSERT of a JSON body. Values are random per call; the payload is canonical JSON of the real
-# length. Run after `ledger verify`: these incidents are chained, but their payloads are not the API's.
-FLOOR_REPORT = """SELECT r_seq FROM ledger_report(%(platform)d,
-  ARRAY[gen_random_uuid()], ARRAY['floor-' || :client_id || '-' || random()::text],
+# costs almost nothing. Each transaction is one real `ledger_report` call, as the API makes it for a single
+# report (a new incident, 3 tokens, its outbox row and its chained event), prepared as psycopg prepares it;
+# the other runs the baseline's INSERT of a JSON body. pgbench runs as many clients as the server has
+# request threads, the most that reach PostgreSQL at once. Values are random per call and the payload is
+# canonical JSON of the real length (chr(58) is a colon: pgbench would take ":null" for a variable). Run
+# after `ledger verify`: these incidents are chained, but their payloads are not the API's.
+FLOOR_REPORT = """SELECT r_seq FROM ledger_report(%(platform)d::bigint,
+  ARRAY[gen_random_uuid()], ARRAY['floor-' || (:client_id)::text || '-' || random()::text],
   ARRAY[md5(random()::text) || md5(random()::text)], ARRAY['refund_only_abuse'], ARRAY['platform_review'],
   ARRAY[12900::bigint], ARRAY['CNY'], ARRAY[now() - interval '2 days'], ARRAY[decode(md5(random()::text), 'hex')],
   ARRAY['{"amount":12900,"category":"refund_only_abuse","confirmation":"platform_review","currency":"CNY",'
-        || '"evidence":null,"external_id":"floor-' || md5(random()::text) || '","identifiers":"'
+        || '"evidence"' || chr(58) || 'null,"external_id":"floor-' || md5(random()::text) || '","identifiers":"'
         || md5(random()::text) || md5(random()::text) || '","incident_id":"' || gen_random_uuid()::text
         || '","occurred_at":"2026-11-23T10:00:00.000000Z","platform_id":%(platform)d}'],
   ARRAY[1, 1, 1], ARRAY['phone', 'email', 'device_id'],
   ARRAY[md5(random()::text) || md5(random()::text), md5(random()::text) || md5(random()::text),
         md5(random()::text) || md5(random()::text)],
-  '{}'::int[], '{}'::bytea[], %(task)s);
+  '{}'::int[], '{}'::bytea[], %(task)s::text);
 """
 FLOOR_BASELINE = """INSERT INTO bench_baseline (id, external_id, body) VALUES (gen_random_uuid(),
-  'floor-' || :client_id || '-' || random()::text, %(body)s::jsonb);
+  'floor-' || (:client_id)::text || '-' || random()::text, (%(body)s)::jsonb);
 """
 
 
@@ -200,7 +202,7 @@ def database_floor(url: str, script: str, clients: int, seconds: int) -> tuple[f
                 "pgbench",
                 "-n",
                 "-M",
-                "simple",
+                "prepared",
                 "-c",
                 str(clients),
                 "-j",
@@ -301,20 +303,21 @@ def main() -> int:
         floor = None
         if shutil.which("pgbench"):
             body = json.dumps(incident("floor", random.Random(1), occurred), separators=(",", ":"))
+            body = _literal(body).replace(":", "' || chr(58) || '")  # no colon for pgbench to read
+            clients = config.workers * config.threads
             c.say(f"  ({c.load()} before the database floor)")
             floor = (
                 database_floor(
                     url,
                     FLOOR_REPORT % {"platform": platform, "task": _literal(PROCESS_OUTBOX)},
-                    args.connections,
+                    clients,
                     args.seconds,
                 ),
-                database_floor(
-                    url, FLOOR_BASELINE % {"body": _literal(body)}, args.connections, args.seconds
-                ),
+                database_floor(url, FLOOR_BASELINE % {"body": body}, clients, args.seconds),
             )
             c.say(
-                f"database floor, pgbench {args.connections} clients, no application: ledger_report "
+                f"database floor, pgbench {clients} clients (the server's request threads), no application: "
+                f"ledger_report "
                 f"{floor[0][0]:.0f}/s ({floor[0][1]:.0f} µs CPU each); the baseline's INSERT + commit "
                 f"{floor[1][0]:.0f}/s ({floor[1][1]:.0f} µs CPU each)"
             )
