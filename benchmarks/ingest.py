@@ -6,6 +6,9 @@ Prints
     where the worker class allows it);
   * the baseline, measured in the same run under the same gunicorn options and the same wrk script: a
     bare Flask POST that parses the body and does one INSERT + commit (benchmarks/baseline_app.py).
+  * the database floor, after the served runs: the real `ledger_report` statement and the baseline's
+    INSERT, each driven by pgbench with no application, and the CPU each costs per call (skipped
+    without pgbench), next to the CPU budget the 60% target leaves a served report.
 Targets (2 cores): batch >= 5,000 incidents/s; single >= 60% of the baseline's throughput with p99 <= 30 ms.
 
 Setup: a fresh database (default `bench_ingest`, dropped afterwards), Redis database 7 (flushed), one
