@@ -198,6 +198,9 @@ BEGIN
                u.occurred, u.salt
         FROM unnest(ids, external_ids, digests, categories, confirmations, amounts, currencies, occurred, salts)
              AS u (id, external_id, digest, category, confirmation, amount, currency, occurred, salt)
+        -- In key order, so that concurrent batches sharing external ids wait on each other in the same
+        -- order and never deadlock; the events still follow the input order (`chosen`).
+        ORDER BY u.external_id
         ON CONFLICT (platform_id, external_id) DO NOTHING
         RETURNING incidents.id)
     SELECT array_agg(u.ord ORDER BY u.ord) INTO chosen
