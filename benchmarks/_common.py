@@ -196,6 +196,18 @@ def wait_http(port: int, path: str = "/healthz", timeout: float = 30.0, proc: Pr
     raise RuntimeError(f"nothing answered on port {port}{path} within {timeout:.0f}s")
 
 
+@contextlib.contextmanager
+def _explained_on_failure(proc: Process) -> Iterator[None]:
+    """If a measurement against this server fails, say whether the server is still running and show the
+    end of its log before the error propagates: a run that dies mid-benchmark should say why."""
+    try:
+        yield
+    except Exception:
+        state = "still running" if proc.proc.poll() is None else f"exited with {proc.proc.returncode}"
+        say(f"  (the server {state}; the end of its log:)\n{proc.tail()}")
+        raise
+
+
 def free_port(low: int = 18000, high: int = 18099) -> int:
     for port in range(low, high + 1):
         with socket.socket() as s:
@@ -213,7 +225,8 @@ def ledger_server(env: dict[str, str], config: ServerConfig, port: int | None = 
     argv = [str(BIN / "ledger"), "serve", "--bind", f"127.0.0.1:{port}", *config.args()]
     with Process(argv, env, f"serve-{port}") as proc:
         wait_http(port, proc=proc)
-        yield port
+        with _explained_on_failure(proc):
+            yield port
 
 
 @contextlib.contextmanager
@@ -233,7 +246,8 @@ def baseline_server(
     ]
     with Process(argv, env, f"baseline-{port}") as proc:
         wait_http(port, proc=proc)
-        yield port
+        with _explained_on_failure(proc):
+            yield port
 
 
 @contextlib.contextmanager
