@@ -50,8 +50,6 @@ def make_app(mode: str) -> Any:
         from psycopg.types.json import Jsonb
 
         pool = psycopg_pool.ConnectionPool(os.environ["DATABASE_URL"], min_size=1, max_size=8, open=True)
-        with pool.connection() as conn:
-            conn.execute(BASELINE_TABLE)
 
         @app.post("/v1/incidents")
         def insert() -> Any:
@@ -88,8 +86,6 @@ def _audit_writer() -> Any:
     pool = psycopg_pool.ConnectionPool(
         os.environ["DATABASE_URL"], min_size=1, max_size=8, kwargs={"autocommit": True}, open=True
     )
-    with pool.connection() as conn:
-        conn.execute(FLOOR_TABLE)
 
     def record(answer: bytes) -> None:
         with pool.connection() as conn:
@@ -99,6 +95,18 @@ def _audit_writer() -> Any:
             )
 
     return record
+
+
+def _create_table(mode: str) -> None:
+    """Once, before gunicorn forks: workers that each ran CREATE TABLE IF NOT EXISTS at boot could race
+    on a fresh database, and PostgreSQL refuses the loser with a unique violation in its catalogue, which
+    made gunicorn halt the whole server ("Worker failed to boot") in the middle of a benchmark."""
+    table = {"insert": BASELINE_TABLE, "floor": FLOOR_TABLE}.get(mode)
+    if table is not None:
+        import psycopg
+
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute(table)
 
 
 def main() -> None:
@@ -114,6 +122,7 @@ def main() -> None:
 
     from ledger import server
 
+    _create_table(args.mode)
     # Same options as `ledger serve`; only the WSGI application is swapped.
     server._Gunicorn.load = lambda _self: make_app(args.mode)  # type: ignore[method-assign,assignment]
     server.run_gunicorn(args.bind, args.workers, args.threads, args.worker_class)
