@@ -97,7 +97,7 @@ def _audit_writer() -> Any:
     return record
 
 
-def _create_table(mode: str) -> None:
+def create_table(mode: str) -> None:
     """Once, before gunicorn forks: workers that each ran CREATE TABLE IF NOT EXISTS at boot could race
     on a fresh database, and PostgreSQL refuses the loser with a unique violation in its catalogue, which
     made gunicorn halt the whole server ("Worker failed to boot") in the middle of a benchmark."""
@@ -122,7 +122,7 @@ def main() -> None:
 
     from ledger import server
 
-    _create_table(args.mode)
+    create_table(args.mode)
     # Same options as `ledger serve`; only the WSGI application is swapped.
     server._Gunicorn.load = lambda _self: make_app(args.mode)  # type: ignore[method-assign,assignment]
     server.run_gunicorn(args.bind, args.workers, args.threads, args.worker_class)

@@ -32,7 +32,7 @@ from werkzeug.test import EnvironBuilder
 
 from benchmarks import _common as c
 from benchmarks import _synth
-from benchmarks.baseline_app import make_app
+from benchmarks.baseline_app import create_table, make_app
 from benchmarks.ingest import incident
 from benchmarks.lookup import body_pool
 
@@ -89,6 +89,7 @@ def main() -> int:
         member = platforms.create_platform(runtime, "bench-cpu", "Bench CPU", "report,lookup")
         platforms.set_rate_limit(runtime, "bench-cpu", 1_000_000, 1_000_000)
         os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = url, c.REDIS_URL
+        create_table("insert")
         baselines = {"redis": make_app("redis"), "insert": make_app("insert")}
 
         lookups, _ = body_pool(SUBJECTS, args.n, 0.10)
