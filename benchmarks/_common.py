@@ -314,12 +314,6 @@ def _run_wrk(url: str, script: Path, connections: int, seconds: int, threads: in
         url,
     ]
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=seconds + 60)
-    if out.returncode != 0 and "unable to connect" in out.stderr:
-        # wrk probes the address once before it starts and exits 1 if that one connect fails; it has
-        # happened right after a previous run closed its connections. The probe is not part of the load.
-        say(f"  (wrk: {out.stderr.strip()}; trying again once)")
-        time.sleep(1)
-        out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
         raise RuntimeError(f"wrk exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
     line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
