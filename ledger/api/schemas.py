@@ -393,6 +393,12 @@ class ReportIncidentSchema(ma.Schema):
     status_reason = ma.fields.String(allow_none=True)
     platform = ma.fields.Nested(PlatformNameSchema, required=True)
     disputes = ma.fields.List(ma.fields.Nested(ReportDisputeSchema), required=True)
+    evidence_images = ma.fields.Integer(
+        required=True,
+        metadata={
+            "description": "How many evidence photos the incident holds (only their PDQ hashes are kept)"
+        },
+    )
 
 
 class ReportScoreSchema(ma.Schema):

@@ -1,7 +1,12 @@
 """Subject access report: everything the ledger holds about one consumer (PIPL Art. 45, FCRA §609).
 
 It is what the operator hands to the consumer, so unlike a lookup it names the reporting platforms and
-every platform that looked the consumer up in the past two years.
+every platform that looked the consumer up within the lookup retention period (two years by default).
+
+Everything is gathered for the whole consumer, not just for the identifiers typed in: a consumer who asks
+with an ID card is shown the lookups made with the phone reported together with it (《征信业管理条例》
+Art. 22, FCRA §609). `subjects.linked_tokens` widens the typed identifiers to every strong identifier
+linked to them; device ids are never followed.
 """
 
 from __future__ import annotations
@@ -13,15 +18,15 @@ from typing import Any
 from ledger.services.disputes import incidents_about
 from ledger.services.identifiers import tokenize_all
 from ledger.services.runtime import Runtime
-from ledger.storage import audit, disputes, scores
-
-LOOKUP_HISTORY = timedelta(days=730)
+from ledger.storage import audit, disputes, evidence, scores, subjects
 
 
 def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
-    tokens = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
+    typed = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
     texts = rt.policy.reasons
+    since = datetime.now(UTC) - timedelta(days=rt.settings.audit_retention_days)
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
+        tokens = subjects.linked_tokens(conn, typed)
         incidents = incidents_about(conn, tokens)
         names = {
             r["id"]: (r["slug"], r["name"])
@@ -30,7 +35,8 @@ def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
         subject_ids = sorted({int(i["subject_id"]) for i in incidents if i["subject_id"] is not None})
         score_rows = scores.for_subjects(conn, subject_ids)
         dispute_rows = disputes.for_incidents(conn, [i["id"] for i in incidents])
-        lookups = audit.for_tokens(conn, tokens, datetime.now(UTC) - LOOKUP_HISTORY)
+        evidence_counts = evidence.counts_for_incidents(conn, [i["id"] for i in incidents])
+        lookups = audit.for_tokens(conn, tokens, since)
     by_incident: dict[Any, list[dict[str, Any]]] = {}
     for d in dispute_rows:
         by_incident.setdefault(d["incident_id"], []).append(
@@ -57,6 +63,7 @@ def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
                 "status_reason": i["status_reason"],
                 "platform": {"slug": names[i["platform_id"]][0], "name": names[i["platform_id"]][1]},
                 "disputes": by_incident.get(i["id"], []),
+                "evidence_images": evidence_counts.get(i["id"], 0),
             }
             for i in incidents
         ],

@@ -22,13 +22,15 @@ from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import disputes as store
 from ledger.storage import incidents as incident_store
+from ledger.storage import subjects
 
 REDISPUTE_COOLDOWN = timedelta(days=90)
 SLA_REASON = "DISPUTE_SLA_EXPIRED"
 
 
 def incidents_about(conn: Any, tokens: list[str]) -> list[dict[str, Any]]:
-    """Incidents concerning the consumer behind these tokens: by subject, or by a directly shared token."""
+    """Incidents concerning the consumer behind these tokens: by subject, or by a directly shared token.
+    Callers widen the tokens with `subjects.linked_tokens` first, so that incidents not linked yet count."""
     return conn.execute(
         """SELECT i.* FROM incidents i
            WHERE i.subject_id IN (SELECT subject_id FROM identity_links WHERE token = ANY(%s))
@@ -50,6 +52,7 @@ def open_dispute(rt: Runtime, principal: Principal, request: Mapping[str, Any]) 
     respond_by = now + timedelta(days=rt.settings.dispute_days)
     created: list[dict[str, Any]] = []
     with rt.db.transaction() as conn:
+        tokens = subjects.linked_tokens(conn, tokens)
         about = incidents_about(conn, tokens)
         if wanted is not None:
             about = [i for i in about if i["id"] == wanted]

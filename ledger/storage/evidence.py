@@ -49,6 +49,15 @@ class EvidenceColumns:
     categories: npt.NDArray[np.int16]
 
 
+def counts_for_incidents(conn: Connection, incident_ids: Sequence[UUID]) -> dict[UUID, int]:
+    """How many evidence image hashes each incident holds (the subject report shows the count)."""
+    rows = conn.execute(
+        "SELECT incident_id, count(*) AS n FROM incident_evidence WHERE incident_id = ANY(%s) GROUP BY incident_id",
+        (list(incident_ids),),
+    ).fetchall()
+    return {r["incident_id"]: int(r["n"]) for r in rows}
+
+
 def change_cursor(conn: Connection) -> int:
     row = conn.execute("SELECT coalesce(max(id), 0) AS top FROM evidence_changes").fetchone()
     return int(row["top"]) if row else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.identity import STRONG_TYPES
 from ledger.storage.db import Connection
 
 LINK_LOCK = 7311002
@@ -103,3 +104,29 @@ def subjects_for_tokens_any(conn: Connection, tokens: Sequence[str]) -> list[dic
     return conn.execute(
         "SELECT DISTINCT subject_id FROM identity_links WHERE token = ANY(%s)", (list(tokens),)
     ).fetchall()
+
+
+def linked_tokens(conn: Connection, tokens: Sequence[str]) -> list[str]:
+    """Every strong token of the consumer behind `tokens`: the given ones, the other tokens of their
+    subjects, and the strong tokens reported together with any of them on an incident the worker has not
+    linked yet (the same rule linking applies, so the answer does not depend on whether it has run).
+    Transitive, to a fixed point. Device tokens are never followed: a shared device is not the same
+    person, so it never pulls another subject's records in."""
+    known = set(tokens)
+    frontier = list(known)
+    strong = list(STRONG_TYPES)
+    while frontier:
+        rows = conn.execute(
+            """SELECT other.token FROM identity_links mine
+                 JOIN identity_links other ON other.subject_id = mine.subject_id
+                WHERE mine.token = ANY(%(frontier)s)
+               UNION
+               SELECT other.token FROM incident_identifiers mine
+                 JOIN incident_identifiers other ON other.incident_id = mine.incident_id
+                WHERE mine.token = ANY(%(frontier)s) AND mine.id_type = ANY(%(strong)s)
+                  AND other.id_type = ANY(%(strong)s)""",
+            {"frontier": frontier, "strong": strong},
+        ).fetchall()
+        frontier = [r["token"] for r in rows if r["token"] not in known]
+        known.update(frontier)
+    return sorted(known)
