@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 
 from ledger.api import schemas
 from ledger.api.context import principal, requires, runtime
+from ledger.domain import labels
 from ledger.services import access, disputes
 
 blp = Blueprint("disputes", __name__, description="Disputes and subject access (consumer rights)")
@@ -85,8 +86,9 @@ class SubjectReport(MethodView):
         """Everything the ledger holds about a consumer
 
         For the operator to give to the consumer: incidents with their reporting platforms, scores and
-        reasons, disputes, and every lookup in the past two years. JSON, or a printable page in Chinese
-        with `?format=html` or `Accept: text/html`.
+        reasons, disputes, evidence counts and every lookup within the lookup retention period, over every
+        identifier linked to the consumer. JSON, or a printable page with `?format=html` or
+        `Accept: text/html`: in Chinese, or in English with `?lang=en`; times in Beijing time.
         """
         result = access.report(runtime(), body)
         wants_html = query.get("format") == "html" or (
@@ -94,5 +96,25 @@ class SubjectReport(MethodView):
             and request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
         )
         if wants_html:
-            return Response(render_template("subject_report.html", report=result), mimetype="text/html")
+            return Response(subject_report_page(result, query.get("lang", "zh")), mimetype="text/html")
         return result
+
+
+def subject_report_page(report: dict[str, Any], lang: labels.Language) -> str:
+    """The report as the printable page a consumer reads: labels instead of codes, Beijing time."""
+    rt = runtime()
+
+    def money(amount: dict[str, Any]) -> str:
+        currency = amount["currency"]
+        exponent = rt.policy.currencies[currency].exponent if currency in rt.policy.currencies else 2
+        return f"{amount['value'] / 10**exponent:,.{exponent}f} {labels.label('currency', currency, lang)}"
+
+    return render_template(
+        "subject_report.html",
+        report=report,
+        lang=lang,
+        L=labels.labels_for(lang),
+        when=lambda moment: labels.beijing_time(moment, lang),
+        money=money,
+        dispute_days=rt.settings.dispute_days,
+    )

@@ -366,6 +366,10 @@ class SubjectReportRequestSchema(Strict):
 
 class ReportQuerySchema(Strict):
     format = ma.fields.String(validate=validate.OneOf(("json", "html")))
+    lang = ma.fields.String(
+        validate=validate.OneOf(("zh", "en")),
+        metadata={"description": "Language of the HTML page: Chinese (the default) or English"},
+    )
 
 
 class PlatformNameSchema(ma.Schema):

@@ -1,7 +1,8 @@
 """The adverse-action notice shown to a consumer when a lookup restricts their refund.
 
 The wording lives in a template shipped with the package (ledger/templates/adverse_action.toml) so the
-operator can review and translate it without touching code.
+operator can review and translate it without touching code. The tier is named by its label from the
+one catalogue (ledger/domain/labels.py), never by its code: a Chinese sentence must not carry `hold`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import tomllib
 from functools import cache
 from pathlib import Path
+
+from ledger.domain.labels import label
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "adverse_action.toml"
 
@@ -22,8 +25,8 @@ def _template() -> dict[str, str]:
 def adverse_action(tier: str) -> dict[str, str]:
     t = _template()
     return {
-        "text_zh": t["zh"].format(tier=tier),
-        "text_en": t["en"].format(tier=tier),
+        "text_zh": t["zh"].format(tier=label("tier", tier, "zh")),
+        "text_en": t["en"].format(tier=label("tier", tier, "en")),
         "decided_by": "platform",
         "how_to_get_report_zh": t["how_to_report_zh"],
         "how_to_get_report_en": t["how_to_report_en"],

@@ -9,6 +9,7 @@ A device id shared with somebody else never pulls that person's records in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from ledger import create_app
 from ledger.config import Settings
+from ledger.domain import labels
 from ledger.identity import id_card_check_digit
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
@@ -36,8 +38,8 @@ def stack(isolated_settings: Settings) -> Iterator[tuple[Any, Any]]:
     app.extensions["ledger.runtime"].close()
 
 
-def member(rt: Any, slug: str, scopes: str) -> Member:
-    issued = platform_service.create_platform(rt, slug, slug.title(), scopes)
+def member(rt: Any, slug: str, scopes: str, name: str | None = None) -> Member:
+    issued = platform_service.create_platform(rt, slug, name or slug.title(), scopes)
     return Member(slug, issued.key, issued.key_id)
 
 
@@ -109,3 +111,71 @@ def test_report_by_id_card_lists_what_was_done_through_the_phone(
     # A dispute opened with the ID card alone reaches the phone-only incident as well.
     opened = post(client, "/v1/disputes", {"identifiers": [ID_CARD], "all_entries": True}, operator, 201)
     assert {d["incident_id"] for d in opened["disputes"]} == set(incidents) - {by_phone["id"]}
+
+
+def visible_text(page: str) -> str:
+    body = page.split("<body>", 1)[1]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+
+
+def test_page_speaks_chinese_or_english_and_names_the_zone(client: Any, make_platform: Any, rt: Any) -> None:
+    """Every code shown as its label; every time in Beijing time, saying so. (tests/e2e/test_report_page.py
+    checks the same in a real browser, with its fonts.)"""
+    shop = make_platform("shop", "report,lookup")
+    operator = make_platform("operator", "dispute")
+    with rt.db.transaction() as conn:
+        conn.execute("UPDATE platforms SET name = '甲商城' WHERE slug = 'shop'")
+    incident = post(
+        client,
+        "/v1/incidents",
+        incident_body(
+            "c-1", category="chargeback_abuse", confirmation="court_or_police", identifiers=[PHONE]
+        ),
+        shop,
+        201,
+    )
+    post(client, "/v1/incidents", incident_body("c-2", identifiers=[PHONE]), shop, 201)
+    post(client, "/v1/lookups", {"identifiers": [PHONE], "purpose": "refund_review"}, shop)
+    post(client, "/v1/disputes", {"identifiers": [PHONE], "incident_id": incident["id"]}, operator, 201)
+    scoring.flush_outbox(rt)
+    disputes = client.get("/v1/disputes", headers=shop.headers).get_json()["disputes"]
+    post(client, f"/v1/disputes/{disputes[0]['id']}/response", {"outcome": "retracted"}, shop)
+    scoring.flush_outbox(rt)
+
+    zh = client.post(
+        "/v1/subjects/report?format=html", json={"identifiers": [PHONE]}, headers=operator.headers
+    ).get_data(as_text=True)
+    text = visible_text(zh)
+    assert not re.search(r"[A-Za-z]", text), text
+    for word in (
+        "恶意拒付",
+        "法院或公安机关认定",
+        "已撤销",
+        "申诉复核后撤销",
+        "复核后撤销记录",
+        "退款审核",
+        "甲商城",
+    ):
+        assert word in text, word
+    times = re.findall(r"<time>([^<]*)</time>", zh)
+    assert len(times) >= 6
+    assert all(t.endswith(" 北京时间") for t in times), times
+    assert "Noto Sans CJK SC" in zh
+    assert "size: A4" in zh
+
+    en = client.post(
+        "/v1/subjects/report?format=html&lang=en", json={"identifiers": [PHONE]}, headers=operator.headers
+    ).get_data(as_text=True)
+    assert '<html lang="en">' in en
+    for word in (
+        "Chargeback abuse",
+        "Established by a court or the police",
+        "Retracted after reinvestigation",
+    ):
+        assert word in en, word
+    assert all(t.endswith(" Beijing time (UTC+8)") for t in re.findall(r"<time>([^<]*)</time>", en))
+
+    # Machines keep the codes.
+    body = post(client, "/v1/subjects/report", {"identifiers": [PHONE]}, operator)
+    assert {i["category"] for i in body["incidents"]} == {"chargeback_abuse", "fabricated_evidence"}
+    assert labels.label("category", "chargeback_abuse") == "恶意拒付"
