@@ -2,8 +2,9 @@
 
 One Redis round trip fetches the key's quota, every token's cached decision and pending flags; no scoring
 and no scan of incidents happen here. If Redis fails, an indexed PostgreSQL join over `risk_scores`
-gives the same decision, slower. The audit record is committed before the answer is returned (see
-docs/audit.md for why this path was chosen over a Redis stream). Evidence hashes, when a request has
+gives the same decision, slower. The audit record is committed before the answer is returned, in a
+commit shared with the process's concurrent lookups (docs/audit.md says why this path was chosen over a
+Redis stream). Evidence hashes, when a request has
 any, are matched against the process's in-memory index (docs/evidence.md); without evidence nothing of
 that runs.
 """
@@ -214,9 +215,9 @@ def lookup_many(
             }
         )
         outcomes[index] = Outcome(200, body, quota=quota, body_json=body_json)
-    # One autocommit INSERT: durable before the answer, in one round trip (docs/audit.md measures it).
-    with rt.db.autocommit() as conn:
-        audit.insert_many(conn, records)
+    # Durable before the answer: one autocommit INSERT shared with the process's concurrent lookups
+    # (group commit, docs/audit.md).
+    rt.audit.write(records)
     # Counted only once recorded: a lookup whose audit record failed was never answered.
     for record in records:
         metrics.LOOKUPS.labels(record["tier"], record["purpose"]).inc()

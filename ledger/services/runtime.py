@@ -1,4 +1,4 @@
-"""The handles every use case needs: settings, database, cache, task queue and policy.
+"""The handles every use case needs: settings, database, audit writer, cache, task queue and policy.
 
 Built once per process (by `create_app`, the Celery worker or the CLI) and passed explicitly, so that
 services are plain functions of their inputs.
@@ -11,8 +11,10 @@ from functools import cached_property
 
 from ledger.config import Settings
 from ledger.domain.policy import Policy, load_policy
+from ledger.storage import audit
 from ledger.storage.cache import Cache
 from ledger.storage.db import Database
+from ledger.storage.group_commit import GroupCommit, Rows
 from ledger.storage.queue import TaskQueue
 
 
@@ -24,6 +26,16 @@ class Runtime:
     def db(self) -> Database:
         assert self.settings.database_url
         return Database(self.settings.database_url, self.settings.pool_min, self.settings.pool_max)
+
+    @cached_property
+    def audit(self) -> GroupCommit:
+        """The process's lookup audit writer: concurrent requests share one INSERT and one commit."""
+
+        def flush(rows: Rows) -> None:
+            with self.db.autocommit() as conn:
+                audit.insert_many(conn, rows)
+
+        return GroupCommit(flush)
 
     @cached_property
     def cache(self) -> Cache:
