@@ -115,9 +115,12 @@ class ServerConfig:
     workers: int = 2
     threads: int = 1
     worker_class: str = "sync"
+    server: str = "gunicorn"
 
     def args(self) -> list[str]:
         return [
+            "--server",
+            self.server,
             "--workers",
             str(self.workers),
             "--threads",
@@ -127,18 +130,26 @@ class ServerConfig:
         ]
 
     def __str__(self) -> str:
+        if self.server == "granian":
+            return f"granian {self.workers}x{self.threads}"
         threads = f"x{self.threads} threads" if self.worker_class == "gthread" else ""
         return f"{self.worker_class} {self.workers} workers{threads}"
 
 
+# The issue's baseline: the stack a team would write by default, a bare Flask app under gunicorn sync.
+BASELINE_SERVER = ServerConfig(2, 1, "sync", "gunicorn")
+
+
 def parse_config(text: str) -> ServerConfig:
-    """`sync:N` (N sync workers) or `gthread:NxT` (N workers of T threads)."""
+    """`sync:N` (N gunicorn sync workers), `gthread:NxT` (N gunicorn workers of T threads) or
+    `granian:NxT` (N granian workers of T blocking threads)."""
     kind, _, size = text.partition(":")
-    if kind == "gthread":
+    if kind in ("gthread", "granian"):
         workers, _, threads = size.partition("x")
-        return ServerConfig(int(workers or 2), int(threads or 4), "gthread")
+        server = "granian" if kind == "granian" else "gunicorn"
+        return ServerConfig(int(workers or 2), int(threads or 4), "gthread", server)
     if kind != "sync":
-        raise SystemExit(f"unknown server configuration {text!r}: use sync:N or gthread:NxT")
+        raise SystemExit(f"unknown server configuration {text!r}: use sync:N, gthread:NxT or granian:NxT")
     return ServerConfig(int(size or 2), 1, "sync")
 
 
@@ -219,11 +230,15 @@ def free_port(low: int = 18000, high: int = 18099) -> int:
     raise RuntimeError("no free port in 18000-18099")
 
 
+SERVER_PIDS: dict[int, int] = {}  # port -> pid of the server process started on it
+
+
 @contextlib.contextmanager
 def ledger_server(env: dict[str, str], config: ServerConfig, port: int | None = None) -> Iterator[int]:
     port = port or free_port()
     argv = [str(BIN / "ledger"), "serve", "--bind", f"127.0.0.1:{port}", *config.args()]
     with Process(argv, env, f"serve-{port}") as proc:
+        SERVER_PIDS[port] = proc.proc.pid
         wait_http(port, proc=proc)
         with _explained_on_failure(proc):
             yield port
@@ -245,6 +260,7 @@ def baseline_server(
         *config.args(),
     ]
     with Process(argv, env, f"baseline-{port}") as proc:
+        SERVER_PIDS[port] = proc.proc.pid
         wait_http(port, proc=proc)
         with _explained_on_failure(proc):
             yield port
@@ -365,3 +381,71 @@ def summary(values: Sequence[float]) -> str:
         f"n={len(values)} mean {statistics.fmean(values):.1f} p50 {percentile(values, 50):.1f} "
         f"p90 {percentile(values, 90):.1f} p99 {percentile(values, 99):.1f} max {max(values):.1f}"
     )
+
+
+# -- CPU per process group ---------------------------------------------------------------------------
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a live process, from /proc/<pid>/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = stat[0]
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by three groups of processes between two snapshots: the API server's process
+    tree, the PostgreSQL backends connected to the benchmark's database, and the Redis server. A process
+    that exits between the snapshots is left out (its CPU is lost with it), so measure with the server's
+    pools already open."""
+
+    def __init__(self, server_pid: int, database_url: str, redis_url: str) -> None:
+        self.server_pid = server_pid
+        self.database_url = database_url
+        self.redis_pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
+
+    def _groups(self) -> dict[str, list[int]]:
+        name = self.database_url.rpartition("/")[2]
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            backends = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+                ).fetchall()
+            ]
+        return {
+            "application": descendants(self.server_pid),
+            "postgresql": backends,
+            "redis": [self.redis_pid],
+        }
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        return {
+            group: {pid: stat[1] for pid in pids if (stat := _stat(pid)) is not None}
+            for group, pids in self._groups().items()
+        }
+
+    @staticmethod
+    def delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+        """CPU seconds per group; a process new in `after` counts from zero."""
+        return {
+            group: sum(cpu - before.get(group, {}).get(pid, 0.0) for pid, cpu in pids.items())
+            for group, pids in after.items()
+        }

@@ -80,6 +80,11 @@ def make_app(mode: str) -> Any:
     return app
 
 
+def factory() -> Any:
+    """granian's workers build the app through this (`--server granian`)."""
+    return make_app(os.environ["BASELINE_MODE"])
+
+
 def _audit_writer() -> Any:
     import psycopg_pool
 
@@ -118,11 +123,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
+    parser.add_argument("--server", default="gunicorn", choices=("gunicorn", "granian"))
     args = parser.parse_args()
 
     from ledger import server
 
     create_table(args.mode)
+    if args.server == "granian":
+        os.environ["BASELINE_MODE"] = args.mode  # read by each worker's factory after fork
+        server.run_granian(args.bind, args.workers, args.threads, target="benchmarks.baseline_app:factory")
+        return
     # Same options as `ledger serve`; only the WSGI application is swapped.
     server._Gunicorn.load = lambda _self: make_app(args.mode)  # type: ignore[method-assign,assignment]
     server.run_gunicorn(args.bind, args.workers, args.threads, args.worker_class)

@@ -40,7 +40,7 @@ import psycopg
 from benchmarks import _common as c
 from benchmarks import _synth
 
-SWEEP = ("sync:2", "sync:3", "sync:4", "sync:5", "gthread:2x4", "gthread:3x4", "gthread:4x2")
+SWEEP = ("gthread:4x2", "gthread:2x4", "granian:2x2", "granian:2x4", "granian:4x2", "granian:2x8")
 
 LOOKUP_LUA = """
 local auth = %(auth)s
@@ -128,6 +128,16 @@ def prepare_database(url: str, incidents: int, subjects: int) -> None:
         conn.execute("VACUUM (ANALYZE) risk_scores")
 
 
+def measure_cpu(
+    port: int, url: str, lua: str, connections: int, seconds: int
+) -> tuple[c.WrkResult, dict[str, float]]:
+    """One wrk run, with the CPU each process group used during it."""
+    meter = c.CpuMeter(c.SERVER_PIDS[port], url, c.REDIS_URL)
+    before = meter.snapshot()
+    result = c.wrk(f"http://127.0.0.1:{port}", lua, connections, seconds)
+    return result, c.CpuMeter.delta(before, meter.snapshot())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,9 +151,15 @@ def main() -> int:
     parser.add_argument(
         "--config",
         action="append",
-        help=f"server configuration(s): sync:N or gthread:NxT (default {c.DEFAULT_SERVER}); repeatable",
+        help=f"the ledger's server configuration(s): sync:N, gthread:NxT or granian:NxT (default "
+        f"{c.DEFAULT_SERVER}); repeatable",
     )
     parser.add_argument("--sweep", action="store_true", help=f"try {', '.join(SWEEP)}")
+    parser.add_argument(
+        "--bounds",
+        action="store_true",
+        help="also measure the floor (Redis GET + one durable INSERT) and the unaudited ledger",
+    )
     parser.add_argument("--known-share", type=float, default=0.10)
     parser.add_argument("--pool", type=int, default=20_000, help="distinct request bodies (default 20,000)")
     parser.add_argument("--database", default="bench_lookup")
@@ -174,13 +190,21 @@ def main() -> int:
         audited_before = conn.execute("SELECT count(*) FROM lookups").fetchone()[0]  # type: ignore[index]
     bodies, known = body_pool(args.subjects, args.pool, args.known_share)
     lua = lookup_lua(key, bodies)
-    results: list[tuple[c.ServerConfig, int, c.WrkResult, c.WrkResult]] = []
+    ledger: dict[tuple[c.ServerConfig, int], c.WrkResult] = {}
+    cpu: dict[c.ServerConfig, dict[str, float]] = {}
+    limits: dict[tuple[c.ServerConfig, int], c.WrkResult] = {}
+    baseline: dict[int, c.WrkResult] = {}
     floors: dict[c.ServerConfig, c.WrkResult] = {}
     ceilings: dict[c.ServerConfig, c.WrkResult] = {}
     sent = 0
     try:
+        with c.baseline_server(env, c.BASELINE_SERVER, "redis") as port:
+            c.wrk(f"http://127.0.0.1:{port}", lua, max(connections), 5)
+            for n in connections:
+                c.say(f"  ({c.load()} before the baseline, {n} conns)")
+                baseline[n] = c.wrk(f"http://127.0.0.1:{port}", lua, n, args.seconds)
+                c.say(f"baseline {c.BASELINE_SERVER!s:<22} {n:3d} conns: {baseline[n].line()}")
         for config in configs:
-            measured: dict[str, dict[int, c.WrkResult]] = {"ledger": {}, "baseline": {}}
             with c.ledger_server(env, config) as port:
                 if config is configs[0]:
                     c.say(
@@ -191,29 +215,31 @@ def main() -> int:
                 sent += warm.requests
                 for n in connections:
                     c.say(f"  ({c.load()} before ledger {config}, {n} conns)")
-                    r = c.wrk(f"http://127.0.0.1:{port}", lua, n, args.seconds)
+                    r, used = measure_cpu(port, url, lua, n, args.seconds)
                     sent += r.requests
-                    measured["ledger"][n] = r
+                    ledger[config, n] = r
+                    if n == connections[0]:
+                        cpu[config] = {group: seconds / r.requests * 1e6 for group, seconds in used.items()}
                     c.say(f"ledger   {config!s:<22} {n:3d} conns: {r.line()}")
-            with c.baseline_server(env, config, "redis") as port:
-                c.wrk(f"http://127.0.0.1:{port}", lua, max(connections), 5)
-                for n in connections:
-                    c.say(f"  ({c.load()} before baseline {config}, {n} conns)")
-                    r = c.wrk(f"http://127.0.0.1:{port}", lua, n, args.seconds)
-                    measured["baseline"][n] = r
-                    c.say(f"baseline {config!s:<22} {n:3d} conns: {r.line()}")
-            with c.baseline_server(env, config, "floor") as port:
-                c.wrk(f"http://127.0.0.1:{port}", lua, 16, 5)
-                c.say(f"  ({c.load()} before floor {config}, 16 conns)")
-                floors[config] = c.wrk(f"http://127.0.0.1:{port}", lua, 16, args.seconds)
-                c.say(f"floor    {config!s:<22}  16 conns: {floors[config].line()}")
-            with c.baseline_server(env, config, "unaudited") as port:
-                c.wrk(f"http://127.0.0.1:{port}", lua, 16, 5)
-                c.say(f"  ({c.load()} before unaudited {config}, 16 conns)")
-                ceilings[config] = c.wrk(f"http://127.0.0.1:{port}", lua, 16, args.seconds)
-                c.say(f"unaudited {config!s:<21}  16 conns: {ceilings[config].line()}")
-            for n in connections:
-                results.append((config, n, measured["ledger"][n], measured["baseline"][n]))
+            if config != c.BASELINE_SERVER:
+                with c.baseline_server(env, config, "redis") as port:
+                    c.wrk(f"http://127.0.0.1:{port}", lua, max(connections), 5)
+                    for n in connections:
+                        c.say(f"  ({c.load()} before the limit {config}, {n} conns)")
+                        limits[config, n] = c.wrk(f"http://127.0.0.1:{port}", lua, n, args.seconds)
+                        c.say(f"limit    {config!s:<22} {n:3d} conns: {limits[config, n].line()}")
+            if args.bounds:
+                with c.baseline_server(env, config, "floor") as port:
+                    c.wrk(f"http://127.0.0.1:{port}", lua, 16, 5)
+                    c.say(f"  ({c.load()} before floor {config}, 16 conns)")
+                    floors[config] = c.wrk(f"http://127.0.0.1:{port}", lua, 16, args.seconds)
+                    c.say(f"floor    {config!s:<22}  16 conns: {floors[config].line()}")
+                with c.baseline_server(env, config, "unaudited") as port:
+                    c.wrk(f"http://127.0.0.1:{port}", lua, 16, 5)
+                    c.say(f"  ({c.load()} before unaudited {config}, 16 conns)")
+                    ceilings[config] = c.wrk(f"http://127.0.0.1:{port}", lua, 16, args.seconds)
+                    c.say(f"unaudited {config!s:<21}  16 conns: {ceilings[config].line()}")
+        time.sleep(1.5)  # the last answers' records are durable before they are sent; let wrk's cut-offs land
         with psycopg.connect(url) as conn:
             audited = conn.execute("SELECT count(*) FROM lookups").fetchone()[0] - audited_before  # type: ignore[index]
     finally:
@@ -222,28 +248,41 @@ def main() -> int:
         c.flush_redis()
 
     c.say("")
+    c.say(f"baseline: bare Flask + one Redis GET under gunicorn {c.BASELINE_SERVER}")
     c.say(
-        f"{'configuration':<24}{'conns':>6}{'ledger req/s':>14}{'baseline req/s':>16}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'ledger configuration':<24}{'conns':>6}{'ledger req/s':>14}{'baseline req/s':>16}{'ratio':>7}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'limit req/s':>13}{'of limit':>10}"
     )
     ok = True
-    for config, n, ledger, base in results:
-        ratio = ledger.rps / base.rps
+    for (config, n), r in ledger.items():
+        base = baseline[n]
+        ratio = r.rps / base.rps
+        limit = limits.get((config, n), base if config == c.BASELINE_SERVER else None)
+        limit_text = f"{limit.rps:>13.0f}{r.rps / limit.rps:>10.0%}" if limit else ""
         c.say(
-            f"{config!s:<24}{n:>6}{ledger.rps:>14.0f}{base.rps:>16.0f}{ratio:>7.0%}{ledger.p50_ms:>8.2f}{ledger.p99_ms:>8.2f}"
+            f"{config!s:<24}{n:>6}{r.rps:>14.0f}{base.rps:>16.0f}{ratio:>7.0%}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}{limit_text}"
         )
         if n == 16:
-            ok = ok and ratio >= 0.70 and ledger.p99_ms <= 15
-            floor = floors[config]
-            c.say(
-                f"{'':<24}{'':>6}  floor (Redis GET + audit INSERT): {floor.rps:.0f} req/s, p99 {floor.p99_ms:.2f} ms; "
-                f"ledger = {ledger.rps / floor.rps:.0%} of it"
-            )
-            ceiling = ceilings[config]
-            c.say(
-                f"{'':<24}{'':>6}  unaudited ledger (audit INSERT removed): {ceiling.rps:.0f} req/s = "
-                f"{ceiling.rps / base.rps:.0%} of the baseline, p99 {ceiling.p99_ms:.2f} ms"
-            )
-        ok = ok and ledger.bad == 0
+            ok = ok and ratio >= 0.70 and r.p99_ms <= 15
+            if config in floors:
+                floor = floors[config]
+                c.say(
+                    f"{'':<30}floor (Redis GET + audit INSERT): {floor.rps:.0f} req/s, p99 {floor.p99_ms:.2f} ms; "
+                    f"ledger = {r.rps / floor.rps:.0%} of it"
+                )
+            if config in ceilings:
+                ceiling = ceilings[config]
+                c.say(
+                    f"{'':<30}unaudited ledger (audit write removed): {ceiling.rps:.0f} req/s = "
+                    f"{ceiling.rps / base.rps:.0%} of the baseline, p99 {ceiling.p99_ms:.2f} ms"
+                )
+        ok = ok and r.bad == 0
+    for config, per_lookup in cpu.items():
+        parts = ", ".join(f"{group} {us:.0f} µs" for group, us in per_lookup.items())
+        c.say(
+            f"CPU per lookup, {config} at {connections[0]} conns: {parts}; total {sum(per_lookup.values()):.0f} µs "
+            f"(wrk and the machine's other work not counted)"
+        )
     c.say(
         f"audit records {audited} for {sent} lookups answered to the clients ({'none lost' if audited >= sent else 'LOST'}; "
         f"requests cut off when wrk stops are answered and audited but not counted)"

@@ -221,24 +221,39 @@ def keys_revoke(key_id: str, as_json: bool) -> None:
 
 
 # -- running -----------------------------------------------------------------------------------------
-@main.command("serve", help="Serve the API with gunicorn (production WSGI server).")
+@main.command("serve", help="Serve the API with a production WSGI server (granian or gunicorn).")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
-# Defaults chosen by measurement on 2 cores (docs/performance.md): gthread 4x2 serves the most lookups,
-# and since the chain append moved into one SQL call it does as well as sync 4 for reports.
+# Defaults chosen by measurement on 2 cores (docs/performance.md).
+@click.option("--server", default="gunicorn", show_default=True, type=click.Choice(["granian", "gunicorn"]))
 @click.option("--workers", default=4, show_default=True, type=int)
-@click.option("--threads", default=2, show_default=True, type=int, help="Threads per worker (gthread).")
-@click.option("--worker-class", default="gthread", show_default=True, type=click.Choice(["sync", "gthread"]))
+@click.option("--threads", default=2, show_default=True, type=int, help="Threads per worker process.")
+@click.option(
+    "--worker-class",
+    default="gthread",
+    show_default=True,
+    type=click.Choice(["sync", "gthread"]),
+    help="gunicorn only.",
+)
 @json_option
 @handled
-def serve(bind: str, workers: int, threads: int, worker_class: str, as_json: bool) -> None:
-    from ledger.server import run_gunicorn
+def serve(bind: str, server: str, workers: int, threads: int, worker_class: str, as_json: bool) -> None:
+    from ledger import server as servers
 
     Settings.from_env().require_services()  # fail fast, with one line, before forking workers
-    if worker_class == "sync":
+    if server == "gunicorn" and worker_class == "sync":
         threads = 1  # gunicorn silently runs gthread when a sync worker is given threads > 1
     if as_json:
-        emit(True, {"bind": bind, "workers": workers, "threads": threads, "worker_class": worker_class})
-    run_gunicorn(bind=bind, workers=workers, threads=threads, worker_class=worker_class)
+        emit(
+            True,
+            {
+                "bind": bind,
+                "server": server,
+                "workers": workers,
+                "threads": threads,
+                "worker_class": worker_class,
+            },
+        )
+    servers.run(server, bind, workers, threads, worker_class)
 
 
 @main.command("worker", help="Run a Celery worker.", context_settings={"ignore_unknown_options": True})
