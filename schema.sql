@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS incidents (
     salt           bytea,
     UNIQUE (platform_id, external_id)
 );
+-- When the platform told the consumer it would report them (征信业管理条例 Art. 15); required under the `cn`
+-- profile, null for reports made under a profile that does not require it.
+ALTER TABLE incidents ADD COLUMN IF NOT EXISTS consumer_notified_at timestamptz;
 CREATE INDEX IF NOT EXISTS incidents_subject ON incidents (subject_id);
 CREATE INDEX IF NOT EXISTS incidents_unlinked ON incidents (reported_at) WHERE subject_id IS NULL;
 CREATE INDEX IF NOT EXISTS incidents_expiry ON incidents (occurred_at) WHERE status <> 'expired';
@@ -178,10 +181,13 @@ END $$;
 -- index, then skips). Each inserted incident gets its tokens, its evidence, one outbox row for all of them
 -- and a chained `reported` event, appended last so that the ledger head is locked only until the commit
 -- that ends the statement. Returns one row per item: the new incident (created) or the existing one.
+-- The signature before `notified` was added; dropped so that the new one does not become an overload.
+DROP FUNCTION IF EXISTS ledger_report(bigint, uuid[], text[], text[], text[], text[], bigint[], text[],
+    timestamptz[], bytea[], text[], integer[], text[], text[], integer[], bytea[], text);
 CREATE OR REPLACE FUNCTION ledger_report(
     platform bigint, ids uuid[], external_ids text[], digests text[], categories text[],
     confirmations text[], amounts bigint[], currencies text[], occurred timestamptz[], salts bytea[],
-    payloads text[], token_items integer[], token_types text[], tokens text[],
+    notified timestamptz[], payloads text[], token_items integer[], token_types text[], tokens text[],
     evidence_items integer[], evidence_pdqs bytea[], outbox_task text)
 RETURNS TABLE (r_external_id text, r_id uuid, r_created boolean, r_digest text, r_status text,
                r_seq bigint, r_entry_hash text) LANGUAGE plpgsql AS $$
@@ -193,11 +199,12 @@ BEGIN
     -- Joins and position lookups, never `= ANY(array)` over the batch: that is quadratic for 1,000 items.
     WITH ins AS (
         INSERT INTO incidents (id, platform_id, external_id, request_digest, category, confirmation,
-                               amount_minor, currency, occurred_at, salt)
+                               amount_minor, currency, occurred_at, salt, consumer_notified_at)
         SELECT u.id, platform, u.external_id, u.digest, u.category, u.confirmation, u.amount, u.currency,
-               u.occurred, u.salt
-        FROM unnest(ids, external_ids, digests, categories, confirmations, amounts, currencies, occurred, salts)
-             AS u (id, external_id, digest, category, confirmation, amount, currency, occurred, salt)
+               u.occurred, u.salt, u.notified
+        FROM unnest(ids, external_ids, digests, categories, confirmations, amounts, currencies, occurred, salts,
+                    notified)
+             AS u (id, external_id, digest, category, confirmation, amount, currency, occurred, salt, notified)
         -- In key order, so that concurrent batches sharing external ids wait on each other in the same
         -- order and never deadlock; the events still follow the input order (`chosen`).
         ORDER BY u.external_id
@@ -293,6 +300,8 @@ CREATE TABLE IF NOT EXISTS lookups (
     at           timestamptz NOT NULL,
     row_hash     text NOT NULL
 );
+-- The platform's reference for the agent behind a manual review (征信业管理条例 Art. 22: who queried).
+ALTER TABLE lookups ADD COLUMN IF NOT EXISTS operator_ref text CHECK (length(operator_ref) <= 128);
 CREATE INDEX IF NOT EXISTS lookups_platform_at ON lookups (platform_id, at);
 CREATE INDEX IF NOT EXISTS lookups_tokens ON lookups USING gin (tokens);
 
@@ -301,8 +310,8 @@ BEGIN
     -- Only the retention job may touch a row, and only to erase its tokens.
     IF TG_OP = 'UPDATE' AND current_setting('ledger.erasure', true) = 'on'
        AND NEW.tokens IS NULL AND NEW.refund_ref IS NULL AND NEW.salt IS NULL
-       AND (NEW.id, NEW.platform_id, NEW.key_id, NEW.purpose, NEW.tokens_commitment, NEW.tier, NEW.reasons, NEW.at, NEW.row_hash)
-           IS NOT DISTINCT FROM (OLD.id, OLD.platform_id, OLD.key_id, OLD.purpose, OLD.tokens_commitment, OLD.tier, OLD.reasons, OLD.at, OLD.row_hash)
+       AND (NEW.id, NEW.platform_id, NEW.key_id, NEW.purpose, NEW.tokens_commitment, NEW.tier, NEW.reasons, NEW.at, NEW.row_hash, NEW.operator_ref)
+           IS NOT DISTINCT FROM (OLD.id, OLD.platform_id, OLD.key_id, OLD.purpose, OLD.tokens_commitment, OLD.tier, OLD.reasons, OLD.at, OLD.row_hash, OLD.operator_ref)
     THEN
         RETURN NEW;
     END IF;
@@ -312,6 +321,15 @@ END $$;
 DROP TRIGGER IF EXISTS lookups_append_only ON lookups;
 CREATE TRIGGER lookups_append_only BEFORE UPDATE OR DELETE ON lookups
     FOR EACH ROW EXECUTE FUNCTION lookups_guard();
+
+-- Subject access reports given out, counted per consumer and calendar year (征信业管理条例 Art. 17: two free
+-- a year). `tokens` is erased with the lookup trail's (ledger/services/retention.py).
+CREATE TABLE IF NOT EXISTS subject_reports (
+    id     uuid PRIMARY KEY,
+    tokens text[],
+    at     timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subject_reports_tokens ON subject_reports USING gin (tokens);
 
 -- Disputes opened by the operator's consumer channel.
 CREATE TABLE IF NOT EXISTS disputes (

@@ -104,6 +104,7 @@ def main() -> int:
                     "confirmation": rng.choice(CONFIRMATIONS[:2]),
                     "amount": {"value": rng.randrange(300_000, 2_000_000), "currency": "CNY"},
                     "occurred_at": occurred,
+                    "consumer_notified_at": occurred,
                     "identifiers": identifiers,
                 }
                 want = expected_tier(incident)

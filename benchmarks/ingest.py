@@ -63,6 +63,7 @@ def incident(external_id: str, rng: random.Random, occurred_at: str) -> dict[str
         "confirmation": rng.choice(CONFIRMATIONS),
         "amount": {"value": rng.randrange(1_000, 500_000), "currency": "CNY"},
         "occurred_at": occurred_at,
+        "consumer_notified_at": occurred_at,
         "identifiers": [
             {"type": "phone", "value": f"138{person:08d}"},
             {"type": "email", "value": f"buyer{person}@example.com"},
@@ -92,10 +93,10 @@ request = function()
   local person = math.random(0, 99999999)
   local body = string.format(
     '{"external_id":"%%s-%%d-%%d","category":"%%s","confirmation":"%%s","amount":{"value":%%d,"currency":"CNY"},' ..
-    '"occurred_at":"%%s","identifiers":[{"type":"phone","value":"138%%08d"},' ..
+    '"occurred_at":"%%s","consumer_notified_at":"%%s","identifiers":[{"type":"phone","value":"138%%08d"},' ..
     '{"type":"email","value":"buyer%%d@example.com"},{"type":"device_id","value":"dev-%%d"}]}',
     prefix, tid, counter, categories[math.random(1, 6)], confirmations[math.random(1, 4)],
-    math.random(1000, 499999), occurred, person, person, math.random(0, 999999))
+    math.random(1000, 499999), occurred, occurred, person, person, math.random(0, 999999))
   return wrk.format("POST", "/v1/incidents",
     {["Content-Type"] = "application/json", ["Authorization"] = auth}, body)
 end
@@ -180,8 +181,9 @@ FLOOR_REPORT = """SELECT r_seq FROM ledger_report(%(platform)d::bigint,
   ARRAY[gen_random_uuid()], ARRAY['floor-' || (:client_id)::text || '-' || random()::text],
   ARRAY[md5(random()::text) || md5(random()::text)], ARRAY['refund_only_abuse'], ARRAY['platform_review'],
   ARRAY[12900::bigint], ARRAY['CNY'], ARRAY[now() - interval '2 days'], ARRAY[decode(md5(random()::text), 'hex')],
-  ARRAY['{"amount":12900,"category":"refund_only_abuse","confirmation":"platform_review","currency":"CNY",'
-        || '"evidence"' || chr(58) || 'null,"external_id":"floor-' || md5(random()::text) || '","identifiers":"'
+  ARRAY[now() - interval '2 days'],
+  ARRAY['{"amount":12900,"category":"refund_only_abuse","confirmation":"platform_review",'
+        || '"consumer_notified_at":"2026-11-23T10:00:00.000000Z","currency":"CNY","evidence"' || chr(58) || 'null,"external_id":"floor-' || md5(random()::text) || '","identifiers":"'
         || md5(random()::text) || md5(random()::text) || '","incident_id":"' || gen_random_uuid()::text
         || '","occurred_at":"2026-11-23T10:00:00.000000Z","platform_id":%(platform)d}'],
   ARRAY[1, 1, 1], ARRAY['phone', 'email', 'device_id'],

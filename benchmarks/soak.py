@@ -138,6 +138,7 @@ def client_loop(
                 "confirmation": rng.choice(CONFIRMATIONS),
                 "amount": {"value": rng.randrange(1000, 2_000_000), "currency": "CNY"},
                 "occurred_at": "2026-10-01T12:00:00+08:00",
+                "consumer_notified_at": "2026-10-02T12:00:00+08:00",
                 "identifiers": [
                     {"type": "phone", "value": consumer},
                     {"type": "email", "value": f"c{consumer}@example.com"},
@@ -192,6 +193,7 @@ def client_loop(
                         "confirmation": "platform_review",
                         "amount": {"value": 5000, "currency": "CNY"},
                         "occurred_at": "2026-09-01T12:00:00+08:00",
+                        "consumer_notified_at": "2026-09-02T12:00:00+08:00",
                         "identifiers": [{"type": "phone", "value": phone(rng.randrange(consumers))}],
                     }
                     for i in range(20)

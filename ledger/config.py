@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ledger.errors import ConfigError
+from ledger.jurisdiction import DEFAULT_PROFILE, PROFILES, Profile
 
 DEMO_IDENTITY_KEY = "demo-identity-key-not-for-production"
 
@@ -27,6 +28,11 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _optional_int(env: dict[str, str], name: str) -> int | None:
+    """A positive integer, or None when unset (the jurisdiction profile's value applies)."""
+    return _int(env, name, 0, minimum=1) if env.get(name) else None
 
 
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -55,9 +61,11 @@ class Settings:
     identity_key: str | None = None
     environment: str = "production"  # production | demo | test
     policy_path: Path | None = None
-    retention_days: int = 5 * 365
+    # The governing law's profile (ledger/jurisdiction.py); the two overrides below replace its values.
+    jurisdiction: str = DEFAULT_PROFILE
+    retention_days_override: int | None = None
     audit_retention_days: int = 2 * 365
-    dispute_days: int = 30
+    dispute_days_override: int | None = None
     max_body_bytes: int = 1024 * 1024
     pool_min: int = 1
     pool_max: int = 8
@@ -67,6 +75,23 @@ class Settings:
     outbox_grace_seconds: int = 5
     log_level: str = "INFO"
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.jurisdiction not in PROFILES:
+            raise ConfigError(f"LEDGER_JURISDICTION must be one of {', '.join(PROFILES)}")
+
+    @property
+    def profile(self) -> Profile:
+        return PROFILES[self.jurisdiction]
+
+    @property
+    def dispute_days(self) -> int:
+        return self.dispute_days_override or self.profile.dispute_days
+
+    @property
+    def retention_days(self) -> int:
+        """Counted from `occurred_at`, the end of the act."""
+        return self.retention_days_override or self.profile.retention_days
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -87,9 +112,10 @@ class Settings:
             identity_key=key,
             environment=environment,
             policy_path=policy_path,
-            retention_days=_int(env, "LEDGER_RETENTION_DAYS", 5 * 365, minimum=1),
+            jurisdiction=env.get("LEDGER_JURISDICTION") or DEFAULT_PROFILE,
+            retention_days_override=_optional_int(env, "LEDGER_RETENTION_DAYS"),
             audit_retention_days=_int(env, "LEDGER_AUDIT_RETENTION_DAYS", 2 * 365, minimum=1),
-            dispute_days=_int(env, "LEDGER_DISPUTE_DAYS", 30, minimum=1),
+            dispute_days_override=_optional_int(env, "LEDGER_DISPUTE_DAYS"),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             pool_min=_int(env, "LEDGER_DB_POOL_MIN", 1, minimum=1),
             pool_max=_int(env, "LEDGER_DB_POOL_MAX", 8, minimum=1),

@@ -279,6 +279,10 @@ class Demo:
             "confirmation": "platform_review",
             "amount": {"value": 45000, "currency": "CNY"},
             "occurred_at": (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0).isoformat(),
+            # 征信业管理条例 Art. 15: the consumer is told before the report (docs/legal.md)
+            "consumer_notified_at": (datetime.now(UTC) - timedelta(hours=1))
+            .replace(microsecond=0)
+            .isoformat(),
             "identifiers": [{"type": "phone", "value": "13800138000"}],
         }
         lookup_body = {

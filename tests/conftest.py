@@ -195,6 +195,8 @@ def incident_body(external_id: str = "order-1", **overrides: Any) -> dict[str, A
         "identifiers": [{"type": "phone", "value": "13800138000"}],
     }
     body.update(overrides)
+    # The `cn` profile requires the notice (征信业管理条例 Art. 15); by default it follows the act.
+    body.setdefault("consumer_notified_at", body["occurred_at"])
     return body
 
 

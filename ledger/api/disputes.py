@@ -30,7 +30,8 @@ class DisputeCollection(MethodView):
         """Open a dispute for a consumer
 
         Marks each incident `disputed` (counted at half weight) and starts the reinvestigation clock: the
-        reporting platform must respond by `respond_by` (30 days) or the entry is retracted automatically.
+        reporting platform must respond by `respond_by` (20 days under the `cn` profile, 征信业管理条例 Art. 25;
+        30 under `us`) or the entry is retracted automatically.
         """
         return {"disputes": disputes.open_dispute(runtime(), principal(), body)}, 201
 

@@ -28,7 +28,6 @@ REQUIRED, OPTIONAL = True, False
 
 _CURRENCY = re.compile(r"\A[A-Z]{3}\Z")  # as AmountSchema.currency
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_OCCURRED_AT = schemas.IncidentSchema._declared_fields["occurred_at"]
 
 
 def _text(low: int, high: int, *, storable: bool = False) -> Check:
@@ -63,14 +62,19 @@ def _money(value: Any) -> int | None:
     return value if type(value) is int and 1 <= value <= 10**13 else None
 
 
-def _occurred_at(value: Any) -> Any:
+def _aware_datetime(name: str) -> Check:
     """The schema's own AwareDateTime field parses it, so the two cannot disagree."""
-    if type(value) is not str:
-        return None
-    try:
-        return _OCCURRED_AT.deserialize(value)
-    except ValidationError:
-        return None
+    field = schemas.IncidentSchema._declared_fields[name]
+
+    def check(value: Any) -> Any:
+        if type(value) is not str:
+            return None
+        try:
+            return field.deserialize(value)
+        except ValidationError:
+            return None
+
+    return check
 
 
 def _list(item: Check, low: int, high: int) -> Check:
@@ -130,15 +134,17 @@ LOOKUP: Fields = {
     "purpose": (REQUIRED, _one_of(schemas.PURPOSES)),
     "refund": (OPTIONAL, _nested(REFUND)),
     "evidence": (OPTIONAL, _nested(EVIDENCE)),
+    "operator_ref": (OPTIONAL, _text(1, 128, storable=True)),
 }
 INCIDENT: Fields = {
     "external_id": (REQUIRED, _text(1, 128, storable=True)),
     "category": (REQUIRED, _one_of(schemas.CATEGORIES)),
     "confirmation": (REQUIRED, _one_of(schemas.CONFIRMATIONS)),
     "amount": (REQUIRED, _nested(AMOUNT)),
-    "occurred_at": (REQUIRED, _occurred_at),
+    "occurred_at": (REQUIRED, _aware_datetime("occurred_at")),
     "identifiers": (REQUIRED, IDENTIFIERS),
     "evidence": (OPTIONAL, _nested(EVIDENCE)),
+    "consumer_notified_at": (OPTIONAL, _aware_datetime("consumer_notified_at")),
 }
 
 

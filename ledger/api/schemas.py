@@ -110,6 +110,13 @@ class IncidentSchema(Strict):
     )
     identifiers = Identifiers
     evidence = ma.fields.Nested(EvidenceSchema)
+    consumer_notified_at = ma.fields.AwareDateTime(
+        format="iso",
+        metadata={
+            "description": "RFC 3339: when you told the consumer that this would be reported. Required under "
+            "the `cn` profile (征信业管理条例 Art. 15) and not later than the report's receipt"
+        },
+    )
 
     def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
         """The hand-written fast path when it is sure the body is valid; marshmallow otherwise."""
@@ -151,6 +158,7 @@ class IncidentSchemaOut(IncidentCreatedSchema):
     occurred_at = ma.fields.DateTime(required=True)
     reported_at = ma.fields.DateTime(required=True)
     status_reason = ma.fields.String(allow_none=True)
+    consumer_notified_at = ma.fields.DateTime(allow_none=True)
     evidence = ma.fields.Dict()
 
 
@@ -199,6 +207,13 @@ class LookupSchema(Strict):
     purpose = ma.fields.String(required=True, validate=validate.OneOf(PURPOSES))
     refund = ma.fields.Nested(RefundSchema)
     evidence = ma.fields.Nested(EvidenceSchema)
+    operator_ref = ma.fields.String(
+        validate=[validate.Length(min=1, max=128), storable],
+        metadata={
+            "description": "Your reference for the agent behind a manual review; kept in the inquiry trail "
+            "(征信业管理条例 Art. 22). Use a staff number, not a name"
+        },
+    )
 
     def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
         """The hand-written fast path when it is sure the body is valid; marshmallow otherwise."""
@@ -395,6 +410,9 @@ class ReportIncidentSchema(ma.Schema):
     reported_at = ma.fields.DateTime(required=True)
     status = ma.fields.String(required=True)
     status_reason = ma.fields.String(allow_none=True)
+    consumer_notified_at = ma.fields.DateTime(
+        allow_none=True, metadata={"description": "When the platform told the consumer (Art. 15)"}
+    )
     platform = ma.fields.Nested(PlatformNameSchema, required=True)
     disputes = ma.fields.List(ma.fields.Nested(ReportDisputeSchema), required=True)
     evidence_images = ma.fields.Integer(
@@ -420,8 +438,24 @@ class ReportLookupSchema(ma.Schema):
     purpose = ma.fields.String(required=True)
 
 
+class FreeReportsSchema(ma.Schema):
+    year = ma.fields.Integer(required=True, metadata={"description": "The calendar year counted"})
+    free_per_year = ma.fields.Integer(required=True)
+    used = ma.fields.Integer(required=True, metadata={"description": "Reports this year, this one included"})
+    remaining = ma.fields.Integer(required=True, metadata={"description": "Free reports left this year"})
+    this_report_free = ma.fields.Boolean(required=True)
+    basis = ma.fields.String(required=True, metadata={"description": "The article that sets the number"})
+
+
 class SubjectReportSchema(ma.Schema):
     generated_at = ma.fields.DateTime(required=True)
+    jurisdiction = ma.fields.String(required=True, validate=validate.OneOf(("cn", "us")))
+    dispute_days = ma.fields.Integer(required=True, metadata={"description": "Days a dispute takes at most"})
+    free_reports = ma.fields.Nested(
+        FreeReportsSchema,
+        required=True,
+        metadata={"description": "Free subject reports per calendar year, counted (征信业管理条例 Art. 17)"},
+    )
     incidents = ma.fields.List(ma.fields.Nested(ReportIncidentSchema), required=True)
     scores = ma.fields.List(ma.fields.Nested(ReportScoreSchema), required=True)
     lookups = ma.fields.List(ma.fields.Nested(ReportLookupSchema), required=True)

@@ -93,9 +93,11 @@ def audit_row_hash(
     tier: str,
     reasons: Sequence[str],
     at: str,
+    operator_ref: str | None = None,
 ) -> str:
-    """Digest of the parts of a lookup record that are never erased; `ledger verify` re-checks it."""
-    body = {
+    """Digest of the parts of a lookup record that are never erased; `ledger verify` re-checks it. The
+    operator reference is part of it only when a lookup carried one, so older records still verify."""
+    body: dict[str, object] = {
         "id": lookup_id,
         "platform_id": platform_id,
         "key_id": key_id,
@@ -105,6 +107,8 @@ def audit_row_hash(
         "reasons": list(reasons),
         "at": at,
     }
+    if operator_ref is not None:
+        body["operator_ref"] = operator_ref
     return hashlib.sha256(chain.canonical(body)).hexdigest()
 
 

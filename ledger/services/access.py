@@ -11,6 +11,7 @@ linked to them; device ids are never followed.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from ledger.services.disputes import incidents_about
 from ledger.services.identifiers import tokenize_all
 from ledger.services.runtime import Runtime
+from ledger.storage import access as access_store
 from ledger.storage import audit, disputes, evidence, scores, subjects
 
 
@@ -25,8 +27,15 @@ def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
     typed = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
     texts = rt.policy.reasons
     since = datetime.now(UTC) - timedelta(days=rt.settings.audit_retention_days)
+    profile = rt.settings.profile
+    now = datetime.now(UTC)
+    year = profile.year_of(now)
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
         tokens = subjects.linked_tokens(conn, typed)
+        # This report counts too: the first `free_reports_per_year` of a calendar year are free (Art. 17),
+        # per consumer: a report asked for under any identifier linked to them counts against them.
+        access_store.record(conn, uuid.uuid4(), tokens, now)
+        used = access_store.count_since(conn, tokens, profile.year_start(year))
         incidents = incidents_about(conn, tokens)
         names = {
             r["id"]: (r["slug"], r["name"])
@@ -50,7 +59,17 @@ def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
             }
         )
     return {
-        "generated_at": datetime.now(UTC),
+        "generated_at": now,
+        "jurisdiction": profile.name,
+        "dispute_days": rt.settings.dispute_days,
+        "free_reports": {
+            "year": year,
+            "free_per_year": profile.free_reports_per_year,
+            "used": used,
+            "remaining": max(0, profile.free_reports_per_year - used),
+            "this_report_free": used <= profile.free_reports_per_year,
+            "basis": profile.free_reports_basis,
+        },
         "incidents": [
             {
                 "id": str(i["id"]),
@@ -61,6 +80,7 @@ def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
                 "reported_at": i["reported_at"],
                 "status": i["status"],
                 "status_reason": i["status_reason"],
+                "consumer_notified_at": i["consumer_notified_at"],
                 "platform": {"slug": names[i["platform_id"]][0], "name": names[i["platform_id"]][1]},
                 "disputes": by_incident.get(i["id"], []),
                 "evidence_images": evidence_counts.get(i["id"], 0),

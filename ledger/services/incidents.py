@@ -46,6 +46,7 @@ class Prepared:
     occurred_at: datetime
     identifiers: list[tuple[str, str]]
     evidence: list[bytes]
+    consumer_notified_at: datetime | None
     digest: str
 
 
@@ -65,6 +66,21 @@ def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
         errors["occurred_at"] = ["is in the future"]
     elif occurred < now - timedelta(days=rt.settings.retention_days):
         errors["occurred_at"] = [f"is older than the retention period of {rt.settings.retention_days} days"]
+    notified: datetime | None = item.get("consumer_notified_at")
+    profile = rt.settings.profile
+    if notified is None:
+        if profile.notice_required:
+            errors["consumer_notified_at"] = [
+                "is required: tell the consumer before reporting them (" + profile.notice_basis + ")"
+            ]
+    elif notified.tzinfo is None:
+        errors["consumer_notified_at"] = ["must include a time zone offset"]
+    elif notified > now + CLOCK_SKEW:
+        errors["consumer_notified_at"] = [
+            "is later than the report's receipt: the consumer must be told first ("
+            + profile.notice_basis
+            + ")"
+        ]
     currency = item["amount"]["currency"]
     if currency not in rt.policy.currencies:
         errors["amount.currency"] = [
@@ -87,6 +103,8 @@ def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
         "identifiers": sorted(identifiers),
         "evidence": [e.hex() for e in evidence],
     }
+    if notified is not None:  # absent from the digest when absent, so earlier reports still replay
+        canonical["consumer_notified_at"] = chain.format_time(notified)
     return Prepared(
         external_id=item["external_id"],
         category=item["category"],
@@ -96,6 +114,7 @@ def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
         occurred_at=occurred.astimezone(UTC),
         identifiers=identifiers,
         evidence=evidence,
+        consumer_notified_at=notified.astimezone(UTC) if notified is not None else None,
         digest=hashlib.sha256(chain.canonical(canonical)).hexdigest(),
     )
 
@@ -175,6 +194,7 @@ def _new_incident(principal: Principal, p: Prepared) -> store.NewIncident:
         "amount_minor": p.amount_minor,
         "currency": p.currency,
         "occurred_at": p.occurred_at,
+        "consumer_notified_at": p.consumer_notified_at,
         "salt": salt,
     }
     payload = {
@@ -189,6 +209,8 @@ def _new_incident(principal: Principal, p: Prepared) -> store.NewIncident:
         "identifiers": chain.identifiers_commitment(salt, (tok for _, tok in p.identifiers)),
         "evidence": hashlib.sha256(b"".join(p.evidence)).hexdigest() if p.evidence else None,
     }
+    if p.consumer_notified_at is not None:  # Art. 15's notice, in the tamper-evident history
+        payload["consumer_notified_at"] = chain.format_time(p.consumer_notified_at)
     return store.NewIncident(row, p.identifiers, p.evidence, chain.canonical(payload).decode("ascii"))
 
 
@@ -214,6 +236,7 @@ def get(rt: Runtime, principal: Principal, incident_id: UUID) -> dict[str, Any]:
         "occurred_at": row["occurred_at"],
         "reported_at": row["reported_at"],
         "status_reason": row["status_reason"],
+        "consumer_notified_at": row["consumer_notified_at"],
         "evidence": {"pdq": [bytes(e["pdq"]).hex() for e in evidence]},
     }
 

@@ -46,6 +46,7 @@ class Prepared:
     kind: str | None
     tokens: list[tuple[str, str]]
     evidence: tuple[evidence.Submitted, ...] = ()
+    operator_ref: str | None = None  # the agent behind a manual review (征信业管理条例 Art. 22)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
         kind=refund.get("kind"),
         tokens=tokenize_all(request["identifiers"], rt.identity_key),
         evidence=evidence.submitted(request),
+        operator_ref=request.get("operator_ref"),
     )
 
 
@@ -129,7 +131,9 @@ def response_body(rt: Runtime, lookup_id: UUID, decision: Decision, stale: bool)
         "computed_at": decision.computed_at,
         "stale": stale,
         "consumer_statement": "CONSUMER_STATEMENT_PRESENT" in decision.reasons,
-        "adverse_action": adverse_action(decision.tier) if decision.restrictions else None,
+        "adverse_action": adverse_action(decision.tier, rt.settings.dispute_days)
+        if decision.restrictions
+        else None,
     }
 
 
@@ -195,6 +199,7 @@ def lookup_many(
                 "key_id": principal.key_id,
                 "purpose": p.purpose,
                 "refund_ref": p.refund_ref,
+                "operator_ref": p.operator_ref,
                 "tokens": tokens,
                 "salt": salt,
                 "tokens_commitment": commitment,
@@ -211,6 +216,7 @@ def lookup_many(
                     decision.tier,
                     decision.reasons,
                     chain.format_time(now),
+                    operator_ref=p.operator_ref,
                 ),
             }
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 from ledger.services.incidents import after_commit
 from ledger.services.runtime import Runtime
-from ledger.storage import audit, disputes, outbox
+from ledger.storage import access, audit, disputes, outbox
 from ledger.storage import chain as chain_store
 from ledger.storage import incidents as incident_store
 from ledger.storage.chain import NewEvent
@@ -58,7 +58,10 @@ def erase_old_lookups(rt: Runtime, now: datetime | None = None, chunk: int = 500
             count = audit.erase_before(conn, before, chunk)
         total += count
         if count < chunk:
-            return total
+            break
+    with rt.db.transaction() as conn:
+        access.erase_before(conn, before)  # the subject reports' tokens go with the lookup trail's
+    return total
 
 
 def run(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:

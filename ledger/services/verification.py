@@ -86,6 +86,7 @@ def _lookup_ok(row: dict[str, Any]) -> bool:
         row["tier"],
         row["reasons"],
         chain.format_time(row["at"]),
+        operator_ref=row["operator_ref"],
     )
     if expected != row["row_hash"]:
         return False

@@ -11,7 +11,7 @@ from ledger.storage.db import Connection
 
 COLUMNS = (
     "id, platform_id, key_id, purpose, refund_ref, tokens, salt, tokens_commitment, tier, reasons, response, at, "
-    "row_hash"
+    "row_hash, operator_ref"
 )
 
 
@@ -21,7 +21,7 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     exactly as sent to the client."""
     if not rows:
         return
-    one_row = f"({', '.join(['%s'] * 10)}, %s::jsonb, %s, %s)"
+    one_row = f"({', '.join(['%s'] * 10)}, %s::jsonb, %s, %s, %s)"
     conn.execute(
         f"INSERT INTO lookups ({COLUMNS}) VALUES {', '.join([one_row] * len(rows))}",
         [
@@ -41,6 +41,7 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
                 r["response"],
                 r["at"],
                 r["row_hash"],
+                r.get("operator_ref"),
             )
         ],
     )

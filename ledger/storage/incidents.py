@@ -21,6 +21,7 @@ REPORT_COLUMNS = (
     "currency",
     "occurred_at",
     "salt",
+    "consumer_notified_at",
 )
 
 
@@ -50,8 +51,8 @@ def report(
     columns = [[row[col] for row in rows] for col in REPORT_COLUMNS]
     result = conn.execute(
         """SELECT * FROM ledger_report(%s, %b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[],
-               %b::bigint[], %b::text[], %b::timestamptz[], %b::bytea[], %b::text[], %b::int[], %b::text[],
-               %b::text[], %b::int[], %b::bytea[], %s)""",
+               %b::bigint[], %b::text[], %b::timestamptz[], %b::bytea[], %b::timestamptz[], %b::text[],
+               %b::int[], %b::text[], %b::text[], %b::int[], %b::bytea[], %s)""",
         [
             platform_id,
             *columns,
@@ -89,7 +90,7 @@ def insert_evidence(conn: Connection, rows: Sequence[tuple[UUID, bytes, int]]) -
 
 _PUBLIC = (
     "i.id, i.platform_id, i.external_id, i.request_digest, i.category, i.confirmation, i.amount_minor, "
-    "i.currency, i.occurred_at, i.reported_at, i.status, i.status_reason, i.status_at, i.subject_id, "
+    "i.currency, i.occurred_at, i.consumer_notified_at, i.reported_at, i.status, i.status_reason, i.status_at, i.subject_id, "
     "e.seq, e.entry_hash"
 )
 

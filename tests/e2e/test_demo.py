@@ -135,6 +135,7 @@ def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_pat
                 "confirmation": "platform_review",
                 "amount": {"value": 45_000, "currency": "CNY"},
                 "occurred_at": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+                "consumer_notified_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
                 "identifiers": [PHONE],
             },
         )

@@ -351,6 +351,7 @@ def report_body(external_id: str, identifiers: list[dict[str, str]], amount: int
         "confirmation": "platform_review",
         "amount": {"value": amount, "currency": "CNY"},
         "occurred_at": "2026-01-15T10:00:00+08:00",
+        "consumer_notified_at": "2026-01-16T10:00:00+08:00",
         "identifiers": identifiers,
     }
 

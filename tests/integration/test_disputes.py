@@ -85,7 +85,8 @@ def test_dispute_lifecycle_open_upheld(
     [dispute] = opened.get_json()["disputes"]
     assert dispute["status"] == "open"
     respond_by = datetime.fromisoformat(dispute["respond_by"])
-    assert timedelta(days=29) < respond_by - datetime.now(UTC) <= timedelta(days=30)
+    # 征信业管理条例 Art. 25: answered within 20 days under the default `cn` profile.
+    assert timedelta(days=19) < respond_by - datetime.now(UTC) <= timedelta(days=20)
 
     during = settled_score(client, beta, lambda r: r["decision"]["score"] < before, PHONE)
     codes = [r["code"] for r in during["decision"]["reasons"]]
@@ -154,7 +155,7 @@ def test_sla_expiry_retracts_with_reason(
         "expire",
         "--json",
         "--now",
-        (datetime.now(UTC) + timedelta(days=29)).isoformat(),
+        (datetime.now(UTC) + timedelta(days=settings.dispute_days - 1)).isoformat(),
     )
     assert not_yet.returncode == 0, not_yet.stderr
     assert '"expired": 0' in not_yet.stdout
@@ -165,7 +166,7 @@ def test_sla_expiry_retracts_with_reason(
         "expire",
         "--json",
         "--now",
-        (datetime.now(UTC) + timedelta(days=31)).isoformat(),
+        (datetime.now(UTC) + timedelta(days=settings.dispute_days + 1)).isoformat(),
     )
     assert late.returncode == 0, late.stderr
     assert '"expired": 1' in late.stdout

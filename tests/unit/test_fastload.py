@@ -78,7 +78,7 @@ LOOKUP = st.fixed_dictionaries(
         "purpose": st.sampled_from(schemas.PURPOSES),
         "identifiers": st.lists(IDENTIFIER, min_size=1, max_size=10),
     },
-    optional={"evidence": EVIDENCE, "refund": REFUND},
+    optional={"evidence": EVIDENCE, "refund": REFUND, "operator_ref": REFERENCE},
 )
 
 
@@ -98,7 +98,7 @@ INCIDENT = st.fixed_dictionaries(
         "category": st.sampled_from(schemas.CATEGORIES),
         "external_id": REFERENCE,
     },
-    optional={"evidence": EVIDENCE},
+    optional={"evidence": EVIDENCE, "consumer_notified_at": occurred_at()},
 )
 
 # -- the same, with one or two things changed: near the edge of a rule, or over it ----------------------
