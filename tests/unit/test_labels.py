@@ -105,7 +105,8 @@ def test_fixed_offset_is_asia_shanghai(moment: datetime) -> None:
 
 @pytest.mark.parametrize("tier", [t.name for t in POLICY.tiers if t.restrictions])
 def test_adverse_action_notice_names_the_tier_by_its_label(tier: str) -> None:
-    notice = adverse_action(tier)
+    notice = adverse_action(tier, dispute_days=20)
+    assert "20天内复核" in notice["text_zh"]  # the `cn` profile's deadline (征信业管理条例 Art. 25)
     assert labels.label("tier", tier, "zh") in notice["text_zh"]
     assert labels.label("tier", tier, "en") in notice["text_en"]
     assert not re.search(r"[A-Za-z]", notice["text_zh"]), notice["text_zh"]
