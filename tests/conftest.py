@@ -83,6 +83,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         LEDGER_ENV="test",
         PYTHONUNBUFFERED="1",
     )
+    if settings.policy_path is not None:
+        env["LEDGER_POLICY_FILE"] = str(settings.policy_path)
     return env
 
 
