@@ -14,7 +14,9 @@ Two things differ from the simulated 24 months and are pinned so that both paths
 - the decision is taken at one instant for both: the test rescored every subject at `at` and the
   in-process path decides at the same `at`.
 
-SIM_SERVED_CONSUMERS (default 50,000) sets the population.
+SIM_SERVED_CONSUMERS sets the population: 20,000 by default, so that the whole suite stays within its
+budget on a 2-core machine; `SIM_SERVED_CONSUMERS=50000` is the issue's scale (docs/decision-quality.md
+gives its run time).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from tests.conftest import ServedApp, WorkerProcess, free_port, incident_body, r
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-CONSUMERS = int(os.environ.get("SIM_SERVED_CONSUMERS", "50000"))
+CONSUMERS = int(os.environ.get("SIM_SERVED_CONSUMERS", "20000"))
 SEED = 11
 
 
@@ -187,7 +189,7 @@ def test_the_served_system_decides_every_consumer_as_the_simulator_does(served_s
         restricted = 0
         for first in range(0, CONSUMERS, 100):
             batch = range(first, min(CONSUMERS, first + 100))
-            people = [sim.consumers.get(idx) or sim.consumer(idx) for idx in batch]
+            people = [sim.consumer(idx) for idx in batch]
             body = {
                 "lookups": [
                     {"purpose": "refund_review", "identifiers": _identifiers((*c.strong, c.device))}

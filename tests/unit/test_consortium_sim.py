@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks import consortium_sim as cs
-from ledger.domain.linking import Linker
+from ledger.domain.linking import LINKING_TYPES, Linker
 from ledger.domain.policy import load_policy
+from ledger.identity import STRONG_TYPES
 
 POLICY = load_policy()
 SMALL = cs.Scenario(consumers=4_000, days=240, seed=3, opportunists=0.03, serials=0.01, ring_members=0.02)
@@ -174,6 +175,10 @@ def test_invariants_hold_for_any_small_population(seed: int, consumers: int, day
 
 
 # -- the linking rule -------------------------------------------------------------------------------
+
+
+def test_the_linking_types_are_the_strong_identifier_types() -> None:
+    assert frozenset(STRONG_TYPES) == LINKING_TYPES
 
 
 def test_linker_mirrors_the_sql_rule_for_the_surviving_subject() -> None:
