@@ -35,10 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
-            "info": {
-                "description": "Cross-platform ledger of confirmed refund fraud. Errors are RFC 9457 "
-                "application/problem+json."
-            },
+            "info": {"description": problems.API_DESCRIPTION},
         },
     )
     rt = Runtime(settings)
@@ -56,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         if request.method in ("POST", "PUT", "PATCH") and request.endpoint not in MULTIPART_ENDPOINTS:
             mimetype = request.mimetype or ""
             if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
-                return problems.problem(415, "Unsupported Media Type", "send the body as application/json")
+                return problems.problem(415, None, "send the body as application/json")
         return None
 
     return app

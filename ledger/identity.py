@@ -103,7 +103,7 @@ def _normalize_phone(value: str) -> str:
     try:
         number = phonenumbers.parse(value, "CN")
     except phonenumbers.NumberParseException:
-        raise InvalidIdentifier("phone", "not a parseable phone number") from None
+        raise InvalidIdentifier("phone", "not a valid phone number") from None
     if not phonenumbers.is_valid_number(number):
         raise InvalidIdentifier("phone", "not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

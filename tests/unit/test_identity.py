@@ -76,7 +76,7 @@ def test_phone_defaults_to_china_but_keeps_foreign_numbers_distinct() -> None:
     [
         ("1380013800", "not a valid phone number"),  # one digit short
         ("12345", "not a valid phone number"),
-        ("call me maybe", "not a parseable phone number"),
+        ("call me maybe", "not a valid phone number"),  # one message for one cause, parseable or not
         ("", "empty"),
         ("   ", "empty"),
     ],

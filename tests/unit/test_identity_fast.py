@@ -56,7 +56,7 @@ def normalize_before_fast_paths(id_type: str, value: str) -> str:
         try:
             number = phonenumbers.parse(value, "CN")
         except phonenumbers.NumberParseException:
-            raise InvalidIdentifier("phone", "not a parseable phone number") from None
+            raise InvalidIdentifier("phone", "not a valid phone number") from None
         if not phonenumbers.is_valid_number(number):
             raise InvalidIdentifier("phone", "not a valid phone number")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
