@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = (settings or Settings.from_env()).require_services()
     app = Flask(__name__)
+    # Responses carry Chinese (reason texts, notices, statements) as UTF-8, readable in curl, rather than
+    # \u escapes. Hashed encodings are ledger/domain/chain.py's canonical(), which stays ASCII.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="Consumer Credit Ledger",

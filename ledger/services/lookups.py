@@ -188,7 +188,9 @@ def lookup_many(
         lookup_id = uuid.uuid4()
         body = response_body(rt, lookup_id, decision, stale)
         body["evidence_matches"] = matches
-        body_json = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        # UTF-8, not \u escapes: the reasons' Chinese text must be readable as sent. The audit row's hash
+        # never covers this text (it hashes its own canonical encoding), so the choice is free.
+        body_json = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         tokens = [tok for _, tok in p.tokens]
         salt = os.urandom(16)
         commitment = lookup_commitment(salt, tokens, p.refund_ref)
