@@ -49,6 +49,19 @@ def _killpg(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+def _parent_of(stat: Path) -> int | None:
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2 :].split()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid`."""
+    return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _parent_of(stat) == pid]
+
+
 # -- private servers --------------------------------------------------------------------------------
 class RedisServer:
     """A throwaway `redis-server` without persistence: a restart on the same port comes back empty,
@@ -115,7 +128,10 @@ class RedisServer:
 class PostgresServer:
     """A throwaway PostgreSQL cluster. initdb refuses root, so as root it runs as the postgres user."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable_commits: bool = False) -> None:
+        # Off by default, for speed. On for tests that SIGKILL the server and then count what a client
+        # was told was committed: with synchronous_commit off, a commit returns before its WAL is written.
+        self.durable_commits = durable_commits
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
         pg_ctl = str(found[-1]) if found else shutil.which("pg_ctl")
         if pg_ctl is None:
@@ -150,8 +166,10 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+            "-c fsync=off -c full_page_writes=off -c max_connections=60"
         )
+        if not self.durable_commits:
+            options += " -c synchronous_commit=off"
         self._run(
             "pg_ctl",
             "-D",
@@ -170,6 +188,17 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         """`fast` ends every session at once (clients see their connections drop) and shuts down cleanly."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend at once, as a crash would; start() then runs crash
+        recovery. (fsync is off: a killed process loses nothing the kernel already has, and a commit
+        returns only once its WAL is written to the kernel when `durable_commits` is on.)"""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        victims = [pid, *children_of(pid)]
+        for victim in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not any(Path(f"/proc/{victim}").exists() for victim in victims), timeout=30)
 
     @property
     def running(self) -> bool:

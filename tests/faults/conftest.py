@@ -262,9 +262,9 @@ class Stack:
         self.services.append(service)
         return service
 
-    def serve(self, workers: int = 2, threads: int = 4) -> tuple[Service, Http]:
+    def serve(self, workers: int = 2, threads: int = 4, server: str = "gunicorn") -> tuple[Service, Http]:
         port = free_port(SERVE_PORTS)
-        args = ["serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+        args = ["serve", "--bind", f"127.0.0.1:{port}", "--server", server, "--workers", str(workers)]
         args += ["--worker-class", "gthread", "--threads", str(threads)]
         http_client = Http(port)
         service = self._service("serve", args).start(lambda _: http_client.healthy())
