@@ -388,3 +388,35 @@ DROP TRIGGER IF EXISTS incident_status_changed ON incidents;
 CREATE CONSTRAINT TRIGGER incident_status_changed AFTER UPDATE OF status ON incidents
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION evidence_log_change();
+
+-- The operator console (ledger/console). Its overview counts reports per day over the last weeks; a BRIN
+-- index on the time of report costs next to nothing per insert, and incidents are appended in report
+-- order, so it narrows that count to the recent block ranges.
+CREATE INDEX IF NOT EXISTS incidents_reported_brin ON incidents USING brin (reported_at);
+
+-- Every action taken in the console, with who took it: the platform and key id of the signed-in session
+-- (never the key). Append-only, like the ledger. `detail` names targets (a platform slug, a key id, a
+-- dispute id), never an identifier or a token.
+CREATE TABLE IF NOT EXISTS console_actions (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    platform_id bigint REFERENCES platforms (id),
+    key_id      text,
+    role        text NOT NULL CHECK (role IN ('operator', 'desk', 'anonymous')),
+    action      text NOT NULL CHECK (action ~ '^[a-z_]+$'),
+    outcome     text NOT NULL CHECK (outcome IN ('ok', 'refused', 'failed')),
+    detail      jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS console_actions_at ON console_actions (at);
+
+DROP TRIGGER IF EXISTS console_actions_append_only ON console_actions;
+CREATE TRIGGER console_actions_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON console_actions
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+
+-- The result of each `ledger verify` run, so that the console can show the last one and when it ran.
+CREATE TABLE IF NOT EXISTS verification_runs (
+    id       bigserial PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT now(),
+    ok       boolean NOT NULL,
+    result   jsonb NOT NULL
+);

@@ -18,6 +18,7 @@ MULTIPART_ENDPOINTS: frozenset[str] = frozenset({"incidents.IncidentEvidence", "
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    from ledger import console
     from ledger.api import disputes, incidents, lookups, problems, system
     from ledger.services.platforms import KeyResolver
     from ledger.services.runtime import Runtime
@@ -50,10 +51,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (system, incidents, lookups, disputes):
         api.register_blueprint(module.blp)
     problems.register(app)
+    app.register_blueprint(console.blp)
 
     @app.before_request
     def _require_json() -> Response | None:
-        if request.method in ("POST", "PUT", "PATCH") and request.endpoint not in MULTIPART_ENDPOINTS:
+        if (
+            request.method in ("POST", "PUT", "PATCH")
+            and request.endpoint not in MULTIPART_ENDPOINTS
+            and request.blueprint != "console"  # HTML forms; the console checks its own CSRF token
+        ):
             mimetype = request.mimetype or ""
             if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
                 return problems.problem(415, None, "send the body as application/json")

@@ -298,7 +298,9 @@ def beat(celery_args: tuple[str, ...], as_json: bool) -> None:
 def verify(as_json: bool) -> None:
     from ledger.services import verification
 
-    result = verification.verify(runtime())
+    rt = runtime()
+    result = verification.verify(rt)
+    verification.record_run(rt, result)
     if result.ok:
         emit(
             as_json,

@@ -25,6 +25,11 @@ from ledger.storage import audit, disputes, evidence, scores, subjects
 
 def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
     typed = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
+    return report_for_tokens(rt, typed)
+
+
+def report_for_tokens(rt: Runtime, typed: list[str]) -> dict[str, Any]:
+    """As `report`, for identifiers already tokenised (the console's desk keeps only tokens)."""
     texts = rt.policy.reasons
     since = datetime.now(UTC) - timedelta(days=rt.settings.audit_retention_days)
     profile = rt.settings.profile

@@ -42,6 +42,13 @@ def incidents_about(conn: Any, tokens: list[str]) -> list[dict[str, Any]]:
 
 def open_dispute(rt: Runtime, principal: Principal, request: Mapping[str, Any]) -> list[dict[str, Any]]:
     tokens = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
+    return open_dispute_for_tokens(rt, principal, tokens, request)
+
+
+def open_dispute_for_tokens(
+    rt: Runtime, principal: Principal, tokens: list[str], request: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """As `open_dispute`, for identifiers already tokenised (the console's desk keeps only tokens)."""
     wanted: UUID | None = request.get("incident_id")
     if (wanted is None) == (not request.get("all_entries", False)):
         raise InvalidInput(

@@ -203,6 +203,17 @@ class KeyResolver:
             or record["revoked_at"] is not None
         ):
             raise Unauthorized("unknown or revoked API key")
+        return self._principal(record)
+
+    def principal_for(self, key_id: str) -> Principal:
+        """The principal of an active key, by key id: a console session, which holds no key, re-checks
+        the key it was opened with this way on every request."""
+        record = self._record(key_id)
+        if record is None or record["revoked_at"] is not None:
+            raise Unauthorized("unknown or revoked API key")
+        return self._principal(record)
+
+    def _principal(self, record: dict[str, Any]) -> Principal:
         settings = self.rt.settings
         return Principal(
             platform_id=int(record["platform_id"]),

@@ -13,6 +13,7 @@ from ledger.domain.decisions import audit_row_hash, lookup_commitment
 from ledger.services.runtime import Runtime
 from ledger.storage import audit
 from ledger.storage import chain as chain_store
+from ledger.storage import console as console_store
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ def verify(rt: Runtime) -> Verification:
             problem=f"lookup record {bad_lookup}",
         )
     return Verification(True, count, head["seq"], head["head_hash"], lookups=lookups)
+
+
+def record_run(rt: Runtime, result: Verification) -> None:
+    """Keep the outcome of a `ledger verify` run, for the console's ledger status page."""
+    with rt.db.transaction() as conn:
+        console_store.record_verification(conn, result.ok, result.as_dict())
 
 
 def _lookup_ok(row: dict[str, Any]) -> bool:

@@ -1,0 +1,51 @@
+"""Console sessions in Redis: `ccl:cs:<SHA-256 of the session id>` holds the session as JSON.
+
+The cookie carries a random session id; Redis holds only its digest, so a Redis dump cannot be replayed
+as a cookie. A session names the key it was opened with by key id, never the key itself. The Redis TTL is
+the idle timeout and is renewed on use; the absolute lifetime is checked against `created` by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import redis
+
+from ledger.storage.cache import CacheUnavailable
+
+SESSION_KEY = "ccl:cs:"
+
+
+def _key(session_id: str) -> str:
+    return SESSION_KEY + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def save(client: redis.Redis, session_id: str, session: dict[str, Any], ttl_seconds: int) -> None:
+    try:
+        client.set(_key(session_id), json.dumps(session, separators=(",", ":")), ex=ttl_seconds)
+    except redis.RedisError:
+        raise CacheUnavailable("session store") from None
+
+
+def load(client: redis.Redis, session_id: str, ttl_seconds: int) -> dict[str, Any] | None:
+    """The session, its idle timeout renewed; None when unknown or expired."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.get(_key(session_id))
+        pipe.expire(_key(session_id), ttl_seconds, xx=True)
+        raw, _ = pipe.execute()
+    except redis.RedisError:
+        raise CacheUnavailable("session store") from None
+    if raw is None:
+        return None
+    session: dict[str, Any] = json.loads(raw)
+    return session
+
+
+def delete(client: redis.Redis, session_id: str) -> None:
+    try:
+        client.delete(_key(session_id))
+    except redis.RedisError:
+        raise CacheUnavailable("session store") from None
