@@ -1,12 +1,16 @@
 """Every word the console shows, in Chinese (the default) and English: one catalogue, no text in templates.
 
-Keys are dotted: `nav.*`, `page.*` and plain UI text, and `code.<kind>.<value>` for the codes the ledger
-stores (tiers, categories, statuses, purposes, ...), so that a code is labelled the same on every page.
-A code missing here is shown as the code itself, never as a blank. `tests/unit/test_console_catalogue.py`
-checks that every key has both languages and that every code the API accepts has a label.
+Keys are dotted: `nav.*`, `page.*` and plain UI text. The codes the ledger stores (tiers, categories,
+statuses, purposes, ...) are labelled by the ledger's one label catalogue, `ledger/domain/labels.py`, so
+that a code reads the same in the console, the subject report page and the adverse-action notice; only
+the console's own codes (identifier types, console actions and their outcomes) are `code.<kind>.<value>`
+here. A code missing from both is shown as the code itself, never as a blank.
+`tests/unit/test_console_catalogue.py` checks that every key has both languages.
 """
 
 from __future__ import annotations
+
+from ledger.domain import labels
 
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
@@ -15,6 +19,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     # -- frame
     "app.title": ("消费信用联盟账本 · 运营控制台", "Consumer Credit Ledger · Operator console"),
     "app.short": ("运营控制台", "Operator console"),
+    "app.zone": ("所有时间均为北京时间。", "All times are Beijing time (UTC+8)."),
     "nav.overview": ("总览", "Overview"),
     "nav.disputes": ("申诉队列", "Disputes"),
     "nav.platforms": ("成员平台", "Platforms"),
@@ -59,8 +64,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Lookups per minute by tier (last 60 minutes)",
     ),
     "overview.reports": (
-        "每日报告量（按类别，最近 30 天，UTC）",
-        "Reports per day by category (last 30 days, UTC)",
+        "每日报告量（按类别，最近 30 天）",
+        "Reports per day by category (last 30 days)",
     ),
     "overview.tiers": ("已评分消费者的等级分布", "Tiers over all scored consumers"),
     "overview.disputes": ("未结申诉（按剩余天数）", "Open disputes by days left"),
@@ -227,43 +232,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "desk.invalid": ("第 {n} 项标识无效：{reason}", "Identifier {n} is invalid: {reason}"),
     "desk.empty": ("请至少输入一项标识。", "Enter at least one identifier."),
-    # -- codes: tiers
-    "code.tier.hold": ("冻结", "Hold"),
-    "code.tier.return_required": ("须退货", "Return required"),
-    "code.tier.review": ("人工审核", "Review"),
-    "code.tier.clear": ("正常", "Clear"),
-    # -- codes: categories
-    "code.category.fabricated_evidence": ("伪造证据", "Fabricated evidence"),
-    "code.category.false_damage_claim": ("虚假损坏申报", "False damage claim"),
-    "code.category.false_not_received": ("虚假未收货", "False not-received claim"),
-    "code.category.refund_only_abuse": ("仅退款滥用", "Refund-only abuse"),
-    "code.category.return_fraud": ("退货欺诈", "Return fraud"),
-    "code.category.chargeback_abuse": ("拒付滥用", "Chargeback abuse"),
-    # -- codes: confirmations
-    "code.confirmation.platform_review": ("平台审核", "Platform review"),
-    "code.confirmation.merchant_evidence": ("商家证据", "Merchant evidence"),
-    "code.confirmation.consumer_admission": ("消费者承认", "Consumer admission"),
-    "code.confirmation.court_or_police": ("法院或公安认定", "Court or police"),
-    # -- codes: incident statuses and reasons
-    "code.status.active": ("有效", "Active"),
-    "code.status.disputed": ("申诉中", "Disputed"),
-    "code.status.retracted": ("已撤回", "Retracted"),
-    "code.status.expired": ("已过期", "Expired"),
-    "code.status.open": ("待答复", "Open"),
-    "code.status.upheld": ("已维持", "Upheld"),
-    "code.reason.DISPUTE_SLA_EXPIRED": ("申诉逾期未答复", "Dispute not answered in time"),
-    "code.reason.consumer_dispute": ("消费者申诉", "Consumer dispute"),
-    "code.reason.dispute_upheld": ("申诉已维持", "Dispute upheld"),
-    "code.reason.dispute_retracted": ("申诉后撤回", "Retracted after dispute"),
-    # -- codes: purposes
-    "code.purpose.refund_review": ("退款审核", "Refund review"),
-    "code.purpose.dispute_investigation": ("争议调查", "Dispute investigation"),
-    "code.purpose.account_review": ("账户审核", "Account review"),
-    # -- codes: restrictions
-    "code.restriction.no_refund_only": ("不可仅退款", "No refund-only"),
-    "code.restriction.require_return": ("须退货", "Return required"),
-    "code.restriction.no_auto_refund": ("不可自动退款", "No automatic refund"),
-    "code.restriction.manual_review": ("人工审核", "Manual review"),
     # -- codes: identifier types
     "code.id_type.phone": ("手机号", "Phone"),
     "code.id_type.email": ("电子邮箱", "E-mail"),
@@ -296,9 +264,11 @@ def text(key: str, lang: str, **values: object) -> str:
 
 
 def label(kind: str, code: str | None, lang: str) -> str:
-    """The label of a stored code, or the code itself when the catalogue has none."""
+    """The label of a stored code, or the code itself when no catalogue has one."""
     if code is None:
         return ""
+    if kind in labels.KINDS:
+        return labels.label(kind, code, "en" if lang == "en" else "zh")
     pair = MESSAGES.get(f"code.{kind}.{code}")
     if pair is None:
         return code

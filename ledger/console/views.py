@@ -7,7 +7,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -25,6 +25,7 @@ from flask import (
 
 from ledger import identity
 from ledger.console import catalogue
+from ledger.domain import labels
 from ledger.errors import Forbidden, InvalidInput, LedgerError, QuotaExceeded, Unauthorized, Unavailable
 from ledger.services import console, disputes, platforms, reliability
 from ledger.services.identifiers import tokenize_all
@@ -109,7 +110,8 @@ def _sparkline(values: list[float], width: int = 120, height: int = 28) -> str:
 
 @blp.app_template_filter("when")
 def _when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return value.astimezone(UTC).strftime(fmt) + " UTC" if value else ""
+    """A time in Beijing time, as the subject report page shows it; the zone is named in page headings."""
+    return value.astimezone(labels.BEIJING).strftime(fmt) if value else ""
 
 
 # -- session plumbing --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ledger.domain.labels import BEIJING
 from ledger.errors import Forbidden, LedgerError, Unauthorized
 from ledger.services import access, lookups, reliability
 from ledger.services.platforms import KeyResolver, Principal
@@ -168,7 +169,7 @@ def overview(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     """The four charts' series, each with its labels in order and one list of values per series."""
     now = now or datetime.now(UTC)
     minute0 = now.replace(second=0, microsecond=0) - timedelta(minutes=LOOKUP_MINUTES - 1)
-    day0 = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+    day0 = now.astimezone(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=REPORT_DAYS - 1
     )
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
@@ -205,7 +206,7 @@ def _grid(
     order: list[str] | None,
     fmt: str,
 ) -> dict[str, Any]:
-    index = {slot: i for i, slot in enumerate(slots)}
+    index = {slot.astimezone(UTC): i for i, slot in enumerate(slots)}
     series: dict[str, list[int]] = {}
     for row in rows:
         slot = index.get(row[at].astimezone(UTC))
@@ -213,7 +214,8 @@ def _grid(
             continue
         series.setdefault(row[key], [0] * len(slots))[slot] += int(row["n"])
     names = [n for n in (order or []) if n in series] + sorted(set(series) - set(order or []))
-    return {"labels": [s.strftime(fmt) for s in slots], "series": {n: series[n] for n in names}}
+    labels = [s.astimezone(BEIJING).strftime(fmt) for s in slots]
+    return {"labels": labels, "series": {n: series[n] for n in names}}
 
 
 def _days_left(rows: list[dict[str, Any]], dispute_days: int) -> dict[str, Any]:
@@ -244,7 +246,7 @@ def platforms_page(rt: Runtime, now: datetime | None = None) -> list[dict[str, A
     now = now or datetime.now(UTC)
     policy = rt.policy
     window = timedelta(days=policy.trust_window_days)
-    day0 = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+    day0 = now.astimezone(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=SPARK_DAYS - 1
     )
     ends = [day0 + timedelta(days=i + 1) for i in range(SPARK_DAYS)]  # end of each day
@@ -255,7 +257,7 @@ def platforms_page(rt: Runtime, now: datetime | None = None) -> list[dict[str, A
         keys = store.platform_keys(conn)
     daily: dict[int, list[int]] = defaultdict(lambda: [0] * SPARK_DAYS)
     for r in reported:
-        i = (r["day"].astimezone(UTC) - day0).days
+        i = (r["day"].astimezone(BEIJING) - day0).days
         if 0 <= i < SPARK_DAYS:
             daily[int(r["platform_id"])][i] += int(r["n"])
     by_platform: dict[int, list[dict[str, Any]]] = defaultdict(list)

@@ -28,8 +28,9 @@ def lookups_per_minute(conn: Connection, since: datetime) -> list[dict[str, Any]
 
 
 def reports_per_day(conn: Connection, since: datetime) -> list[dict[str, Any]]:
+    """Per calendar day in Beijing time, as every time the console shows."""
     return conn.execute(
-        """SELECT date_trunc('day', reported_at, 'UTC') AS day, category, count(*) AS n
+        """SELECT date_trunc('day', reported_at, 'Asia/Shanghai') AS day, category, count(*) AS n
            FROM incidents WHERE reported_at >= %s GROUP BY 1, 2 ORDER BY 1""",
         (since,),
     ).fetchall()
@@ -71,7 +72,7 @@ def expired_disputes(conn: Connection, since: datetime, limit: int) -> list[dict
 
 def platform_reports_per_day(conn: Connection, since: datetime) -> list[dict[str, Any]]:
     return conn.execute(
-        """SELECT platform_id, date_trunc('day', reported_at, 'UTC') AS day, count(*) AS n
+        """SELECT platform_id, date_trunc('day', reported_at, 'Asia/Shanghai') AS day, count(*) AS n
            FROM incidents WHERE reported_at >= %s GROUP BY 1, 2""",
         (since,),
     ).fetchall()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ledger.api import schemas
 from ledger.console import catalogue
-from ledger.domain.policy import load_policy
+from ledger.domain import labels
 from ledger.identity import IDENTIFIER_TYPES
 
 TEMPLATES = Path(catalogue.__file__).parent / "templates" / "console"
@@ -22,19 +21,20 @@ def test_every_message_has_chinese_and_english() -> None:
         ) == sorted(re.findall(r"\{(\w+)\}", en)), key
 
 
-def test_every_code_the_ledger_stores_has_a_label() -> None:
-    codes = {
-        "tier": [t.name for t in load_policy(None).tiers],
-        "category": schemas.CATEGORIES,
-        "confirmation": schemas.CONFIRMATIONS,
-        "purpose": schemas.PURPOSES,
-        "id_type": IDENTIFIER_TYPES,
-        "status": ("active", "disputed", "retracted", "expired", "open", "upheld"),
-        "restriction": sorted({r for t in load_policy(None).tiers for r in t.restrictions}),
-    }
-    for kind, values in codes.items():
-        for code in values:
-            assert f"code.{kind}.{code}" in catalogue.MESSAGES, (kind, code)
+def test_the_console_labels_the_ledgers_codes_from_the_one_label_catalogue() -> None:
+    for kind in labels.KINDS:
+        for code, entry in labels.catalogue()[kind].items():
+            assert catalogue.label(kind, code, "zh") == entry["zh"]
+            assert catalogue.label(kind, code, "en") == entry["en"]
+    for id_type in IDENTIFIER_TYPES:
+        assert f"code.id_type.{id_type}" in catalogue.MESSAGES
+
+
+def test_every_label_kind_a_template_uses_exists() -> None:
+    own = {key.split(".")[1] for key in catalogue.MESSAGES if key.startswith("code.")}
+    for template in TEMPLATES.glob("*.html"):
+        for kind in re.findall(r"\blabel\('([a-z_]+)'", template.read_text()):
+            assert kind in labels.KINDS or kind in own, (template.name, kind)
 
 
 def test_templates_take_every_text_from_the_catalogue() -> None:
