@@ -492,7 +492,7 @@ def desk_lookup() -> Response:
             catalogue.text("desk.invalid", lang, n=int(field.split(".")[1]) + 1, reason="; ".join(reasons))
             for field, reasons in sorted((exc.errors or {}).items())
         ] or [exc.detail]
-        console.safe_record(rt, session, "subject_report", "refused", {"identifiers": len(request.form)})
+        console.safe_record(rt, session, "subject_report", "refused", {"reason": "invalid_identifiers"})
         return _page(
             "desk.html", 422, id_types=identity.IDENTIFIER_TYPES, rows=MAX_IDENTIFIERS, errors=errors
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -340,3 +341,23 @@ def test_english_is_available_and_chinese_is_the_default(client: Any, operator: 
     page = client.get("/console/disputes").get_data(as_text=True)
     assert "Disputes queue" in page
     assert "申诉队列" not in page
+
+
+def test_a_dispute_past_its_deadline_shows_what_the_sla_job_did(
+    client: Any, operator: Member, alpha: Member, settings: Settings
+) -> None:
+    assert (
+        client.post("/v1/incidents", json=incident_body("order-1"), headers=alpha.headers).status_code == 201
+    )
+    sign_in(client, operator.key)
+    token = csrf_of(client.get("/console/desk").get_data(as_text=True))
+    client.post("/console/desk/report", data={"csrf_token": token, "type_0": "phone", "value_0": PHONE})
+    client.post("/console/desk/dispute", data={"csrf_token": token, "incident": "all", "statement": "逾期"})
+    assert 'id="expired-disputes"' not in client.get("/console/disputes").get_data(as_text=True)
+    later = (datetime.now(UTC) + timedelta(days=31)).isoformat()
+    assert run_ledger(settings, "disputes", "expire", "--now", later).returncode == 0
+    page = client.get("/console/disputes").get_data(as_text=True)
+    assert 'id="open-disputes"' not in page
+    expired = page.split('id="expired-disputes"', 1)[1]
+    assert "SLA 任务于" in expired
+    assert "平台未在期限内复核，自动撤销" in expired  # the incident's status reason, labelled
