@@ -15,13 +15,24 @@ COLUMNS = (
 )
 
 
+def text_array(values: Sequence[str] | None) -> str | None:
+    """A PostgreSQL array literal of `values`, every element quoted (so any text survives) or None."""
+    if values is None:
+        return None
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
 def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """All rows in one INSERT statement: on an autocommit connection (`Database.autocommit`) that is one
     round trip, atomic for a batch, and durable when it returns. `response` is the answer's JSON text,
     exactly as sent to the client."""
     if not rows:
         return
-    one_row = f"({', '.join(['%s'] * 10)}, %s::jsonb, %s, %s, %s)"
+    # tokens (6th) and reasons (10th) go as array literals: psycopg's list dumper inspects every element
+    # to choose a type, which cost about 25 µs of the API's CPU per record (benchmarks note in
+    # docs/performance.md); the literal is the same text[] value.
+    one_row = "(%s, %s, %s, %s, %s, %s::text[], %s, %s, %s, %s::text[], %s::jsonb, %s, %s, %s)"
     conn.execute(
         f"INSERT INTO lookups ({COLUMNS}) VALUES {', '.join([one_row] * len(rows))}",
         [
@@ -33,11 +44,11 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
                 r["key_id"],
                 r["purpose"],
                 r["refund_ref"],
-                r["tokens"],
+                text_array(r["tokens"]),
                 r["salt"],
                 r["tokens_commitment"],
                 r["tier"],
-                r["reasons"],
+                text_array(r["reasons"]),
                 r["response"],
                 r["at"],
                 r["row_hash"],
