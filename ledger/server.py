@@ -20,6 +20,9 @@ SERVERS = ("granian", "gunicorn")
 # slow client must not hold a worker's thread): gunicorn's sync and gthread workers use `timeout`,
 # granian its own header-read timeout.
 HEADER_TIMEOUT_SECONDS = 10
+# The largest request head (request line and headers) either server reads: gunicorn refuses a line or a
+# header field over 8,190 bytes; granian's read buffer is capped at 16 KiB (its floor is 8 KiB).
+MAX_HEAD_BYTES = 16384
 
 
 def _metrics_dir() -> None:
@@ -92,7 +95,11 @@ def run_granian(bind: str, workers: int, threads: int, target: str | None = None
         workers=workers,
         blocking_threads=threads,
         factory=True,
-        http1_settings=HTTP1Settings(header_read_timeout=HEADER_TIMEOUT_SECONDS * 1000, keep_alive=True),
+        http1_settings=HTTP1Settings(
+            header_read_timeout=HEADER_TIMEOUT_SECONDS * 1000,
+            keep_alive=True,
+            max_buffer_size=MAX_HEAD_BYTES,
+        ),
         log_level=LogLevels.warning,
         log_access=False,  # access logs would carry client addresses; metrics cover traffic
         respawn_failed_workers=True,
