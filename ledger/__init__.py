@@ -36,7 +36,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI from the package's own static folder, vendored from the npm lock in ledger/assets-src
+        # (scripts/vendor_assets.py): /docs loads with no request leaving the server. No validator badge,
+        # which Swagger UI would otherwise fetch from validator.swagger.io.
+        OPENAPI_SWAGGER_UI_URL="/static/vendor/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None, "showExtensions": True, "tryItOutEnabled": False},
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
             "info": {"description": problems.API_DESCRIPTION},

@@ -15,7 +15,7 @@ committed file differs from the locked package's file, or if a file is missing o
 the lock, so an edited file or a lock bumped without a `sync` is caught even where npm is absent.
 
 Usage: python scripts/vendor_assets.py {sync,check} [--offline] [ASSETS_DIR ...]
-(default: ledger/console/assets-src)
+(default: ledger/console/assets-src and ledger/assets-src)
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIRS = (ROOT / "ledger" / "console" / "assets-src",)
+DEFAULT_DIRS = (
+    ROOT / "ledger" / "console" / "assets-src",  # htmx and Chart.js for /console
+    ROOT / "ledger" / "assets-src",  # Swagger UI for /docs
+)
 MANIFEST = "MANIFEST.json"
 
 
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("sync", "check"))
     parser.add_argument("--offline", action="store_true", help="check against MANIFEST.json only (no npm)")
     parser.add_argument("assets", nargs="*", type=Path, default=list(DEFAULT_DIRS))
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `check --offline DIR` as well as `check DIR --offline`
     failed = False
     for folder in args.assets:
         assets = folder.resolve()

@@ -132,7 +132,15 @@ def problem_for(error: LedgerError) -> Response:
 
 
 class ProblemApi(Api):
-    """flask-smorest Api whose errors, and their documentation, are problem+json."""
+    """flask-smorest Api whose errors, and their documentation, are problem+json, and whose operations
+    carry their worked examples (ledger/api/examples.py)."""
+
+    def __init__(self, app: Flask | None = None, **kwargs: Any) -> None:
+        from ledger.api.reference import ExamplesPlugin
+
+        spec_kwargs = kwargs.pop("spec_kwargs", {}) or {}
+        spec_kwargs.setdefault("extra_plugins", []).append(ExamplesPlugin())
+        super().__init__(app, spec_kwargs=spec_kwargs, **kwargs)
 
     ERROR_SCHEMA = ProblemSchema
     DEFAULT_ERROR_RESPONSE_NAME = "DEFAULT_ERROR"

@@ -508,3 +508,17 @@ class EvidenceAddedSchema(ma.Schema):
     stored = ma.fields.Integer(
         required=True, metadata={"description": "Evidence hashes the incident now holds (at most 20)"}
     )
+
+
+class IndexLinksSchema(ma.Schema):
+    reference = ma.fields.String(required=True, metadata={"description": "The API reference, for people"})
+    explorer = ma.fields.String(
+        required=True, metadata={"description": "Swagger UI over the OpenAPI document"}
+    )
+    openapi = ma.fields.String(required=True, metadata={"description": "The OpenAPI document"})
+    errors = ma.fields.String(required=True, metadata={"description": "The problem types"})
+
+
+class IndexSchema(ma.Schema):
+    name = ma.fields.String(required=True)
+    docs = ma.fields.Nested(IndexLinksSchema, required=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, render_template
+from flask import Response, current_app, render_template, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ledger import metrics
-from ledger.api import schemas
+from ledger.api import reference, schemas
 from ledger.api.context import runtime
 from ledger.services import verification
 
@@ -70,6 +70,35 @@ class Checkpoint(MethodView):
 class Reference(MethodView):
     @blp.doc(responses={"200": {"description": "HTML reference", "content": {"text/html": {}}}})
     def get(self) -> Response:
-        """Human-readable API reference, rendered on the server from the OpenAPI document (works offline)"""
+        """Human-readable API reference
+
+        Rendered on the server from the OpenAPI document, so it works offline: for each operation its
+        required scope, request fields, status codes and a worked `curl` example with its response.
+        """
         spec = current_app.extensions["ledger.api"].spec.to_dict()
-        return Response(render_template("api_docs.html", spec=spec), mimetype="text/html")
+        page = render_template(
+            "api_docs.html",
+            spec=spec,
+            intro=reference.markdown(spec["info"].get("description")),
+            operations=reference.operations(spec),
+        )
+        return Response(page, mimetype="text/html")
+
+
+@blp.route("/")
+class Index(MethodView):
+    @blp.response(200, schemas.IndexSchema)
+    def get(self) -> Any:
+        """Where the documentation is
+
+        A browser gets a page of links; anything else gets them as JSON.
+        """
+        links = {
+            "reference": "/docs/reference",
+            "explorer": "/docs",
+            "openapi": "/openapi.json",
+            "errors": "/docs/reference#errors",
+        }
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+            return Response(render_template("index.html", links=links), mimetype="text/html")
+        return {"name": "Consumer Credit Ledger", "docs": links}

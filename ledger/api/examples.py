@@ -1,0 +1,310 @@
+"""One worked example per operation: what to send, and what comes back.
+
+The OpenAPI document carries them (request and response `example`s) and `/docs/reference` shows each as
+a `curl` line and a response body. They are not decoration: tests/integration/test_api_reference.py
+sends every example request to a real app and requires the documented status and the same shape of
+answer, so an example that stops working fails the build.
+
+Identifiers in URLs are fixed sample UUIDs; the test replaces them with ones it created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+INCIDENT_ID = "0a60b9d2-eb83-4198-a61a-efe1e78074ab"
+LOOKUP_ID = "9e2f5661-8080-47c9-a9b6-805438b35ffa"
+DISPUTE_ID = "45a4e5ba-0c94-4bc4-bb2c-0caaa3df48ac"
+BASE_URL = "http://127.0.0.1:8000"
+KEY_VARIABLE = "LEDGER_KEY"
+
+
+@dataclass(frozen=True)
+class Example:
+    status: int
+    response: Any
+    body: Any = None  # JSON request body
+    query: str = ""
+    multipart: dict[str, str] = field(default_factory=dict)  # curl -F parts
+    scope: str | None = None  # which key the test uses; None: no key
+
+    def curl(self, method: str, path: str) -> str:
+        """The example as one `curl` command a member can paste (with LEDGER_KEY exported)."""
+        import json
+        import shlex
+
+        parts = ["curl", "-sS"]
+        if method != "GET":
+            parts += ["-X", method]
+        parts.append(shlex.quote(BASE_URL + path + (f"?{self.query}" if self.query else "")))
+        if self.scope:
+            parts += ["-H", f'"Authorization: Bearer ${KEY_VARIABLE}"']
+        if self.body is not None:
+            parts += ["-H", "'Content-Type: application/json'"]
+            parts += ["-d", shlex.quote(json.dumps(self.body, ensure_ascii=False, separators=(",", ":")))]
+        for name, value in self.multipart.items():
+            parts += ["-F", shlex.quote(f"{name}={value}")]
+        return " ".join(parts)
+
+
+PHONE = {"type": "phone", "value": "13800138000"}
+INCIDENT = {
+    "external_id": "order-20261101-0001",
+    "category": "fabricated_evidence",
+    "confirmation": "platform_review",
+    "amount": {"value": 45000, "currency": "CNY"},
+    "occurred_at": "2026-11-01T10:00:00+08:00",
+    "consumer_notified_at": "2026-11-01T10:00:00+08:00",
+    "identifiers": [PHONE, {"type": "device_id", "value": "a1b2c3d4"}],
+}
+RECEIPT = {
+    "id": INCIDENT_ID,
+    "external_id": "order-20261101-0001",
+    "status": "active",
+    "seq": 1,
+    "entry_hash": "303e366d9dc8823a414af9c5e5f004fb7afa67aa58917d9da08d300b58753b6d",
+}
+REASON = {
+    "code": "FABRICATED_EVIDENCE_RECENT",
+    "text_zh": "近期被确认使用伪造的售后凭证",
+    "text_en": "Recently confirmed use of fabricated refund evidence",
+}
+LOOKUP_REQUEST = {
+    "identifiers": [PHONE],
+    "purpose": "refund_review",
+    "refund": {"reference": "refund-778899", "kind": "refund_only"},
+}
+LOOKUP_ANSWER = {
+    "lookup_id": LOOKUP_ID,
+    "decision": {
+        "tier": "return_required",
+        "restrictions": ["no_refund_only", "require_return"],
+        "score": 65,
+        "reasons": [REASON],
+    },
+    "summary": {"incidents": 2, "platforms": 1, "last_incident_at": "2026-11-01T02:00:00+00:00"},
+    "consumer_statement": False,
+    "stale": False,
+    "policy_version": "2026-11-25.1",
+    "computed_at": "2026-12-07T19:37:37.664899+00:00",
+    "evidence_matches": [],
+    "adverse_action": {
+        "text_zh": "您的退款申请处理方式受到了消费信用联盟共享记录的影响（等级：需先退货）。……",
+        "text_en": "A record shared through the Consumer Credit Ledger consortium influenced how your refund "
+        "request is handled (tier: Return required). …",
+        "decided_by": "platform",
+        "how_to_get_report_zh": "通过平台客服或联盟消费者服务渠道申请个人记录报告。",
+        "how_to_get_report_en": "Ask the platform's customer service or the consortium's consumer channel for "
+        "your record report.",
+        "how_to_dispute_zh": "通过联盟消费者服务渠道提交申诉，可附上不超过500字的说明。",
+        "how_to_dispute_en": "File a dispute through the consortium's consumer channel, with a statement of "
+        "up to 500 characters.",
+    },
+}
+VALIDATION_PROBLEM = {
+    "type": "https://ledger.example/problems/validation",
+    "title": "Unprocessable content",
+    "status": 422,
+    "detail": "the incident is invalid",
+    "errors": {"amount.value": ["Not a valid integer."]},
+}
+DISPUTE = {
+    "id": DISPUTE_ID,
+    "incident_id": INCIDENT_ID,
+    "status": "open",
+    "respond_by": "2026-12-27T19:37:37+00:00",
+}
+PLATFORM = {"slug": "demo-shop", "name": "Demo Shop"}
+
+# (method, OpenAPI path) -> its example.
+EXAMPLES: dict[tuple[str, str], Example] = {
+    ("POST", "/v1/incidents"): Example(201, RECEIPT, body=INCIDENT, scope="report"),
+    ("POST", "/v1/incidents/batch"): Example(
+        200,
+        {
+            "results": [
+                {"index": 0, "status": 201, "incident": RECEIPT, "problem": None},
+                {"index": 1, "status": 422, "incident": None, "problem": VALIDATION_PROBLEM},
+            ]
+        },
+        body={
+            "incidents": [
+                {**INCIDENT, "external_id": "order-20261101-0002"},
+                {
+                    **INCIDENT,
+                    "external_id": "order-20261101-0003",
+                    "amount": {"value": 1.5, "currency": "CNY"},
+                },
+            ]
+        },
+        scope="report",
+    ),
+    ("GET", "/v1/incidents/{incident_id}"): Example(
+        200,
+        {
+            **RECEIPT,
+            "category": "fabricated_evidence",
+            "confirmation": "platform_review",
+            "amount": {"value": 45000, "currency": "CNY"},
+            "occurred_at": "2026-11-01T02:00:00+00:00",
+            "consumer_notified_at": "2026-11-01T02:00:00+00:00",
+            "reported_at": "2026-12-07T19:37:37.343047+00:00",
+            "status_reason": None,
+            "evidence": {"pdq": []},
+        },
+        scope="report",
+    ),
+    ("POST", "/v1/incidents/{incident_id}/retract"): Example(
+        200, {**RECEIPT, "status": "retracted"}, body={"reason": "reported_in_error"}, scope="report"
+    ),
+    ("POST", "/v1/incidents/{incident_id}/evidence"): Example(
+        201,
+        {
+            "incident_id": INCIDENT_ID,
+            "evidence": [
+                {
+                    "hash": "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+                    "quality": 100,
+                    "low_quality": False,
+                    "added": True,
+                }
+            ],
+            "stored": 1,
+        },
+        multipart={"images": "@claim-photo.jpg"},
+        scope="report",
+    ),
+    ("POST", "/v1/lookups"): Example(200, LOOKUP_ANSWER, body=LOOKUP_REQUEST, scope="lookup"),
+    ("POST", "/v1/lookups/batch"): Example(
+        200,
+        {"results": [{"index": 0, "status": 200, "lookup": LOOKUP_ANSWER, "problem": None}]},
+        body={"lookups": [LOOKUP_REQUEST]},
+        scope="lookup",
+    ),
+    ("POST", "/v1/lookups/evidence"): Example(
+        200,
+        {
+            **LOOKUP_ANSWER,
+            "evidence_matches": [
+                {
+                    "hash": "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+                    "quality": 100,
+                    "low_quality": False,
+                    "matched": True,
+                    "best_distance": 0,
+                    "category": "fabricated_evidence",
+                    "platforms": 1,
+                }
+            ],
+        },
+        multipart={
+            "request": '{"identifiers":[{"type":"phone","value":"13800138000"}],"purpose":"refund_review"};type=application/json',
+            "images": "@claim-photo.jpg",
+        },
+        scope="lookup",
+    ),
+    ("GET", "/v1/lookups/{lookup_id}"): Example(200, LOOKUP_ANSWER, scope="lookup"),
+    ("POST", "/v1/disputes"): Example(
+        201,
+        {"disputes": [DISPUTE]},
+        body={
+            "identifiers": [PHONE],
+            "incident_id": INCIDENT_ID,
+            "statement": "商品到货时外箱破损",
+            "contact_ref": "ticket-4711",
+        },
+        scope="dispute",
+    ),
+    ("GET", "/v1/disputes"): Example(
+        200,
+        {
+            "disputes": [
+                {
+                    **DISPUTE,
+                    "external_id": "order-20261101-0001",
+                    "statement": "商品到货时外箱破损",
+                    "opened_at": "2026-12-07T19:37:37+00:00",
+                    "resolved_at": None,
+                    "basis": None,
+                }
+            ]
+        },
+        query="status=open",
+        scope="report",
+    ),
+    ("POST", "/v1/disputes/{dispute_id}/response"): Example(
+        200,
+        {**DISPUTE, "status": "upheld"},
+        body={"outcome": "upheld", "basis": "merchant_evidence"},
+        scope="report",
+    ),
+    ("POST", "/v1/subjects/report"): Example(
+        200,
+        {
+            "generated_at": "2026-12-07T19:37:37.965608+00:00",
+            "jurisdiction": "cn",
+            "dispute_days": 20,
+            "free_reports": {
+                "year": 2026,
+                "free_per_year": 2,
+                "used": 1,
+                "remaining": 1,
+                "this_report_free": True,
+                "basis": "征信业管理条例 Art. 17: two free reports of one's own record a year",
+            },
+            "incidents": [
+                {
+                    "id": INCIDENT_ID,
+                    "category": "fabricated_evidence",
+                    "confirmation": "platform_review",
+                    "amount": {"value": 45000, "currency": "CNY"},
+                    "occurred_at": "2026-11-01T02:00:00+00:00",
+                    "consumer_notified_at": "2026-11-01T02:00:00+00:00",
+                    "reported_at": "2026-12-07T19:37:37.343047+00:00",
+                    "status": "disputed",
+                    "status_reason": "consumer_dispute",
+                    "platform": PLATFORM,
+                    "disputes": [
+                        {
+                            "id": DISPUTE_ID,
+                            "status": "open",
+                            "opened_at": "2026-12-07T19:37:37+00:00",
+                            "respond_by": "2026-12-27T19:37:37+00:00",
+                            "resolved_at": None,
+                            "statement_filed": True,
+                        }
+                    ],
+                    "evidence_images": 0,
+                }
+            ],
+            "scores": [
+                {
+                    "score": 65,
+                    "tier": "return_required",
+                    "restrictions": ["no_refund_only", "require_return"],
+                    "reasons": [REASON],
+                    "policy_version": "2026-11-25.1",
+                    "computed_at": "2026-12-07T19:37:37.664899+00:00",
+                }
+            ],
+            "lookups": [
+                {"platform": PLATFORM, "at": "2026-12-07T19:37:37.803681+00:00", "purpose": "refund_review"}
+            ],
+        },
+        body={"identifiers": [PHONE]},
+        scope="dispute",
+    ),
+    ("GET", "/v1/ledger/checkpoint"): Example(
+        200,
+        {
+            "seq": 5,
+            "head_hash": "cbe0a0f396fd7a50093e50299131cf1535f591d9cfba3cdda1e2923bd2b86ceb",
+            "at": "2026-12-07T19:37:38.047898+00:00",
+        },
+    ),
+    ("GET", "/healthz"): Example(200, {"status": "ok"}),
+    ("GET", "/readyz"): Example(
+        200, {"status": "ok", "checks": {"postgres": "ok", "redis": "ok", "lookup_path": "redis"}}
+    ),
+}
