@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from flask import Response, render_template, request
+from flask import Response, render_template
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -20,7 +20,7 @@ SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 @blp.route("/v1/disputes")
 class DisputeCollection(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="open_dispute")
     @requires("dispute")
     @blp.arguments(schemas.DisputeOpenSchema)
     @blp.response(201, schemas.DisputeOpenedSchema)
@@ -35,7 +35,7 @@ class DisputeCollection(MethodView):
         """
         return {"disputes": disputes.open_dispute(runtime(), principal(), body)}, 201
 
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="list_disputes")
     @requires("report")
     @blp.arguments(schemas.DisputeListQuerySchema, location="query")
     @blp.response(200, schemas.DisputeListSchema)
@@ -49,7 +49,7 @@ class DisputeCollection(MethodView):
 
 @blp.route("/v1/disputes/<uuid:dispute_id>/response")
 class DisputeResponse(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="respond_to_dispute")
     @requires("report")
     @blp.arguments(schemas.DisputeResponseSchema)
     @blp.response(200, schemas.DisputeSchemaOut)
@@ -66,39 +66,48 @@ class DisputeResponse(MethodView):
 
 @blp.route("/v1/subjects/report")
 class SubjectReport(MethodView):
+    @blp.doc(security=SECURITY, operationId="subject_report")
+    @requires("dispute")
+    @blp.arguments(schemas.SubjectReportRequestSchema)
+    @blp.response(200, schemas.SubjectReportSchema)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Everything the ledger holds about a consumer
+
+        For the operator to give to the consumer: incidents with their reporting platforms, scores and
+        reasons, disputes, evidence counts and every lookup within the lookup retention period, over every
+        identifier linked to the consumer. Always JSON; the same report as a printable page is
+        `POST /v1/subjects/report/html`.
+        """
+        return access.report(runtime(), body)
+
+
+@blp.route("/v1/subjects/report/html")
+class SubjectReportPage(MethodView):
     @blp.doc(
         security=SECURITY,
-        # Both media types: a manual `responses` entry replaces the one @blp.response documents.
+        operationId="subject_report_html",
+        # A manual `responses` entry replaces the JSON one @blp.response would document.
         responses={
             "200": {
-                "description": "The report, as JSON or as a printable HTML page",
-                "content": {
-                    "application/json": {"schema": schemas.SubjectReportSchema},
-                    "text/html": {"schema": {"type": "string"}},
-                },
+                "description": "The report as a printable HTML page",
+                "content": {"text/html": {"schema": {"type": "string"}}},
             }
         },
     )
     @requires("dispute")
     @blp.arguments(schemas.ReportQuerySchema, location="query")
     @blp.arguments(schemas.SubjectReportRequestSchema)
-    @blp.response(200, schemas.SubjectReportSchema)
-    def post(self, query: dict[str, Any], body: dict[str, Any]) -> Any:
-        """Everything the ledger holds about a consumer
+    @blp.response(200)
+    def post(self, query: dict[str, Any], body: dict[str, Any]) -> Response:
+        """The subject access report as a printable page
 
-        For the operator to give to the consumer: incidents with their reporting platforms, scores and
-        reasons, disputes, evidence counts and every lookup within the lookup retention period, over every
-        identifier linked to the consumer. JSON, or a printable page with `?format=html` or
-        `Accept: text/html`: in Chinese, or in English with `?lang=en`; times in Beijing time.
+        The same report as `POST /v1/subjects/report`, as a page the operator can print or hand to the
+        consumer: in Chinese, or in English with `?lang=en`; times in Beijing time. A route of its own,
+        so that the JSON operation only ever answers JSON (a client generated from this document parses
+        every 200 of an operation the same way).
         """
         result = access.report(runtime(), body)
-        wants_html = query.get("format") == "html" or (
-            query.get("format") is None
-            and request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
-        )
-        if wants_html:
-            return Response(subject_report_page(result, query.get("lang", "zh")), mimetype="text/html")
-        return result
+        return Response(subject_report_page(result, query.get("lang", "zh")), mimetype="text/html")
 
 
 def subject_report_page(report: dict[str, Any], lang: labels.Language) -> str:

@@ -21,12 +21,12 @@ from typing import Any
 from marshmallow import ValidationError
 
 from ledger.api import schemas
+from ledger.api.openapi import Pattern
 
 Check = Callable[[Any], Any]
 Fields = dict[str, tuple[bool, Check]]
 REQUIRED, OPTIONAL = True, False
 
-_CURRENCY = re.compile(r"\A[A-Z]{3}\Z")  # as AmountSchema.currency
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -50,9 +50,13 @@ def _one_of(choices: tuple[str, ...]) -> Check:
     return check
 
 
-def _matches(pattern: re.Pattern[Any]) -> Check:  # Any: the validators type their regex loosely
+def _matches(pattern: Pattern) -> Check:
+    """The schema's own whole-string pattern (fullmatch: a trailing newline is refused, as ECMAScript's `$`
+    would)."""
+    full = pattern.full
+
     def check(value: Any) -> str | None:
-        return value if type(value) is str and pattern.match(value) else None
+        return value if type(value) is str and full.fullmatch(value) else None
 
     return check
 
@@ -110,7 +114,7 @@ def _nested(fields: Fields) -> Check:
 IDENTIFIER: Fields = {
     "type": (REQUIRED, _one_of(schemas.IDENTIFIER_TYPES)),
     "value": (OPTIONAL, _text(1, 256)),
-    "token": (OPTIONAL, _matches(schemas.TOKEN.regex)),
+    "token": (OPTIONAL, _matches(schemas.TOKEN)),
 }
 
 
@@ -121,8 +125,8 @@ def _identifier(value: Any) -> dict[str, Any] | None:
     return loaded
 
 
-AMOUNT: Fields = {"value": (REQUIRED, _money), "currency": (REQUIRED, _matches(_CURRENCY))}
-EVIDENCE: Fields = {"pdq": (REQUIRED, _list(_matches(schemas.PDQ.regex), 1, 20))}
+AMOUNT: Fields = {"value": (REQUIRED, _money), "currency": (REQUIRED, _matches(schemas.CURRENCY))}
+EVIDENCE: Fields = {"pdq": (REQUIRED, _list(_matches(schemas.PDQ), 1, 20))}
 REFUND: Fields = {
     "reference": (OPTIONAL, _text(1, 128, storable=True)),
     "amount": (OPTIONAL, _nested(AMOUNT)),

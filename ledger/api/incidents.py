@@ -27,7 +27,7 @@ def _problem_body(error: LedgerError) -> dict[str, Any]:
 
 @blp.route("")
 class IncidentCollection(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="report_incident")
     @requires("report")
     @blp.arguments(schemas.INCIDENT_SCHEMA)
     @blp.response(201, schemas.IncidentCreatedSchema)
@@ -57,7 +57,7 @@ class IncidentCollection(MethodView):
 
 @blp.route("/batch")
 class IncidentBatch(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="report_incident_batch")
     @requires("report")
     @blp.arguments(schemas.IncidentBatchSchema)
     @blp.response(200, schemas.IncidentBatchResultSchema)
@@ -68,7 +68,8 @@ class IncidentBatch(MethodView):
     def post(self, batch: dict[str, Any]) -> Any:
         """Report up to 1,000 incidents
 
-        One result per item, in order: 201, 200 (replay), 409 or 422. One bad item does not sink others.
+        One result per item, in order: `kind` is `incident` (status 201, or 200 for a replay) or `problem`
+        (409 or 422, with the problem details). One bad item does not sink the others.
         """
         items: list[dict[str, Any] | LedgerError] = []
         for raw in batch["incidents"]:
@@ -80,12 +81,9 @@ class IncidentBatch(MethodView):
         metrics.INCIDENTS.inc(sum(1 for o in outcomes if o.status == 201))
         return {
             "results": [
-                {
-                    "index": i,
-                    "status": o.status,
-                    "incident": o.body if o.error is None else None,
-                    "problem": _problem_body(o.error) if o.error is not None else None,
-                }
+                {"kind": "incident", "index": i, "status": o.status, "incident": o.body}
+                if o.error is None
+                else {"kind": "problem", "index": i, "status": o.status, "problem": _problem_body(o.error)}
                 for i, o in enumerate(outcomes)
             ]
         }
@@ -93,7 +91,7 @@ class IncidentBatch(MethodView):
 
 @blp.route("/<uuid:incident_id>")
 class IncidentItem(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="get_incident")
     @requires("report")
     @blp.response(200, schemas.IncidentSchemaOut)
     @blp.alt_response(404, response="NOT_FOUND", description="Unknown, or reported by another platform")
@@ -107,7 +105,7 @@ class IncidentItem(MethodView):
 
 @blp.route("/<uuid:incident_id>/retract")
 class IncidentRetract(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="retract_incident")
     @requires("report")
     @blp.arguments(schemas.RetractSchema)
     @blp.response(200, schemas.IncidentCreatedSchema)
@@ -124,6 +122,7 @@ class IncidentRetract(MethodView):
 class IncidentEvidence(MethodView):
     @blp.doc(
         security=SECURITY,
+        operationId="add_incident_evidence",
         requestBody=uploads.multipart_doc(
             {"images": uploads.IMAGES_PROPERTY},
             ["images"],

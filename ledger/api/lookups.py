@@ -42,7 +42,7 @@ def answer(outcome: lookups.Outcome) -> Response:
 
 @blp.route("")
 class LookupCollection(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="lookup")
     @requires("lookup")
     @blp.arguments(schemas.LOOKUP_SCHEMA)
     @blp.response(200, schemas.LookupResultSchema)
@@ -67,7 +67,7 @@ class LookupCollection(MethodView):
 
 @blp.route("/batch")
 class LookupBatch(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="lookup_batch")
     @requires("lookup")
     @blp.arguments(schemas.LookupBatchSchema)
     @blp.response(200, schemas.LookupBatchResultSchema)
@@ -78,7 +78,8 @@ class LookupBatch(MethodView):
     def post(self, batch: dict[str, Any]) -> Any:
         """Up to 100 lookups in one call
 
-        One result per item, in order; each answered item has its own lookup id and audit record.
+        One result per item, in order: `kind` is `lookup` (with its own lookup id and audit record) or
+        `problem` (422, and nothing recorded).
         """
         items: list[dict[str, Any] | LedgerError] = []
         for raw in batch["lookups"]:
@@ -91,13 +92,13 @@ class LookupBatch(MethodView):
         return (
             {
                 "results": [
-                    {
+                    {"kind": "lookup", "index": i, "status": o.status, "lookup": o.body}
+                    if o.error is None
+                    else {
+                        "kind": "problem",
                         "index": i,
                         "status": o.status,
-                        "lookup": o.body if o.error is None else None,
-                        "problem": json.loads(problem_for(o.error).get_data())
-                        if o.error is not None
-                        else None,
+                        "problem": json.loads(problem_for(o.error).get_data()),
                     }
                     for i, o in enumerate(outcomes)
                 ]
@@ -111,6 +112,7 @@ class LookupBatch(MethodView):
 class LookupEvidence(MethodView):
     @blp.doc(
         security=SECURITY,
+        operationId="lookup_with_evidence",
         requestBody=uploads.multipart_doc(
             {
                 "request": {
@@ -165,7 +167,7 @@ class LookupEvidence(MethodView):
 
 @blp.route("/<uuid:lookup_id>")
 class LookupItem(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="get_lookup")
     @requires("lookup")
     @blp.response(200, schemas.LookupResultSchema)
     @blp.alt_response(404, response="NOT_FOUND", description="Unknown, or made by another platform")

@@ -11,6 +11,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import RAISE, ValidationError, validate, validates_schema
 
+from ledger.api.openapi import Choice, DateTimeText, LoadedLater, Pattern, Variant
 from ledger.identity import IDENTIFIER_TYPES
 
 CATEGORIES = (
@@ -25,8 +26,31 @@ CONFIRMATIONS = ("platform_review", "merchant_evidence", "consumer_admission", "
 PURPOSES = ("refund_review", "dispute_investigation", "account_review")
 REFUND_KINDS = ("refund_only", "return_and_refund")
 RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
-PDQ = validate.Regexp(r"\A[0-9a-f]{64}\Z", error="must be 64 lowercase hex characters")
-TOKEN = validate.Regexp(r"\A[0-9a-f]{64}\Z", error="must be 64 lowercase hex characters")
+INCIDENT_STATUSES = ("active", "disputed", "retracted", "expired")
+DISPUTE_STATUSES = ("open", "upheld", "retracted", "expired")
+TIERS = ("clear", "review", "return_required", "hold")
+RESTRICTIONS = ("manual_review", "no_refund_only", "require_return", "no_auto_refund")
+RESTRICTIONS_HELP = (
+    "What a refund system should do for each restriction: `manual_review`: route the claim to a person "
+    "before approving; `no_refund_only`: do not grant a refund without the goods coming back; "
+    "`require_return`: approve only after the goods are returned and checked; `no_auto_refund`: never "
+    "approve automatically, even on a return. With refund.kind=return_and_refund, `no_refund_only` and "
+    "`require_return` are already satisfied and are left out. The ledger informs the decision; the "
+    "refund system makes it."
+)
+IDENTIFIER_TYPE = Choice("IdentifierType", IDENTIFIER_TYPES)
+CATEGORY = Choice("Category", CATEGORIES)
+CONFIRMATION = Choice("Confirmation", CONFIRMATIONS, "How the platform confirmed the incident")
+INCIDENT_STATUS = Choice("IncidentStatus", INCIDENT_STATUSES)
+RETRACT_REASON = Choice("RetractReason", RETRACT_REASONS)
+REFUND_KIND = Choice("RefundKind", REFUND_KINDS)
+PURPOSE = Choice("Purpose", PURPOSES, "Why the lookup is made (purpose limitation; the consumer sees it)")
+TIER = Choice("Tier", TIERS, "From the least to the most restrictive")
+RESTRICTION = Choice("Restriction", RESTRICTIONS, RESTRICTIONS_HELP)
+DISPUTE_STATUS = Choice("DisputeStatus", DISPUTE_STATUSES)
+PDQ = Pattern("[0-9a-f]{64}", error="must be 64 lowercase hex characters")
+TOKEN = Pattern("[0-9a-f]{64}", error="must be 64 lowercase hex characters")
+CURRENCY = Pattern("[A-Z]{3}", error="must be an ISO 4217 code such as CNY")
 
 
 def storable(value: str) -> None:
@@ -61,7 +85,7 @@ class IdentifierSchema(Strict):
     """One consumer identifier: a raw `value` (normalised and tokenised by the server, then forgotten) or
     a `token` computed by the platform with `ledger.identity.tokenize`. Exactly one of the two."""
 
-    type = ma.fields.String(required=True, validate=validate.OneOf(IDENTIFIER_TYPES))
+    type = ma.fields.String(required=True, validate=IDENTIFIER_TYPE)
     value = ma.fields.String(validate=validate.Length(min=1, max=256), load_only=True)
     token = ma.fields.String(validate=TOKEN)
 
@@ -78,14 +102,18 @@ class AmountSchema(Strict):
         validate=validate.Range(min=1, max=10**13),
         metadata={"description": "Amount in minor units (fen for CNY), a positive integer"},
     )
-    currency = ma.fields.String(
-        required=True, validate=validate.Regexp(r"\A[A-Z]{3}\Z", error="must be an ISO 4217 code such as CNY")
-    )
+    currency = ma.fields.String(required=True, validate=CURRENCY)
 
 
 class EvidenceSchema(Strict):
     pdq = ma.fields.List(
         ma.fields.String(validate=PDQ), required=True, validate=validate.Length(min=1, max=20)
+    )
+
+
+class EvidenceHeldSchema(ma.Schema):
+    pdq = ma.fields.List(
+        ma.fields.String(), required=True, metadata={"description": "The PDQ hashes the incident holds"}
     )
 
 
@@ -102,8 +130,8 @@ class IncidentSchema(Strict):
         validate=[validate.Length(min=1, max=128), storable],
         metadata={"description": "Your own reference; unique per platform; retrying with it is safe"},
     )
-    category = ma.fields.String(required=True, validate=validate.OneOf(CATEGORIES))
-    confirmation = ma.fields.String(required=True, validate=validate.OneOf(CONFIRMATIONS))
+    category = ma.fields.String(required=True, validate=CATEGORY)
+    confirmation = ma.fields.String(required=True, validate=CONFIRMATION)
     amount = ma.fields.Nested(AmountSchema, required=True)
     occurred_at = ma.fields.AwareDateTime(
         required=True, format="iso", metadata={"description": "RFC 3339; not in the future; within retention"}
@@ -134,7 +162,7 @@ INCIDENT_SCHEMA = IncidentSchema()
 
 class IncidentBatchSchema(Strict):
     incidents = ma.fields.List(
-        ma.fields.Dict(),
+        LoadedLater(IncidentSchema),
         required=True,
         validate=validate.Length(min=1, max=1000),
         metadata={"description": "1 to 1,000 incidents, each as for POST /v1/incidents"},
@@ -144,45 +172,58 @@ class IncidentBatchSchema(Strict):
 class IncidentCreatedSchema(ma.Schema):
     id = ma.fields.UUID(required=True)
     external_id = ma.fields.String(required=True)
-    status = ma.fields.String(
-        required=True, validate=validate.OneOf(("active", "disputed", "retracted", "expired"))
-    )
+    status = ma.fields.String(required=True, validate=INCIDENT_STATUS)
     seq = ma.fields.Integer(required=True, metadata={"description": "Ledger sequence number of the report"})
     entry_hash = ma.fields.String(required=True, metadata={"description": "Hash-chain entry of the report"})
 
 
 class IncidentSchemaOut(IncidentCreatedSchema):
-    category = ma.fields.String(required=True)
-    confirmation = ma.fields.String(required=True)
+    category = ma.fields.String(required=True, validate=CATEGORY)
+    confirmation = ma.fields.String(required=True, validate=CONFIRMATION)
     amount = ma.fields.Nested(AmountSchema, required=True)
     occurred_at = ma.fields.DateTime(required=True)
     reported_at = ma.fields.DateTime(required=True)
-    status_reason = ma.fields.String(allow_none=True)
-    consumer_notified_at = ma.fields.DateTime(allow_none=True)
-    evidence = ma.fields.Dict()
+    status_reason = ma.fields.String(required=True, allow_none=True)
+    consumer_notified_at = ma.fields.DateTime(required=True, allow_none=True)
+    evidence = ma.fields.Nested(EvidenceHeldSchema, required=True)
 
 
 class ProblemItemSchema(ma.Schema):
-    type = ma.fields.String()
-    title = ma.fields.String()
-    status = ma.fields.Integer()
+    type = ma.fields.String(required=True)
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
     detail = ma.fields.String()
     errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
 
 
-class BatchItemResultSchema(ma.Schema):
-    index = ma.fields.Integer(required=True)
-    status = ma.fields.Integer(required=True, metadata={"description": "201, 200, 409 or 422"})
-    incident = ma.fields.Nested(IncidentCreatedSchema, allow_none=True)
-    problem = ma.fields.Nested(ProblemItemSchema, allow_none=True)
+class IncidentBatchCreatedSchema(ma.Schema):
+    """A batch item that was stored (201) or was a replay of an earlier identical report (200)."""
+
+    kind = ma.fields.String(required=True, validate=validate.OneOf(("incident",)))
+    index = ma.fields.Integer(required=True, metadata={"description": "Position in the request"})
+    status = ma.fields.Integer(required=True, validate=validate.OneOf((201, 200)))
+    incident = ma.fields.Nested(IncidentCreatedSchema, required=True)
+
+
+class IncidentBatchProblemSchema(ma.Schema):
+    """A batch item that was refused: 409 (the `external_id` was reported with another body) or 422."""
+
+    kind = ma.fields.String(required=True, validate=validate.OneOf(("problem",)))
+    index = ma.fields.Integer(required=True, metadata={"description": "Position in the request"})
+    status = ma.fields.Integer(required=True, validate=validate.OneOf((409, 422)))
+    problem = ma.fields.Nested(ProblemItemSchema, required=True)
 
 
 class IncidentBatchResultSchema(ma.Schema):
-    results = ma.fields.List(ma.fields.Nested(BatchItemResultSchema), required=True)
+    results = ma.fields.List(
+        Variant("kind", {"incident": IncidentBatchCreatedSchema, "problem": IncidentBatchProblemSchema}),
+        required=True,
+        metadata={"description": "One per submitted incident, in order; `kind` says which shape it has"},
+    )
 
 
 class RetractSchema(Strict):
-    reason = ma.fields.String(required=True, validate=validate.OneOf(RETRACT_REASONS))
+    reason = ma.fields.String(required=True, validate=RETRACT_REASON)
 
 
 class CheckpointSchema(ma.Schema):
@@ -197,14 +238,14 @@ class RefundSchema(Strict):
         metadata={"description": "Your refund or order reference (purpose limitation)"},
     )
     amount = ma.fields.Nested(AmountSchema)
-    kind = ma.fields.String(validate=validate.OneOf(REFUND_KINDS))
+    kind = ma.fields.String(validate=REFUND_KIND)
 
 
 class LookupSchema(Strict):
     """Ask, before approving a refund, whether to restrict it. Every lookup is recorded for the consumer."""
 
     identifiers = Identifiers
-    purpose = ma.fields.String(required=True, validate=validate.OneOf(PURPOSES))
+    purpose = ma.fields.String(required=True, validate=PURPOSE)
     refund = ma.fields.Nested(RefundSchema)
     evidence = ma.fields.Nested(EvidenceSchema)
     operator_ref = ma.fields.String(
@@ -229,7 +270,12 @@ LOOKUP_SCHEMA = LookupSchema()  # shared, as INCIDENT_SCHEMA
 
 
 class LookupBatchSchema(Strict):
-    lookups = ma.fields.List(ma.fields.Dict(), required=True, validate=validate.Length(min=1, max=100))
+    lookups = ma.fields.List(
+        LoadedLater(LookupSchema),
+        required=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "1 to 100 lookups, each as for POST /v1/lookups"},
+    )
 
 
 class ReasonSchema(ma.Schema):
@@ -238,23 +284,9 @@ class ReasonSchema(ma.Schema):
     text_en = ma.fields.String(required=True)
 
 
-RESTRICTIONS_HELP = (
-    "What a refund system should do for each restriction: `manual_review`: route the claim to a person "
-    "before approving; `no_refund_only`: do not grant a refund without the goods coming back; "
-    "`require_return`: approve only after the goods are returned and checked; `no_auto_refund`: never "
-    "approve automatically, even on a return. With refund.kind=return_and_refund, `no_refund_only` and "
-    "`require_return` are already satisfied and are left out. The ledger informs the decision; the "
-    "refund system makes it."
-)
-
-
 class DecisionSchema(ma.Schema):
-    tier = ma.fields.String(
-        required=True, validate=validate.OneOf(("clear", "review", "return_required", "hold"))
-    )
-    restrictions = ma.fields.List(
-        ma.fields.String(), required=True, metadata={"description": RESTRICTIONS_HELP}
-    )
+    tier = ma.fields.String(required=True, validate=TIER)
+    restrictions = ma.fields.List(ma.fields.String(validate=RESTRICTION), required=True)
     score = ma.fields.Integer(required=True)
     reasons = ma.fields.List(ma.fields.Nested(ReasonSchema), required=True)
 
@@ -262,7 +294,7 @@ class DecisionSchema(ma.Schema):
 class SummarySchema(ma.Schema):
     incidents = ma.fields.Integer(required=True)
     platforms = ma.fields.Integer(required=True, metadata={"description": "How many platforms; never which"})
-    last_incident_at = ma.fields.String(allow_none=True)
+    last_incident_at = DateTimeText(required=True, allow_none=True)
 
 
 class AdverseActionSchema(ma.Schema):
@@ -282,7 +314,9 @@ class LookupResultSchema(ma.Schema):
     decision = ma.fields.Nested(DecisionSchema, required=True)
     summary = ma.fields.Nested(SummarySchema, required=True)
     policy_version = ma.fields.String(required=True)
-    computed_at = ma.fields.String(allow_none=True)
+    computed_at = DateTimeText(
+        required=True, allow_none=True, metadata={"description": "When the score was computed"}
+    )
     stale = ma.fields.Boolean(required=True, metadata={"description": "A recompute is pending"})
     consumer_statement = ma.fields.Boolean(
         required=True,
@@ -290,13 +324,16 @@ class LookupResultSchema(ma.Schema):
     )
     adverse_action = ma.fields.Nested(
         AdverseActionSchema,
+        required=True,
         allow_none=True,
         metadata={
-            "description": "Present when the decision carries a restriction: a notice the refund system can show"
+            "description": "A notice the refund system can show when the decision carries a restriction; "
+            "null otherwise"
         },
     )
     evidence_matches = ma.fields.List(
         ma.fields.Nested("EvidenceMatchSchema"),  # defined with the evidence schemas below
+        required=True,
         metadata={
             "description": "One entry per submitted evidence hash or image, in order (`evidence.pdq` first, "
             "then uploaded images); empty when the lookup carried no evidence"
@@ -304,19 +341,34 @@ class LookupResultSchema(ma.Schema):
     )
 
 
-class LookupBatchItemSchema(ma.Schema):
-    index = ma.fields.Integer(required=True)
-    status = ma.fields.Integer(required=True)
-    lookup = ma.fields.Nested(LookupResultSchema, allow_none=True)
-    problem = ma.fields.Nested(ProblemItemSchema, allow_none=True)
+class LookupBatchAnsweredSchema(ma.Schema):
+    """A batch item that was answered, with its own lookup id and audit record."""
+
+    kind = ma.fields.String(required=True, validate=validate.OneOf(("lookup",)))
+    index = ma.fields.Integer(required=True, metadata={"description": "Position in the request"})
+    status = ma.fields.Integer(required=True, validate=validate.OneOf((200,)))
+    lookup = ma.fields.Nested(LookupResultSchema, required=True)
+
+
+class LookupBatchProblemSchema(ma.Schema):
+    """A batch item that was refused (422); no audit record was written for it."""
+
+    kind = ma.fields.String(required=True, validate=validate.OneOf(("problem",)))
+    index = ma.fields.Integer(required=True, metadata={"description": "Position in the request"})
+    status = ma.fields.Integer(required=True, validate=validate.OneOf((422,)))
+    problem = ma.fields.Nested(ProblemItemSchema, required=True)
 
 
 class LookupBatchResultSchema(ma.Schema):
-    results = ma.fields.List(ma.fields.Nested(LookupBatchItemSchema), required=True)
+    results = ma.fields.List(
+        Variant("kind", {"lookup": LookupBatchAnsweredSchema, "problem": LookupBatchProblemSchema}),
+        required=True,
+        metadata={"description": "One per submitted lookup, in order; `kind` says which shape it has"},
+    )
 
 
 class HealthSchema(ma.Schema):
-    status = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, validate=validate.OneOf(("ok", "degraded")))
     checks = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
 
 
@@ -341,9 +393,7 @@ class DisputeOpenSchema(Strict):
 class DisputeSchemaOut(ma.Schema):
     id = ma.fields.UUID(required=True)
     incident_id = ma.fields.UUID(required=True)
-    status = ma.fields.String(
-        required=True, validate=validate.OneOf(("open", "upheld", "retracted", "expired"))
-    )
+    status = ma.fields.String(required=True, validate=DISPUTE_STATUS)
     respond_by = ma.fields.DateTime(required=True)
 
 
@@ -352,15 +402,17 @@ class DisputeOpenedSchema(ma.Schema):
 
 
 class DisputeListQuerySchema(Strict):
-    status = ma.fields.String(validate=validate.OneOf(("open", "upheld", "retracted", "expired")))
+    status = ma.fields.String(validate=DISPUTE_STATUS)
 
 
 class DisputeForReporterSchema(DisputeSchemaOut):
     external_id = ma.fields.String(required=True)
-    statement = ma.fields.String(allow_none=True, metadata={"description": "The consumer's statement"})
+    statement = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "The consumer's statement"}
+    )
     opened_at = ma.fields.DateTime(required=True)
-    resolved_at = ma.fields.DateTime(allow_none=True)
-    basis = ma.fields.String(allow_none=True)
+    resolved_at = ma.fields.DateTime(required=True, allow_none=True)
+    basis = ma.fields.String(required=True, allow_none=True, validate=CONFIRMATION)
 
 
 class DisputeListSchema(ma.Schema):
@@ -370,7 +422,7 @@ class DisputeListSchema(ma.Schema):
 class DisputeResponseSchema(Strict):
     outcome = ma.fields.String(required=True, validate=validate.OneOf(("upheld", "retracted")))
     basis = ma.fields.String(
-        validate=validate.OneOf(CONFIRMATIONS),
+        validate=CONFIRMATION,
         metadata={"description": "Required when upheld: how it was re-verified"},
     )
 
@@ -380,10 +432,9 @@ class SubjectReportRequestSchema(Strict):
 
 
 class ReportQuerySchema(Strict):
-    format = ma.fields.String(validate=validate.OneOf(("json", "html")))
     lang = ma.fields.String(
         validate=validate.OneOf(("zh", "en")),
-        metadata={"description": "Language of the HTML page: Chinese (the default) or English"},
+        metadata={"description": "Language of the page: Chinese (the default) or English"},
     )
 
 
@@ -394,24 +445,26 @@ class PlatformNameSchema(ma.Schema):
 
 class ReportDisputeSchema(ma.Schema):
     id = ma.fields.String(required=True)
-    status = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, validate=DISPUTE_STATUS)
     opened_at = ma.fields.DateTime(required=True)
     respond_by = ma.fields.DateTime(required=True)
-    resolved_at = ma.fields.DateTime(allow_none=True)
+    resolved_at = ma.fields.DateTime(required=True, allow_none=True)
     statement_filed = ma.fields.Boolean(required=True)
 
 
 class ReportIncidentSchema(ma.Schema):
     id = ma.fields.String(required=True)
-    category = ma.fields.String(required=True)
-    confirmation = ma.fields.String(required=True)
+    category = ma.fields.String(required=True, validate=CATEGORY)
+    confirmation = ma.fields.String(required=True, validate=CONFIRMATION)
     amount = ma.fields.Nested(AmountSchema, required=True)
     occurred_at = ma.fields.DateTime(required=True)
     reported_at = ma.fields.DateTime(required=True)
-    status = ma.fields.String(required=True)
-    status_reason = ma.fields.String(allow_none=True)
+    status = ma.fields.String(required=True, validate=INCIDENT_STATUS)
+    status_reason = ma.fields.String(required=True, allow_none=True)
     consumer_notified_at = ma.fields.DateTime(
-        allow_none=True, metadata={"description": "When the platform told the consumer (Art. 15)"}
+        required=True,
+        allow_none=True,
+        metadata={"description": "When the platform told the consumer (Art. 15)"},
     )
     platform = ma.fields.Nested(PlatformNameSchema, required=True)
     disputes = ma.fields.List(ma.fields.Nested(ReportDisputeSchema), required=True)
@@ -425,8 +478,8 @@ class ReportIncidentSchema(ma.Schema):
 
 class ReportScoreSchema(ma.Schema):
     score = ma.fields.Integer(required=True)
-    tier = ma.fields.String(required=True)
-    restrictions = ma.fields.List(ma.fields.String(), required=True)
+    tier = ma.fields.String(required=True, validate=TIER)
+    restrictions = ma.fields.List(ma.fields.String(validate=RESTRICTION), required=True)
     reasons = ma.fields.List(ma.fields.Nested(ReasonSchema), required=True)
     policy_version = ma.fields.String(required=True)
     computed_at = ma.fields.DateTime(required=True)
@@ -435,7 +488,7 @@ class ReportScoreSchema(ma.Schema):
 class ReportLookupSchema(ma.Schema):
     platform = ma.fields.Nested(PlatformNameSchema, required=True)
     at = ma.fields.DateTime(required=True)
-    purpose = ma.fields.String(required=True)
+    purpose = ma.fields.String(required=True, validate=PURPOSE)
 
 
 class FreeReportsSchema(ma.Schema):
@@ -470,6 +523,7 @@ class EvidenceMatchSchema(ma.Schema):
 
     hash = ma.fields.String(required=True, metadata={"description": "The submitted (or computed) PDQ hash"})
     quality = ma.fields.Integer(
+        required=True,
         allow_none=True,
         metadata={"description": "PDQ quality 0..100 of an uploaded image; null for a submitted hash"},
     )
@@ -482,10 +536,15 @@ class EvidenceMatchSchema(ma.Schema):
         metadata={"description": "Confirmed forged evidence lies within the policy threshold (31 bits)"},
     )
     best_distance = ma.fields.Integer(
-        allow_none=True, metadata={"description": "Hamming distance of the closest match; null without one"}
+        required=True,
+        allow_none=True,
+        metadata={"description": "Hamming distance of the closest match; null without one"},
     )
     category = ma.fields.String(
-        allow_none=True, metadata={"description": "Category of the incident with the closest match"}
+        required=True,
+        allow_none=True,
+        validate=CATEGORY,
+        metadata={"description": "Category of the incident with the closest match"},
     )
     platforms = ma.fields.Integer(
         required=True,

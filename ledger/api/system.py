@@ -18,6 +18,7 @@ blp = Blueprint("system", __name__, description="Health, metrics and tamper evid
 
 @blp.route("/healthz")
 class Health(MethodView):
+    @blp.doc(operationId="health")
     @blp.response(200, schemas.HealthSchema)
     def get(self) -> Any:
         """The process is up"""
@@ -26,6 +27,7 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
+    @blp.doc(operationId="readiness")
     @blp.response(200, schemas.HealthSchema)
     @blp.alt_response(503, schema=schemas.HealthSchema, description="A dependency is down; `checks` names it")
     def get(self) -> Any:
@@ -48,7 +50,10 @@ class Ready(MethodView):
 
 @blp.route("/metrics")
 class Metrics(MethodView):
-    @blp.doc(responses={"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}})
+    @blp.doc(
+        operationId="metrics",
+        responses={"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+    )
     def get(self) -> Response:
         """Prometheus metrics"""
         return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
@@ -56,6 +61,7 @@ class Metrics(MethodView):
 
 @blp.route("/v1/ledger/checkpoint")
 class Checkpoint(MethodView):
+    @blp.doc(operationId="get_checkpoint")
     @blp.response(200, schemas.CheckpointSchema)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self) -> Any:
@@ -68,7 +74,10 @@ class Checkpoint(MethodView):
 
 @blp.route("/docs/reference")
 class Reference(MethodView):
-    @blp.doc(responses={"200": {"description": "HTML reference", "content": {"text/html": {}}}})
+    @blp.doc(
+        operationId="api_reference",
+        responses={"200": {"description": "HTML reference", "content": {"text/html": {}}}},
+    )
     def get(self) -> Response:
         """Human-readable API reference
 

@@ -456,9 +456,11 @@ def test_a_batch_judges_each_item_on_its_own(client: Any, alpha: Member, setting
         problem = results[index]["problem"]
         assert problem["status"] == results[index]["status"]
         assert field in problem["errors"], problem
-        assert results[index]["incident"] is None
+        assert results[index]["kind"] == "problem"
+        assert "incident" not in results[index]
     for index in (0, 1, 5, 6):
-        assert results[index]["problem"] is None
+        assert results[index]["kind"] == "incident"
+        assert "problem" not in results[index]
     found = counts(settings)
     assert found["incidents"] == 3
     assert found["ledger_events"] == found["head_seq"] == 3

@@ -100,6 +100,7 @@ OPEN_ENDPOINTS = [
     ),
     ("GET", "/v1/disputes?status=open", "report", None),
     ("POST", "/v1/subjects/report", "dispute", {"identifiers": [PHONE]}),
+    ("POST", "/v1/subjects/report/html", "dispute", {"identifiers": [PHONE]}),
 ]
 
 

@@ -133,7 +133,7 @@ def test_free_subject_reports_are_counted_per_consumer_and_year(
         conn.execute("UPDATE subject_reports SET at = at - interval '400 days'")
     assert report(PHONE)["used"] == 1
     page = client.post(
-        "/v1/subjects/report?format=html", json={"identifiers": [PHONE]}, headers=operator.headers
+        "/v1/subjects/report/html", json={"identifiers": [PHONE]}, headers=operator.headers
     ).get_data(as_text=True)
     assert "已获取本报告2次" in page
     assert "每年可免费获取2次" in page

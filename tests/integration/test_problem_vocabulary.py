@@ -185,8 +185,8 @@ CASES = [
     _row("validation", "disputes list: query", lambda c: c.get("/v1/disputes?status=bogus", c.reporter)),
     _row(
         "validation",
-        "subject report: query",
-        lambda c: c.post("/v1/subjects/report?lang=fr", {"identifiers": [PHONE]}, c.operator),
+        "subject report page: query",
+        lambda c: c.post("/v1/subjects/report/html?lang=fr", {"identifiers": [PHONE]}, c.operator),
     ),
     _row(
         "validation",

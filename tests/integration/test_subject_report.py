@@ -103,7 +103,7 @@ def test_report_by_id_card_lists_what_was_done_through_the_phone(
     assert phone_incident["status"] == "disputed"
 
     page = client.post(
-        "/v1/subjects/report?format=html", json={"identifiers": [ID_CARD]}, headers=operator.headers
+        "/v1/subjects/report/html", json={"identifiers": [ID_CARD]}, headers=operator.headers
     ).get_data(as_text=True)
     assert "Market" in page
     assert page.count("<tr") - 1 >= 3  # header rows aside, the lookup and both incidents are rows
@@ -143,7 +143,7 @@ def test_page_speaks_chinese_or_english_and_names_the_zone(client: Any, make_pla
     scoring.flush_outbox(rt)
 
     zh = client.post(
-        "/v1/subjects/report?format=html", json={"identifiers": [PHONE]}, headers=operator.headers
+        "/v1/subjects/report/html", json={"identifiers": [PHONE]}, headers=operator.headers
     ).get_data(as_text=True)
     text = visible_text(zh)
     assert not re.search(r"[A-Za-z]", text), text
@@ -164,7 +164,7 @@ def test_page_speaks_chinese_or_english_and_names_the_zone(client: Any, make_pla
     assert "size: A4" in zh
 
     en = client.post(
-        "/v1/subjects/report?format=html&lang=en", json={"identifiers": [PHONE]}, headers=operator.headers
+        "/v1/subjects/report/html?lang=en", json={"identifiers": [PHONE]}, headers=operator.headers
     ).get_data(as_text=True)
     assert '<html lang="en">' in en
     for word in (
