@@ -96,6 +96,7 @@ class Reference(MethodView):
 
 @blp.route("/")
 class Index(MethodView):
+    @blp.doc(operationId="index")
     @blp.response(200, schemas.IndexSchema)
     def get(self) -> Any:
         """Where the documentation is

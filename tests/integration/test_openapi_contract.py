@@ -19,6 +19,7 @@ from tests.conftest import Member, incident_body
 
 # Generated clients name their methods after these: renaming one breaks every member's code.
 OPERATION_IDS = {
+    ("get", "/"): "index",
     ("get", "/healthz"): "health",
     ("get", "/readyz"): "readiness",
     ("get", "/metrics"): "metrics",

@@ -75,6 +75,7 @@ def fuzz(app: Any, operation: Any, headers: dict[str, str]) -> list[int]:
 # Every documented operation, fuzzed one per test (each within the per-test timeout). The list is checked
 # against the document below, so a new operation cannot go unfuzzed.
 OPERATIONS = [
+    "GET /",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",
