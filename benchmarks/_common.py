@@ -33,7 +33,7 @@ PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 IDENTITY_KEY = "bench-identity-key-0123456789abcdef"
 # The `ledger serve` configuration chosen from `lookup.py --sweep` (docs/performance.md).
-DEFAULT_SERVER = "gthread:4x2"
+DEFAULT_SERVER = "granian:2x8"
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

@@ -1,6 +1,6 @@
 """Prometheus metrics shared by the API and services.
 
-Under gunicorn, `ledger serve` sets PROMETHEUS_MULTIPROC_DIR so that /metrics aggregates all workers.
+Under either server, `ledger serve` sets PROMETHEUS_MULTIPROC_DIR so that /metrics aggregates all workers.
 """
 
 from __future__ import annotations
