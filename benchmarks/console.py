@@ -12,6 +12,10 @@ order; a ledger appends them in report order. The reports-per-day count reads th
 measured twice: on the table as loaded (the BRIN cannot help: a worst case no production table has) and
 after the table is rewritten in report order (CLUSTER), as a ledger's own table is.
 
+The page reads the overview's latest snapshot, which beat recomputes every 30 seconds (`ledger console
+refresh`); while the page is measured, a thread here runs that refresh every 30 seconds, as beat would,
+so its load is part of the figures. The snapshot's own cost, the four aggregate queries, is printed too.
+
 Measured, one client, sequential requests to `ledger serve` (so each time is the server's render time
 plus one loopback round trip):
   * GET /console/overview, signed in as an operator: p50, p99 and max over --requests renders;
@@ -29,10 +33,13 @@ Target: p99 <= 300 ms for the server render.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -194,8 +201,45 @@ def browser_loads(port: int, cookie: str, n: int) -> list[float]:
     return loads
 
 
+@contextlib.contextmanager
+def beat_refresh(env: dict[str, str], every: float = 30.0) -> Iterator[None]:
+    """What beat does while the pages are read: `ledger console refresh` now, then every 30 s."""
+    c.ledger_cli(env, "console", "refresh")
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            c.ledger_cli(env, "console", "refresh")
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def snapshot_times(url: str, rounds: int = 10) -> list[float]:
+    """The whole overview computation, as beat runs it (four queries in one transaction)."""
+    from ledger.config import Settings
+    from ledger.services import console
+    from ledger.services.runtime import Runtime
+
+    rt = Runtime(Settings(database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY))
+    times = []
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            console.overview(rt)
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        rt.close()
+    return times
+
+
 def measure(env: dict[str, str], config: c.ServerConfig, requests: int, label: str, browser: int) -> None:
-    with c.ledger_server(env, config) as port:
+    with c.ledger_server(env, config) as port, beat_refresh(env):
         cookie = operator_cookie(env, port)
         timed_gets(port, "/console/overview", cookie, 5)  # warm the pool and the page cache
         c.say(f"  ({c.load()} before {label})")
@@ -228,7 +272,7 @@ def main() -> None:
 
     with c.bench_database("bench_console_empty") as empty_url:
         env = c.ledger_env(empty_url)
-        with c.ledger_server(env, config) as port:
+        with c.ledger_server(env, config) as port, beat_refresh(env):
             cookie = operator_cookie(env, port)
             timed_gets(port, "/console/overview", cookie, 5)
             c.say(summary("baseline: /healthz", timed_gets(port, "/healthz", None, args.requests)))
@@ -252,10 +296,12 @@ def main() -> None:
         if not args.reuse:
             for name, times in query_times(url).items():
                 c.say(summary(f"  query alone, as loaded: {name}", times))
+            c.say(summary("  overview aggregates (beat), as loaded", snapshot_times(url)))
             measure(env, config, args.requests, f"{args.incidents:,} incidents, as loaded", 0)
             cluster_by_report_time(url)
         for name, times in query_times(url).items():
             c.say(summary(f"  query alone, report order: {name}", times))
+        c.say(summary("  overview aggregates (beat), report order", snapshot_times(url)))
         measure(env, config, args.requests, f"{args.incidents:,} incidents, report order", args.browser)
         c.say("target: overview server render p99 <= 300 ms (one client; the machine is shared, see load)")
     finally:

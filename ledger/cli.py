@@ -462,6 +462,21 @@ def lookups_fishing(days: int, as_json: bool) -> None:
     emit(as_json, rows, text)
 
 
+@main.group(help="The operator console (/console).")
+def console() -> None:
+    pass
+
+
+@console.command("refresh", help="Recompute the overview's charts now (beat does it every 30 s).")
+@json_option
+@handled
+def console_refresh(as_json: bool) -> None:
+    from ledger.services import console as svc
+
+    totals = svc.refresh_overview(runtime())["totals"]
+    emit(as_json, totals, ", ".join(f"{k}={v}" for k, v in totals.items()))
+
+
 # -- the demo ----------------------------------------------------------------------------------------
 @main.command(
     "demo",

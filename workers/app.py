@@ -43,6 +43,7 @@ app.conf.update(
         "reliability": {"task": "ledger.refresh_reliability", "schedule": crontab(minute=5, hour=4)},
         "dispute-sla": {"task": "ledger.expire_disputes", "schedule": timedelta(minutes=5)},
         "retention": {"task": "ledger.expire_retention", "schedule": crontab(minute=41, hour=2)},
+        "console-overview": {"task": "ledger.refresh_console_overview", "schedule": timedelta(seconds=30)},
     },
 )
 

@@ -75,3 +75,10 @@ def expire_retention() -> dict[str, int]:
     from ledger.services import retention
 
     return retention.run(runtime())
+
+
+@app.task(name="ledger.refresh_console_overview", **TASK_OPTIONS)
+def refresh_console_overview() -> dict[str, int]:
+    from ledger.services import console
+
+    return dict(console.refresh_overview(runtime())["totals"])

@@ -76,6 +76,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "overview.total_scored": ("已评分消费者", "Scored consumers"),
     "overview.total_open": ("未结申诉", "Open disputes"),
     "overview.empty": ("暂无数据", "No data yet"),
+    "overview.computed_at": (
+        "数据统计于 {at}，每 30 秒更新一次。",
+        "Figures as of {at}; they are recomputed every 30 seconds.",
+    ),
     # -- disputes
     "disputes.title": ("申诉队列", "Disputes queue"),
     "disputes.help": (

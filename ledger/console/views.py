@@ -255,8 +255,9 @@ def home() -> Response:
 @blp.route("/overview")
 @needs("admin")
 def overview() -> Response:
-    charts = console.overview(_rt())
-    return _page("overview.html", charts=charts, payloads=_chart_payloads(charts))
+    charts = console.overview_snapshot(_rt())
+    computed_at = datetime.fromisoformat(charts["computed_at"])
+    return _page("overview.html", charts=charts, payloads=_chart_payloads(charts), computed_at=computed_at)
 
 
 def _chart_payloads(charts: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,6 @@
-"""Console sessions in Redis: `ccl:cs:<SHA-256 of the session id>` holds the session as JSON.
+"""The console's state in Redis: sessions, and the overview's latest snapshot.
+
+`ccl:cs:<SHA-256 of the session id>` holds a session as JSON.
 
 The cookie carries a random session id; Redis holds only its digest, so a Redis dump cannot be replayed
 as a cookie. A session names the key it was opened with by key id, never the key itself. The Redis TTL is
@@ -16,6 +18,7 @@ import redis
 from ledger.storage.cache import CacheUnavailable
 
 SESSION_KEY = "ccl:cs:"
+OVERVIEW_KEY = "ccl:console:overview"
 
 
 def _key(session_id: str) -> str:
@@ -49,3 +52,22 @@ def delete(client: redis.Redis, session_id: str) -> None:
         client.delete(_key(session_id))
     except redis.RedisError:
         raise CacheUnavailable("session store") from None
+
+
+def save_overview(client: redis.Redis, overview: dict[str, Any], ttl_seconds: int) -> None:
+    """The overview's aggregates (counts only, no identifier or token), as computed at `computed_at`."""
+    try:
+        client.set(OVERVIEW_KEY, json.dumps(overview, separators=(",", ":")), ex=ttl_seconds)
+    except redis.RedisError:
+        raise CacheUnavailable("console overview") from None
+
+
+def load_overview(client: redis.Redis) -> dict[str, Any] | None:
+    try:
+        raw = client.get(OVERVIEW_KEY)
+    except redis.RedisError:
+        raise CacheUnavailable("console overview") from None
+    if raw is None:
+        return None
+    overview: dict[str, Any] = json.loads(raw)
+    return overview
