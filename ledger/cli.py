@@ -45,9 +45,19 @@ def json_option(func: F) -> F:
 
 
 def runtime() -> Any:
+    """The runtime of a command that needs PostgreSQL, Redis and the identity key."""
     from ledger.services.runtime import Runtime
 
     return Runtime(Settings.from_env().require_services())
+
+
+def database_runtime() -> Any:
+    """The runtime of a command that only reads PostgreSQL (verify, listings, reports): DATABASE_URL is
+    all it asks for, so an operator can point it at the demo's database or a replica. Commands that
+    change state keep the full check (`runtime`), so a production misconfiguration stops them first."""
+    from ledger.services.runtime import Runtime
+
+    return Runtime(Settings.from_env().require_database())
 
 
 def handled(func: F) -> F:
@@ -134,7 +144,7 @@ def platforms_create(slug: str, name: str, scopes: str, as_json: bool) -> None:
 def platforms_list(as_json: bool) -> None:
     from ledger.services import platforms as svc
 
-    rows = svc.list_platforms(runtime())
+    rows = svc.list_platforms(database_runtime())
     text = (
         "\n".join(
             f"{r['slug']:<20} {r['name']:<30} trust={r['operator_trust']:.2f} effective={r['effective_trust']:.2f} "
@@ -299,7 +309,7 @@ def beat(celery_args: tuple[str, ...], as_json: bool) -> None:
 def verify(as_json: bool) -> None:
     from ledger.services import verification
 
-    rt = runtime()
+    rt = database_runtime()
     result = verification.verify(rt)
     verification.record_run(rt, result)
     if result.ok:
@@ -333,7 +343,7 @@ def _when(value: str | None) -> datetime | None:
 def platforms_stats(as_json: bool) -> None:
     from ledger.services import reliability
 
-    rows = reliability.stats(runtime())
+    rows = reliability.stats(database_runtime())
     text = (
         "\n".join(
             f"{r['slug']:<20} reported={r['reported']:<7} disputed={r['disputed']:<5} dispute_rate={r['dispute_rate']:.1%} "
@@ -450,7 +460,7 @@ def lookups() -> None:
 def lookups_fishing(days: int, as_json: bool) -> None:
     from ledger.services import lookups as svc
 
-    rows = svc.fishing_report(runtime(), days)
+    rows = svc.fishing_report(database_runtime(), days)
     text = (
         "\n".join(
             f"{r['slug']:<20} lookups={r['lookups']:<8} without_reference={r['without_reference']:<8} "

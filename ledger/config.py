@@ -137,5 +137,12 @@ class Settings:
             return replace(self, identity_key=DEMO_IDENTITY_KEY)
         return self
 
+    def require_database(self) -> Settings:
+        """Check what a command that only reads or writes PostgreSQL needs: DATABASE_URL, nothing else.
+        `ledger verify`, `platforms list` and the like run against a demo or a replica with that alone."""
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set")
+        return self
+
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -3,8 +3,9 @@
 It supervises, in order: an embedded PostgreSQL and/or Redis for whichever of `DATABASE_URL` and
 `REDIS_URL` is unset (see `ledger.embedded`), the schema, two demo platforms with fresh keys, and then
 `ledger serve`, `ledger worker` and `ledger beat` as subprocesses with `LEDGER_ENV=demo`. It prints the
-keys and `curl` commands to try, and on Ctrl-C, SIGTERM or SIGHUP stops everything it started, in the
-reverse order, and nothing it did not start.
+keys, `curl` commands to try and an `export` block for other shells (also written to `.ledger/env`), and
+on Ctrl-C, SIGTERM or SIGHUP stops everything it started, in the reverse order, and nothing it did not
+start.
 
 Every child runs in its own process group, so the terminal's Ctrl-C reaches only this supervisor and
 the shutdown order stays ours: API and workers first, then Redis, then PostgreSQL. A demo that was
@@ -290,6 +291,7 @@ class Demo:
             "purpose": "refund_review",
             "refund": {"reference": "demo-refund-1", "kind": "refund_only"},
         }
+        exports = self._write_env(env, shop, market)
         report = _curl(f"{self.base_url}/v1/incidents", shop["key"], report_body)
         lookup = _curl(f"{self.base_url}/v1/lookups", market["key"], lookup_body)
         embedded = {
@@ -308,6 +310,8 @@ class Demo:
                         "processes": {c.name: c.proc.pid for c in self.children},
                         "logs": str(self.state_dir / "logs"),
                         "curl": {"report": report, "lookup": lookup},
+                        "env": exports,
+                        "env_file": str(self.env_file),
                     },
                     sort_keys=True,
                 )
@@ -334,9 +338,35 @@ class Demo:
             "(the score appears once the worker has scored the report, within a second or so):",
             f"  {lookup}",
             "",
+            'To reach the demo from another shell (`ledger verify`, the README\'s "Try more"), run',
+            f"  . {self.env_file}",
+            "or paste:",
+            *(f"  export {name}={shlex.quote(value)}" for name, value in exports.items()),
+            "",
             "Press Ctrl-C to stop everything the demo started.",
         ]
         _echo("\n".join(lines))
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "env"
+
+    def _write_env(self, env: dict[str, str], shop: dict[str, Any], market: dict[str, Any]) -> dict[str, str]:
+        """The variables another shell needs to use this demo, also written to `.ledger/env` (mode 0600:
+        it holds the demo's keys) for `. .ledger/env`. Removed when the demo stops."""
+        exports = {
+            "DATABASE_URL": env["DATABASE_URL"],
+            "REDIS_URL": env["REDIS_URL"],
+            "LEDGER_ENV": "demo",
+            "LEDGER_API": self.base_url,
+            "DEMO_SHOP_KEY": shop["key"],
+            "DEMO_MARKET_KEY": market["key"],
+        }
+        text = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in exports.items())
+        descriptor = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write("# Written by `ledger demo` for other shells: . .ledger/env\n" + text)
+        return exports
 
     def _supervise(self) -> int:
         while not self._stopping:
@@ -380,6 +410,7 @@ class Demo:
                     self.say("stopped the embedded PostgreSQL")
                 self.children.clear()
                 self.state_file.unlink(missing_ok=True)
+                self.env_file.unlink(missing_ok=True)
 
 
 def _echo(text: str, err: bool = False) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import selectors
+import shlex
 import signal
 import socket
 import subprocess
@@ -153,8 +154,37 @@ def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_pat
         assert result["summary"]["incidents"] == 1
         assert result["decision"]["tier"] != "clear"
 
+        # Another shell reaches the demo through the export block, also written to <state>/env (0600, it
+        # holds the keys); `ledger verify` needs nothing from it but DATABASE_URL.
+        env_file = Path(announced["env_file"])
+        assert env_file == tmp_path / "state" / "env"
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        exported = {}
+        for line in env_file.read_text().splitlines():
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                exported[name] = shlex.split(value)[0]
+        assert exported == announced["env"]
+        assert exported["DATABASE_URL"] == demo_database
+        assert exported["DEMO_SHOP_KEY"] == keys["demo-shop"]
+        shell = {
+            k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "DATABASE_URL", "REDIS_URL"))
+        }
+        verified = subprocess.run(
+            [sys.executable, "-m", "ledger.cli", "verify", "--json"],
+            env={**shell, "DATABASE_URL": exported["DATABASE_URL"]},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert verified.returncode == 0, verified.stderr
+        assert json.loads(verified.stdout.strip().splitlines()[-1])["ok"] is True
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=25) == 0, (tmp_path / "demo.err").read_text()
+        assert not env_file.exists()
         assert _live_members(pgids) == [], "a child of the demo outlived it"
         assert not (tmp_path / "state" / "demo.json").exists()
     finally:
