@@ -28,6 +28,7 @@ class Example:
     query: str = ""
     multipart: dict[str, str] = field(default_factory=dict)  # curl -F parts
     scope: str | None = None  # which key the test uses; None: no key
+    media: str = "application/json"  # of the response; a text/html example is the page's beginning
 
     def curl(self, method: str, path: str) -> str:
         """The example as one `curl` command a member can paste (with LEDGER_KEY exported)."""
@@ -124,8 +125,8 @@ EXAMPLES: dict[tuple[str, str], Example] = {
         200,
         {
             "results": [
-                {"index": 0, "status": 201, "incident": RECEIPT, "problem": None},
-                {"index": 1, "status": 422, "incident": None, "problem": VALIDATION_PROBLEM},
+                {"kind": "incident", "index": 0, "status": 201, "incident": RECEIPT},
+                {"kind": "problem", "index": 1, "status": 422, "problem": VALIDATION_PROBLEM},
             ]
         },
         body={
@@ -178,7 +179,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ("POST", "/v1/lookups"): Example(200, LOOKUP_ANSWER, body=LOOKUP_REQUEST, scope="lookup"),
     ("POST", "/v1/lookups/batch"): Example(
         200,
-        {"results": [{"index": 0, "status": 200, "lookup": LOOKUP_ANSWER, "problem": None}]},
+        {"results": [{"kind": "lookup", "index": 0, "status": 200, "lookup": LOOKUP_ANSWER}]},
         body={"lookups": [LOOKUP_REQUEST]},
         scope="lookup",
     ),
@@ -294,6 +295,16 @@ EXAMPLES: dict[tuple[str, str], Example] = {
         },
         body={"identifiers": [PHONE]},
         scope="dispute",
+    ),
+    ("POST", "/v1/subjects/report/html"): Example(
+        200,
+        '<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        "<title>个人信用记录报告 · 消费信用联盟账本</title>\n…",
+        body={"identifiers": [PHONE]},
+        query="lang=zh",
+        scope="dispute",
+        media="text/html",
     ),
     ("GET", "/v1/ledger/checkpoint"): Example(
         200,

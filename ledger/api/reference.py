@@ -45,7 +45,7 @@ class ExamplesPlugin(BasePlugin):
                 if not isinstance(response, dict):
                     continue
                 if "content" in response:
-                    response["content"].setdefault("application/json", {})["example"] = example.response
+                    response["content"].setdefault(example.media, {})["example"] = example.response
                 else:
                     response["example"] = example.response
             operation["x-curl"] = example.curl(method.upper(), path or "")
@@ -65,6 +65,11 @@ def _inline(text: str) -> str:
         last = match.end()
     out.append(str(escape(text[last:])))
     return "".join(out)
+
+
+def inline_markdown(text: str | None) -> Markup:
+    """One line of the Markdown subset (code spans, bold) as safe HTML, for a heading or a summary."""
+    return Markup(_inline(" ".join((text or "").split())))  # noqa: S704 (_inline escapes every text piece)
 
 
 def markdown(text: str | None) -> Markup:
@@ -239,7 +244,11 @@ def operations(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "curl": example.curl(method.upper(), path) if example else None,
                     "example_status": example.status if example else None,
                     "example_label": HTTPStatus(example.status).phrase if example else None,
-                    "example_response": json.dumps(example.response, ensure_ascii=False, indent=2)
+                    "example_response": (
+                        example.response
+                        if isinstance(example.response, str)
+                        else json.dumps(example.response, ensure_ascii=False, indent=2)
+                    )
                     if example
                     else None,
                 }

@@ -90,6 +90,7 @@ class Reference(MethodView):
             spec=spec,
             intro=reference.markdown(spec["info"].get("description")),
             operations=reference.operations(spec),
+            inline=reference.inline_markdown,
         )
         return Response(page, mimetype="text/html")
 
