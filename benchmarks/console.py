@@ -258,7 +258,9 @@ def main() -> None:
     parser.add_argument("--disputes", type=int, default=3_000)
     parser.add_argument("--requests", type=int, default=200, help="overview renders per measurement")
     parser.add_argument("--browser", type=int, default=20, help="browser page loads per measurement")
-    parser.add_argument("--config", default="sync:2", help="server configuration (see _common.parse_config)")
+    parser.add_argument(
+        "--config", default=c.DEFAULT_SERVER, help="server configuration (see _common.parse_config)"
+    )
     parser.add_argument("--database", default="bench_console")
     parser.add_argument("--keep", action="store_true", help="keep the loaded database")
     parser.add_argument(
