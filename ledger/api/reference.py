@@ -147,6 +147,14 @@ def _constraints(schema: Mapping[str, Any]) -> str:
     return "; ".join(notes)
 
 
+def _join(meaning: str, constraints: str) -> str:
+    """A field's meaning, then its constraints as a sentence of their own."""
+    meaning = meaning.strip()
+    if meaning and constraints and meaning[-1] not in ".;:)":
+        meaning += "."
+    return " ".join(part for part in (meaning, constraints) if part)
+
+
 def fields(
     spec: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "", depth: int = 0
 ) -> list[dict[str, Any]]:
@@ -159,13 +167,8 @@ def fields(
             continue
         resolved = _resolve(spec, prop)
         path = f"{prefix}{name}"
-        description = " ".join(
-            part
-            for part in (
-                resolved.get("description", "") or prop.get("description", ""),
-                _constraints(resolved),
-            )
-            if part
+        description = _join(
+            resolved.get("description", "") or prop.get("description", ""), _constraints(resolved)
         )
         rows.append(
             {
@@ -225,13 +228,9 @@ def operations(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
                             "required": p.get("required", False),
                             "type": _type_of(spec, p.get("schema", {})),
                             "description": markdown(
-                                " ".join(
-                                    x
-                                    for x in (
-                                        p.get("description", ""),
-                                        _constraints(_resolve(spec, p.get("schema", {}))),
-                                    )
-                                    if x
+                                _join(
+                                    p.get("description", ""),
+                                    _constraints(_resolve(spec, p.get("schema", {}))),
                                 )
                             ),
                         }
