@@ -514,7 +514,9 @@ def demo(bind: str, workers: int, state_dir: str, as_json: bool) -> None:
 @main.command(
     "hash",
     help="Print the PDQ hash and quality of each image, so that a partner can report or look up evidence "
-    "by hash and no photo ever leaves it. Needs no database. Exit 2 if any file is not a usable image.",
+    "by hash and no photo ever leaves it: the hash as stored (ThreatExchange's convention) and, for a "
+    "rotated or transparent image, also the hash as displayed; send both. Needs no database. Exit 2 if "
+    "any file is not a usable image.",
 )
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @json_option
@@ -536,6 +538,7 @@ def hash_images(images: tuple[str, ...], as_json: bool) -> None:
             {
                 "path": path,
                 "pdq": hashed.hex,
+                "pdq_displayed": hashed.displayed,
                 "quality": hashed.quality,
                 "low_quality": hashed.low_quality(min_quality),
             }
@@ -545,6 +548,8 @@ def hash_images(images: tuple[str, ...], as_json: bool) -> None:
     for r in [] if as_json else results:
         if "pdq" in r:
             click.echo(f"{r['pdq']}  quality={r['quality']}{' LOW' if r['low_quality'] else ''}  {r['path']}")
+            if r["pdq_displayed"]:  # send both in evidence.pdq (docs/evidence.md: two views of one photo)
+                click.echo(f"{r['pdq_displayed']}  as displayed  {r['path']}")
         else:
             click.echo(f"error: {r['path']}: {r['error']}", err=True)
     if any("error" in r for r in results):

@@ -9,6 +9,16 @@ This module is shared with partners' code, like `ledger.identity`: `ledger hash 
 partner's own machine, so that the photo never has to leave the partner at all. The hex form is the
 one ThreatExchange uses (bit 0 of the PDQ vector is the most significant bit of the first hex digit).
 
+**Two views of one photo.** ThreatExchange's tools (the C++ `pdq-photo-hasher`, python-threatexchange)
+hash the pixels as the file stores them: they ignore the EXIF orientation tag and the alpha channel. A
+person, and a platform that re-encodes an upload, sees the photo turned upright and any transparency
+flattened. A phone photo tagged "rotate 90°" hashes about 128 bits apart under the two conventions, and a
+semi-transparent PNG about 60. So an image gets its hash `as stored` (ThreatExchange's convention: the
+file's pixel order, colour channels only) and, when it differs, also its hash `as displayed` (EXIF
+orientation applied, transparency flattened onto white). The ledger stores and matches both, so a photo
+matches its re-uploads whichever way they were re-encoded, and hashes made by ThreatExchange's tools
+from the same file (docs/evidence.md has the measurements against ThreatExchange's reference images).
+
 PDQ's own quality score (0..100) says how much structure the image has; below about 50 (a blank wall,
 a dark frame) hashes collide by chance, so such images are accepted but marked low quality and never
 matched on their own (see `ledger.domain.pdq_index` and the policy's `evidence.min_quality`).
@@ -21,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # per uploaded image
 MIN_SIDE = 64  # PDQ works on a 64x64 reduction; smaller images carry too little to hash
@@ -30,6 +40,17 @@ WORKING_SIDE = 1024  # larger images are reduced first: same hash within a few b
 MIN_QUALITY = 50  # PDQ guidance; the policy file's evidence.min_quality is the value that is applied
 FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 HEX_LENGTH = 64
+ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose applies it).
+ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageRejected(ValueError):
@@ -42,14 +63,25 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class ImageHash:
+    """`hex` is the image as stored (ThreatExchange's convention); `displayed` is the image as shown (EXIF
+    orientation applied, transparency flattened onto white), only when it differs from the stored one."""
+
     hex: str
     quality: int
     width: int
     height: int
+    displayed: str | None = None
 
     @property
     def digest(self) -> bytes:
         return bytes.fromhex(self.hex)
+
+    @property
+    def digests(self) -> tuple[bytes, ...]:
+        """Every view's hash: as stored, then as displayed when it differs."""
+        if self.displayed is None:
+            return (self.digest,)
+        return (self.digest, bytes.fromhex(self.displayed))
 
     def low_quality(self, min_quality: int = MIN_QUALITY) -> bool:
         return self.quality < min_quality
@@ -63,7 +95,35 @@ def bits_to_hex(bits: np.ndarray) -> str:
     return np.packbits(flat).tobytes().hex()
 
 
-def _decode(image_bytes: bytes) -> tuple[Image.Image, int, int]:
+def _views(image: Image.Image, orientation: int) -> tuple[Image.Image, Image.Image | None]:
+    """The image as stored (RGB in the file's pixel order, alpha ignored, as ThreatExchange hashes it), and
+    the image as displayed when that differs: turned by its EXIF orientation, transparency on white."""
+    alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if alpha:
+        rgba = image.convert("RGBA")
+        transparent = rgba.getchannel("A").getextrema() != (255, 255)  # one band: (min, max)
+        stored = rgba.convert("RGB")
+    else:
+        transparent = False
+        stored = image.convert("RGB")
+    if not transparent and orientation not in ORIENTATIONS:
+        return stored, None
+    displayed = stored
+    if transparent:
+        displayed = Image.new("RGB", rgba.size, (255, 255, 255))
+        displayed.paste(rgba, mask=rgba.getchannel("A"))
+    if orientation in ORIENTATIONS:
+        displayed = displayed.transpose(ORIENTATIONS[orientation])
+    return stored, displayed
+
+
+def _reduced(image: Image.Image) -> Image.Image:
+    if max(image.size) > WORKING_SIDE:
+        image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+    return image
+
+
+def _decode(image_bytes: bytes) -> tuple[Image.Image, Image.Image | None, int, int]:
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) on large images; MAX_PIXELS below is the limit we apply.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -84,20 +144,15 @@ def _decode(image_bytes: bytes) -> tuple[Image.Image, int, int]:
         if image.format in ("JPEG", "MPO"):
             # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding: the cheapest reduction.
             image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
         image.load()
-        image = ImageOps.exif_transpose(image)  # hash what a person sees, not the sensor's orientation
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            image = Image.new("RGB", rgba.size, (255, 255, 255))
-            image.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            image = image.convert("RGB")
-        if max(image.size) > WORKING_SIDE:
-            image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+        stored, displayed = _views(image, orientation)
+        stored = _reduced(stored)
+        displayed = _reduced(displayed) if displayed is not None else None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         # Pillow reports a cut-off file as OSError("image file is truncated ...").
         raise ImageRejected("the image is truncated or corrupt") from None
-    return image, width, height
+    return stored, displayed, width, height
 
 
 def hash_image(image_bytes: bytes, max_bytes: int | None = MAX_IMAGE_BYTES) -> ImageHash:
@@ -106,14 +161,20 @@ def hash_image(image_bytes: bytes, max_bytes: int | None = MAX_IMAGE_BYTES) -> I
         raise ImageRejected("the file is empty")
     if max_bytes is not None and len(image_bytes) > max_bytes:
         raise ImageRejected(f"larger than {max_bytes // (1024 * 1024)} MB")
-    image, width, height = _decode(image_bytes)
+    stored, displayed, width, height = _decode(image_bytes)
     import pdqhash  # compiled extension; imported here so that `ledger --help` stays fast
 
-    bits, quality = pdqhash.compute(np.asarray(image))
-    return ImageHash(bits_to_hex(bits), int(quality), width, height)
+    bits, quality = pdqhash.compute(np.asarray(stored))
+    as_stored = bits_to_hex(bits)
+    as_displayed = None
+    if displayed is not None:
+        shown_bits, _ = pdqhash.compute(np.asarray(displayed))
+        as_displayed = bits_to_hex(shown_bits)
+    return ImageHash(as_stored, int(quality), width, height, as_displayed)
 
 
 def pdq_hash(image_bytes: bytes) -> tuple[str, int]:
-    """The PDQ hash of an image, as (64 lowercase hex characters, quality 0..100)."""
+    """The PDQ hash of an image as stored (ThreatExchange's convention), as (64 lowercase hex characters,
+    quality 0..100). `hash_image` also gives the hash as displayed."""
     hashed = hash_image(image_bytes, max_bytes=None)
     return hashed.hex, hashed.quality

@@ -166,6 +166,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
             "evidence": [
                 {
                     "hash": "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+                    "displayed_hash": None,
                     "quality": 100,
                     "low_quality": False,
                     "added": True,
@@ -190,6 +191,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
             "evidence_matches": [
                 {
                     "hash": "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+                    "displayed_hash": None,
                     "quality": 100,
                     "low_quality": False,
                     "matched": True,

@@ -521,7 +521,20 @@ class EvidenceMatchSchema(ma.Schema):
     """What a lookup learns about one submitted hash. Never which platform holds the match, never its
     incident."""
 
-    hash = ma.fields.String(required=True, metadata={"description": "The submitted (or computed) PDQ hash"})
+    hash = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "The submitted PDQ hash, or an uploaded image's hash as stored (ThreatExchange's "
+            "convention: EXIF orientation and transparency ignored)"
+        },
+    )
+    displayed_hash = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "An uploaded image's hash as displayed (EXIF orientation applied, transparency "
+            "flattened onto white), when it differs from `hash`; both were matched. Null otherwise"
+        },
+    )
     quality = ma.fields.Integer(
         required=True,
         allow_none=True,
@@ -553,12 +566,27 @@ class EvidenceMatchSchema(ma.Schema):
 
 
 class EvidenceHashSchema(ma.Schema):
-    hash = ma.fields.String(required=True, metadata={"description": "PDQ hash, 64 lowercase hex characters"})
+    hash = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "PDQ hash as stored (ThreatExchange's convention), 64 lowercase hex characters"
+        },
+    )
+    displayed_hash = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "PDQ hash as displayed (EXIF orientation applied, transparency flattened onto "
+            "white) when it differs from `hash`; stored and matched too. Null otherwise"
+        },
+    )
     quality = ma.fields.Integer(required=True, metadata={"description": "PDQ quality, 0..100"})
     low_quality = ma.fields.Boolean(
         required=True, metadata={"description": "Stored, but never matched on its own (quality below 50)"}
     )
-    added = ma.fields.Boolean(required=True, metadata={"description": "False if the incident already had it"})
+    added = ma.fields.Boolean(
+        required=True, metadata={"description": "False if the incident already had this image's hashes"}
+    )
 
 
 class EvidenceAddedSchema(ma.Schema):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from ledger.domain.pdq_index import DELTA_LIMIT, NO_MATCH, EvidenceIndex, EvidenceRows
+from ledger.domain.pdq_index import DELTA_LIMIT, NO_MATCH, EvidenceIndex, EvidenceRows, summarise
 from ledger.errors import Conflict, InvalidInput, NotFound
 from ledger.evidence import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_image
 from ledger.services.platforms import Principal
@@ -46,6 +46,9 @@ class Submitted:
 
     digest: bytes
     quality: int | None = None
+    displayed: bytes | None = (
+        None  # an uploaded image's hash as displayed, when it differs (docs/evidence.md)
+    )
 
 
 class Matcher:
@@ -181,10 +184,20 @@ def match(rt: Runtime, asked: Sequence[Submitted]) -> list[dict[str, Any]]:
     out = []
     for item in asked:
         low = item.quality is not None and item.quality < policy.evidence_min_quality
-        found = NO_MATCH if low else index.match(item.digest, policy.evidence_threshold, policy.severity)
+        if low:
+            found = NO_MATCH
+        elif item.displayed is None:
+            found = index.match(item.digest, policy.evidence_threshold, policy.severity)
+        else:  # both views of an uploaded image: a match of either is a match of the image
+            hits = [
+                *index.hits(item.digest, policy.evidence_threshold),
+                *index.hits(item.displayed, policy.evidence_threshold),
+            ]
+            found = summarise(hits, policy.severity)
         out.append(
             {
                 "hash": item.digest.hex(),
+                "displayed_hash": item.displayed.hex() if item.displayed is not None else None,
                 "quality": item.quality,
                 "low_quality": low,
                 "matched": found.matched,
@@ -220,7 +233,10 @@ def hash_uploads(images: Sequence[bytes], field: str = "images") -> list[ImageHa
 
 
 def submitted_images(images: Sequence[bytes], field: str = "images") -> tuple[Submitted, ...]:
-    return tuple(Submitted(h.digest, h.quality) for h in hash_uploads(images, field))
+    return tuple(
+        Submitted(h.digest, h.quality, bytes.fromhex(h.displayed) if h.displayed else None)
+        for h in hash_uploads(images, field)
+    )
 
 
 def require_own_incident(rt: Runtime, principal: Principal, incident_id: UUID) -> None:
@@ -240,7 +256,8 @@ def add_images(
     hashed = hash_uploads(images)
     quality: dict[bytes, int] = {}
     for h in hashed:
-        quality.setdefault(h.digest, h.quality)
+        for view in h.digests:  # as stored, and as displayed when it differs: both are matched
+            quality.setdefault(view, h.quality)
     min_quality = rt.policy.evidence_min_quality
     with rt.db.transaction() as conn:
         row = incident_store.get_for_platform(conn, incident_id, principal.platform_id, lock=True)
@@ -273,9 +290,10 @@ def add_images(
         "evidence": [
             {
                 "hash": h.hex,
+                "displayed_hash": h.displayed,
                 "quality": h.quality,
                 "low_quality": h.quality < min_quality,
-                "added": h.digest in new,
+                "added": any(d in new for d in h.digests),
             }
             for h in hashed
         ],

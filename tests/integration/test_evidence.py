@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import redis
 import werkzeug.formparser
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from ledger import create_app
 from ledger.config import Settings
@@ -37,7 +37,16 @@ from tests.conftest import REDIS_URL, ROOT, Member, env_for, incident_body, wait
 PROBLEM = "application/problem+json"
 UNKNOWN_BUYER = {"type": "phone", "value": "13700137000"}  # never reported: a fresh account
 PHONE = {"type": "phone", "value": "13800138000"}
-MATCH_KEYS = {"hash", "quality", "low_quality", "matched", "best_distance", "category", "platforms"}
+MATCH_KEYS = {
+    "hash",
+    "displayed_hash",
+    "quality",
+    "low_quality",
+    "matched",
+    "best_distance",
+    "category",
+    "platforms",
+}
 
 
 # -- the photos ---------------------------------------------------------------------------------------------
@@ -718,3 +727,40 @@ def test_ledger_hash_prints_the_same_hashes_as_the_server(tmp_path: Any, setting
     assert text.stdout.startswith(FORGED_HASH)
     assert "notes.txt" in text.stderr
     assert "not an image" in text.stderr
+
+
+# -- the two views of a photo (docs/evidence.md) ------------------------------------------------------------
+
+TE_DATA = ROOT / "tests" / "data" / "threatexchange"
+# ThreatExchange's own hash of exif-rotn-6.jpg (pdq/sql/README.md; tests/data/threatexchange/README.md)
+TE_ROTN_6 = "e9782aad54ae0b6365315ac278592d68d4b5434a5fcd7471f7abcb594b481a94"
+
+
+def test_a_rotated_photo_is_stored_in_both_views_and_matches_threatexchange_and_reuploads(
+    client: Any, alpha: Member, beta: Member, settings: Settings
+) -> None:
+    photo = (TE_DATA / "exif-rotn-6.jpg").read_bytes()
+    incident = report(client, alpha, "rotated")
+    added = upload(client, alpha, incident["id"], photo)
+    assert added.status_code == 201, added.get_json()
+    [entry] = added.get_json()["evidence"]
+    assert entry["displayed_hash"] is not None
+    assert added.get_json()["stored"] == 2
+    assert {h.hex() for h, _ in stored_evidence(settings)} == {entry["hash"], entry["displayed_hash"]}
+
+    # A hash made by ThreatExchange's tools from the same file, sent as a hash.
+    [by_tool] = lookup(client, beta, TE_ROTN_6)["evidence_matches"]
+    assert by_tool["matched"]
+    assert by_tool["best_distance"] == 8
+    assert by_tool["displayed_hash"] is None
+
+    # A re-upload with the rotation baked in and the tag dropped, sent as an image.
+    upright = Image.open(io.BytesIO(photo))
+    baked = encode(ImageOps.exif_transpose(upright).convert("RGB"), "JPEG", quality=85)
+    [by_image] = image_lookup(client, beta, baked)["evidence_matches"]
+    assert by_image["matched"]
+    assert by_image["best_distance"] <= 8
+    # The original file itself: both of its views are asked about and matched exactly.
+    [same] = image_lookup(client, beta, photo)["evidence_matches"]
+    assert (same["hash"], same["displayed_hash"]) == (entry["hash"], entry["displayed_hash"])
+    assert same["best_distance"] == 0
