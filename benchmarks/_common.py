@@ -32,6 +32,8 @@ BIN = Path(sys.executable).parent
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 IDENTITY_KEY = "bench-identity-key-0123456789abcdef"
+# The transparency log's key (base64 Ed25519 seed): production mode requires one. Not secret.
+LOG_KEY = "YmVuY2gtbG9nLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE="
 # The `ledger serve` configuration chosen from `lookup.py --sweep` (docs/performance.md).
 DEFAULT_SERVER = "granian:2x8"
 
@@ -86,6 +88,7 @@ def ledger_env(database_url: str, **extra: str) -> dict[str, str]:
         DATABASE_URL=database_url,
         REDIS_URL=REDIS_URL,
         LEDGER_IDENTITY_KEY=IDENTITY_KEY,
+        LEDGER_LOG_KEY=LOG_KEY,
         LEDGER_ENV="production",
         LEDGER_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",

@@ -9,8 +9,8 @@ Shape (defaults: 1,000,000 incidents over 300,000 subjects, 8 reporting platform
   * incidents are up to three years old, 93% active, 4% disputed, 3% retracted; each carries the
     subject's phone, its e-mail when it has one and its device half the time (2 to 3 identifiers);
   * subjects are already linked (incidents.subject_id set), as after the workers ran.
-The hash chain (ledger_events) is NOT built for this data: neither the lookup hot path nor the rescore
-reads it, and `ledger_head` stays at seq 0, so scores record computed_from_seq 0.
+The event log (ledger_events and the Merkle tree) is NOT built for this data: neither the lookup hot path
+nor the rescore reads it, so scores record computed_from_seq 0.
 
 Tokens are computed exactly as `ledger.identity.tokenize` does, from values generated already in
 normalised form (E.164 phones, lower-case e-mails), which skips only the phonenumbers parse.

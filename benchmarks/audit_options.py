@@ -60,7 +60,11 @@ def runtime(url: str, pool_max: int = 2) -> Any:
 
     return Runtime(
         Settings(
-            database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY, pool_max=pool_max
+            database_url=url,
+            redis_url=c.REDIS_URL,
+            identity_key=c.IDENTITY_KEY,
+            log_key=c.LOG_KEY,
+            pool_max=pool_max,
         ).require_services()
     )
 

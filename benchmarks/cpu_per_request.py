@@ -78,7 +78,9 @@ def main() -> int:
     c.flush_redis()
     with c.bench_database(args.database) as url:
         _synth.load(url, INCIDENTS, SUBJECTS, progress=False)
-        settings = Settings(database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY)
+        settings = Settings(
+            database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY, log_key=c.LOG_KEY
+        )
         rt = Runtime(settings)
         try:
             scoring.rescore_all(rt)

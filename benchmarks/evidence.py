@@ -287,7 +287,9 @@ def measure_postgres(rows: EvidenceRows) -> None:
                     copy.write_row((owner, digest.tobytes(), 90))
             conn.commit()
         c.say(f"postgres: loaded {n:,} incidents with one hash each in {time.perf_counter() - started:.1f} s")
-        rt = Runtime(Settings(database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY))
+        rt = Runtime(
+            Settings(database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY, log_key=c.LOG_KEY)
+        )
         matcher = Matcher(rt)
         load_s, index = timed(matcher.current)
         c.say(

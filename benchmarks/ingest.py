@@ -1,7 +1,7 @@
 """Ingest benchmark: incident reports against `ledger serve` (gunicorn) on this machine.
 
 Prints
-  * incidents/s for POST /v1/incidents/batch (1,000 incidents per request, durable and hash-chained);
+  * incidents/s for POST /v1/incidents/batch (1,000 incidents per request, durable, each a log leaf);
   * requests/s, p50 and p99 for single POST /v1/incidents at 16 concurrent clients (wrk, keep-alive
     where the worker class allows it);
   * the baseline, measured in the same run under the same gunicorn options and the same wrk script: a
@@ -13,8 +13,8 @@ Targets (2 cores): batch >= 5,000 incidents/s; single >= 60% of the baseline's t
 
 Setup: a fresh database (default `bench_ingest`, dropped afterwards), Redis database 7 (flushed), one
 member platform with a huge rate limit. No Celery worker runs: the API's job ends at the durable commit
-and the task send; scoring is measured by freshness.py and rescore.py. After the run `ledger verify`
-re-checks the whole hash chain. Bodies carry raw identifiers (a phone number, an e-mail, a device id),
+and the task send; scoring is measured by freshness.py and rescore.py. After the run `ledger sequencer
+--once` integrates every pending leaf and `ledger verify` re-checks the whole log. Bodies carry raw identifiers (a phone number, an e-mail, a device id),
 so normalisation and HMAC tokenisation are part of every measured request.
 
     /work/venv/bin/python benchmarks/ingest.py [--seconds 20] [--batches 30]
@@ -172,12 +172,12 @@ def run_batches(port: int, key: str, batches: int, size: int, clients: int, tag:
 
 # The database floor: what PostgreSQL alone can do, with no application and a client (pgbench, in C) that
 # costs almost nothing. Each transaction is one real `ledger_report` call, as the API makes it for a single
-# report (a new incident, 3 tokens, its outbox row and its chained event), prepared as psycopg prepares it;
+# report (a new incident, 3 tokens, its outbox row, its event and pending leaf), prepared as psycopg prepares it;
 # the other runs the baseline's INSERT of a JSON body. pgbench runs as many clients as the server has
 # request threads, the most that reach PostgreSQL at once. Values are random per call and the payload is
 # canonical JSON of the real length (chr(58) is a colon: pgbench would take ":null" for a variable). Run
-# after `ledger verify`: these incidents are chained, but their payloads are not the API's.
-FLOOR_REPORT = """SELECT r_seq FROM ledger_report(%(platform)d::bigint,
+# after `ledger verify`: these incidents are recorded, but their payloads are not the API's.
+FLOOR_REPORT = """SELECT r_leaf_hash FROM ledger_report(%(platform)d::bigint,
   ARRAY[gen_random_uuid()], ARRAY['floor-' || (:client_id)::text || '-' || random()::text],
   ARRAY[md5(random()::text) || md5(random()::text)], ARRAY['refund_only_abuse'], ARRAY['platform_review'],
   ARRAY[12900::bigint], ARRAY['CNY'], ARRAY[now() - interval '2 days'], ARRAY[decode(md5(random()::text), 'hex')],
@@ -294,14 +294,15 @@ def main() -> int:
             single = c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, args.seconds)
             c.say(f"ledger    single POST /v1/incidents, {args.connections} conns:      {single.line()}")
 
+        c.ledger_cli(env, "sequencer", "--once")
         verified = c.ledger_cli(env, "verify")
         with psycopg.connect(url) as conn:
             incidents = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]  # type: ignore[index]
             events = conn.execute("SELECT count(*) FROM ledger_events").fetchone()[0]  # type: ignore[index]
             platform = conn.execute("SELECT id FROM platforms WHERE slug = 'bench-ingest'").fetchone()[0]  # type: ignore[index]
         c.say(
-            f"ledger verify: ok={verified['ok']} events={verified.get('events')} "
-            f"(incidents {incidents}, chained events {events})"
+            f"ledger verify: ok={verified['ok']} leaves={verified.get('leaves')} "
+            f"(incidents {incidents}, events {events})"
         )
 
         # -- the database floor: PostgreSQL alone, no application (pgbench) ---------------------------

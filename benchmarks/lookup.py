@@ -115,7 +115,9 @@ def prepare_database(url: str, incidents: int, subjects: int) -> None:
     started = time.perf_counter()
     counts = _synth.load(url, incidents, subjects)
     c.say(f"loaded {counts} in {time.perf_counter() - started:.0f} s")
-    rt = Runtime(Settings(database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY))
+    rt = Runtime(
+        Settings(database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY, log_key=c.LOG_KEY)
+    )
     try:
         started = time.perf_counter()
         scored = scoring.rescore_all(rt)

@@ -19,7 +19,7 @@ MULTIPART_ENDPOINTS: frozenset[str] = frozenset({"incidents.IncidentEvidence", "
 
 def create_app(settings: Settings | None = None) -> Flask:
     from ledger import console
-    from ledger.api import disputes, incidents, lookups, openapi, problems, system
+    from ledger.api import disputes, incidents, log, lookups, openapi, problems, system
     from ledger.services.platforms import KeyResolver
     from ledger.services.runtime import Runtime
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     api = problems.ProblemApi(app, spec_kwargs={"marshmallow_plugin": openapi.Plugin()})
     app.extensions["ledger.api"] = api
-    for module in (system, incidents, lookups, disputes):
+    for module in (system, incidents, lookups, disputes, log):
         api.register_blueprint(module.blp)
     problems.register(app)
     app.register_blueprint(console.blp)

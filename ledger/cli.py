@@ -92,7 +92,11 @@ def db() -> None:
     pass
 
 
-@db.command("init", help="Apply schema.sql (idempotent: safe to run twice).")
+@db.command(
+    "init",
+    help="Apply schema.sql (idempotent: safe to run twice). Upgrades a database of the release before the "
+    "transparency log in place: its chain becomes the log's first leaves.",
+)
 @json_option
 @handled
 def db_init(as_json: bool) -> None:
@@ -101,11 +105,20 @@ def db_init(as_json: bool) -> None:
     settings = Settings.from_env()
     if not settings.database_url:
         raise LedgerError("DATABASE_URL is not set")
+    from ledger.storage.upgrade import UpgradeRefused
+
     try:
-        apply_schema(settings.database_url)
+        queued = apply_schema(settings.database_url)
+    except UpgradeRefused as exc:
+        raise LedgerError(str(exc)) from None
     except Exception as exc:
         raise LedgerError(f"could not apply the schema: {type(exc).__name__}") from None
-    emit(as_json, {"applied": str(SCHEMA_PATH.name)}, "schema applied")
+    text = "schema applied"
+    if queued:
+        text += (
+            f"; upgraded: {queued} chained events queued as the log's first leaves (run `ledger sequencer`)"
+        )
+    emit(as_json, {"applied": str(SCHEMA_PATH.name), "upgraded_events": queued}, text)
 
 
 # -- platforms and keys ------------------------------------------------------------------------------
@@ -299,10 +312,50 @@ def beat(celery_args: tuple[str, ...], as_json: bool) -> None:
     app.start(["beat", "--loglevel=INFO", "-s", schedule, *celery_args])
 
 
+@main.command(
+    "sequencer",
+    help="Run the transparency log's sequencer: the one writer of the Merkle tree. A second one waits as a "
+    "standby.",
+)
+@click.option(
+    "--once", is_flag=True, help="Integrate what is pending, sign, and exit (if no sequencer runs)."
+)
+@json_option
+@handled
+def sequencer(once: bool, as_json: bool) -> None:
+    import signal
+    import threading
+
+    from ledger.services import sequencer as svc
+
+    rt = runtime()
+    if once:
+        try:
+            added = svc.integrate_now(rt)
+        except svc.TreeMismatch as exc:
+            click.echo(f"error: {exc}; refusing to sign (run `ledger verify`)", err=True)
+            sys.exit(1)
+        if added < 0:
+            raise LedgerError("another sequencer holds the log; it integrates pending leaves itself")
+        emit(as_json, {"integrated": added}, f"integrated {added} leaves")
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if as_json:
+        emit(True, {"sequencer": True, "origin": rt.settings.log_origin})
+    try:
+        svc.run(rt, stop)
+    except svc.TreeMismatch as exc:
+        click.echo(f"error: {exc}; refusing to sign (run `ledger verify`)", err=True)
+        sys.exit(1)
+
+
 # -- verification ------------------------------------------------------------------------------------
 @main.command(
     "verify",
-    help="Re-verify the whole hash chain and the lookup audit trail. Exit 1 names the first bad entry.",
+    help="Re-verify the transparency log (every leaf against its event, every stored node, every signed "
+    "checkpoint) and the lookup audit trail. Exit 1 names the first bad entry.",
 )
 @json_option
 @handled
@@ -316,11 +369,88 @@ def verify(as_json: bool) -> None:
         emit(
             as_json,
             result.as_dict(),
-            f"ok: {result.events} events up to seq {result.head_seq} (head {result.head_hash}); "
-            f"{result.lookups} lookup records",
+            f"ok: {result.leaves} leaves (root {result.root_hash}), {result.pending} pending, "
+            f"{result.checkpoints} checkpoints; {result.lookups} lookup records",
         )
         return
     emit(as_json, result.as_dict(), f"FAILED: first bad {result.problem}")
+    sys.exit(1)
+
+
+@main.group("log", help="The transparency log: keys and remote verification.")
+def log_group() -> None:
+    pass
+
+
+@log_group.command("keygen", help="Print a new Ed25519 log key for LEDGER_LOG_KEY (base64 seed).")
+@json_option
+def log_keygen(as_json: bool) -> None:
+    import base64
+
+    from ledger.domain.note import Signer
+
+    seed = os.urandom(32)
+    origin = Settings.from_env().log_origin
+    vkey = Signer.from_seed(origin, seed).verifier.vkey()
+    key = base64.b64encode(seed).decode()
+    emit(as_json, {"log_key": key, "vkey": vkey}, f"LEDGER_LOG_KEY={key}\nverifier key: {vkey}")
+
+
+@log_group.command(
+    "verify-remote",
+    help="As a member: check the log at URL from the checkpoint saved in --state, with no database. Fails "
+    "on a bad signature, a fork, a leaf not included, or a promise past its MMD.",
+)
+@click.argument("url")
+@click.option(
+    "--state", "state_path", required=True, type=click.Path(dir_okay=False), help="JSON state file."
+)
+@click.option("--vkey", help="The log's verifier key (trusted on first use and saved in --state if absent).")
+@click.option(
+    "--api-key", envvar="LEDGER_API_KEY", help="Your API key, for inclusion proofs (or LEDGER_API_KEY)."
+)
+@click.option(
+    "--receipts",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A JSON file of receipts (the `receipt` objects of your 201s) to check for inclusion.",
+)
+@click.option("--leaf", "leaves", multiple=True, help="A leaf hash (hex) to check for inclusion; repeatable.")
+@click.option("--witness-key", help="Cosign the new checkpoint with this Ed25519 seed (base64) as a witness.")
+@click.option("--witness-name", default="witness.invalid/member", show_default=True)
+@json_option
+@handled
+def log_verify_remote(
+    url: str,
+    state_path: str,
+    vkey: str | None,
+    api_key: str | None,
+    receipts: str | None,
+    leaves: tuple[str, ...],
+    witness_key: str | None,
+    witness_name: str,
+    as_json: bool,
+) -> None:
+    from ledger.services import verify_remote
+
+    report = verify_remote.run(
+        url,
+        state_path,
+        vkey=vkey,
+        api_key=api_key,
+        receipts_path=receipts,
+        leaves=list(leaves),
+        witness_seed=witness_key,
+        witness_name=witness_name,
+    )
+    if report["ok"]:
+        emit(
+            as_json,
+            report,
+            f"ok: checkpoint {report['tree_size']} verified, consistent with {report['previous_size']}; "
+            f"{report['included']} leaves included, {report['pending']} pending within their MMD",
+        )
+        return
+    emit(as_json, report, f"FAILED: {report['problem']}")
     sys.exit(1)
 
 

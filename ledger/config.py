@@ -7,6 +7,8 @@ This module deliberately imports nothing from Flask, psycopg or Celery.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +17,28 @@ from ledger.errors import ConfigError
 from ledger.jurisdiction import DEFAULT_PROFILE, PROFILES, Profile
 
 DEMO_IDENTITY_KEY = "demo-identity-key-not-for-production"
+DEFAULT_LOG_ORIGIN = "consumer-credit-ledger.invalid/log"
+
+
+def _log_key(env: dict[str, str]) -> str | None:
+    raw = env.get("LEDGER_LOG_KEY") or None
+    if raw is None:
+        return None
+    try:
+        seed = base64.b64decode(raw, validate=True)
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        # Never echo the value: it is a private key.
+        raise ConfigError("LEDGER_LOG_KEY must be the base64 of a 32-byte Ed25519 seed (`ledger log keygen`)")
+    return raw
+
+
+def _origin(env: dict[str, str]) -> str:
+    origin = env.get("LEDGER_LOG_ORIGIN") or DEFAULT_LOG_ORIGIN
+    if any(c.isspace() or c == "+" for c in origin) or len(origin) > 200:
+        raise ConfigError("LEDGER_LOG_ORIGIN must be a schema-less URL without spaces or '+'")
+    return origin
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -74,6 +98,13 @@ class Settings:
     auth_cache_seconds: float = 1.0
     outbox_grace_seconds: int = 5
     log_level: str = "INFO"
+    # The transparency log (docs/transparency.md): its Ed25519 key (base64 seed), origin line, maximum
+    # merge delay, and how often and how much the sequencer integrates.
+    log_key: str | None = None
+    log_origin: str = DEFAULT_LOG_ORIGIN
+    log_mmd_seconds: int = 10
+    log_batch_ms: int = 200
+    log_batch_max: int = 5000
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,6 +154,11 @@ class Settings:
             rate_limit_burst=_int(env, "LEDGER_RATE_LIMIT_BURST", 400, minimum=1),
             outbox_grace_seconds=_int(env, "LEDGER_OUTBOX_GRACE_SECONDS", 5, minimum=1),
             log_level=_log_level(env),
+            log_key=_log_key(env),
+            log_origin=_origin(env),
+            log_mmd_seconds=_int(env, "LEDGER_LOG_MMD_SECONDS", 10, minimum=1),
+            log_batch_ms=_int(env, "LEDGER_LOG_BATCH_MS", 200, minimum=1),
+            log_batch_max=_int(env, "LEDGER_LOG_BATCH_MAX", 5000, minimum=1),
         )
 
     def require_services(self) -> Settings:
@@ -131,11 +167,25 @@ class Settings:
             raise ConfigError("DATABASE_URL is not set")
         if not self.redis_url:
             raise ConfigError("REDIS_URL is not set")
-        if not self.identity_key:
-            if self.environment == "production":
+        settings = self
+        if not settings.identity_key:
+            if settings.environment == "production":
                 raise ConfigError("LEDGER_IDENTITY_KEY is not set (required outside demo and test)")
-            return replace(self, identity_key=DEMO_IDENTITY_KEY)
-        return self
+            settings = replace(settings, identity_key=DEMO_IDENTITY_KEY)
+        if not settings.log_key:
+            if settings.environment == "production":
+                raise ConfigError("LEDGER_LOG_KEY is not set (required outside demo and test)")
+            settings = replace(settings, log_key=demo_log_key(settings.identity_key or DEMO_IDENTITY_KEY))
+        return settings
+
+    def log_signer_seed(self) -> bytes:
+        """The log key's seed; demo and test settings without one derive it (see `demo_log_key`)."""
+        key = self.log_key
+        if key is None:
+            if self.environment == "production":
+                raise ConfigError("LEDGER_LOG_KEY is not set (required outside demo and test)")
+            key = demo_log_key(self.identity_key or DEMO_IDENTITY_KEY)
+        return base64.b64decode(key)
 
     def require_database(self) -> Settings:
         """Check what a command that only reads or writes PostgreSQL needs: DATABASE_URL, nothing else.
@@ -146,3 +196,12 @@ class Settings:
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def demo_log_key(identity_key: str) -> str:
+    """A log key for demo and test mode, derived from the identity key so that every process of one demo
+    (API, sequencer, CLI) signs with the same key without sharing a file. Never for production: anyone
+    who knows the identity key knows it."""
+    return base64.b64encode(
+        hashlib.sha256(b"ledger demo log key\n" + identity_key.encode()).digest()
+    ).decode()

@@ -2,10 +2,10 @@
 
 It supervises, in order: an embedded PostgreSQL and/or Redis for whichever of `DATABASE_URL` and
 `REDIS_URL` is unset (see `ledger.embedded`), the schema, two demo platforms with fresh keys, and then
-`ledger serve`, `ledger worker` and `ledger beat` as subprocesses with `LEDGER_ENV=demo`. It prints the
-keys, `curl` commands to try and an `export` block for other shells (also written to `.ledger/env`), and
-on Ctrl-C, SIGTERM or SIGHUP stops everything it started, in the reverse order, and nothing it did not
-start.
+`ledger serve`, `ledger worker`, `ledger beat` and `ledger sequencer` as subprocesses with
+`LEDGER_ENV=demo`. It prints the keys, `curl` commands to try and an `export` block for other shells (also
+written to `.ledger/env`), and on Ctrl-C, SIGTERM or SIGHUP stops everything it started, in the reverse
+order, and nothing it did not start.
 
 Every child runs in its own process group, so the terminal's Ctrl-C reaches only this supervisor and
 the shutdown order stays ours: API and workers first, then Redis, then PostgreSQL. A demo that was
@@ -245,12 +245,13 @@ class Demo:
         self._spawn("serve", ["serve", "--bind", self.bind, "--workers", str(self.workers)], env)
         self._spawn("worker", ["worker", "--concurrency", "1", "-n", f"demo-{os.getpid()}@%h"], env)
         self._spawn("beat", ["beat"], env)
+        self._spawn("sequencer", ["sequencer"], env)
 
     def _died(self) -> Child | None:
         return next((c for c in self.children if c.proc.poll() is not None), None)
 
     def _wait_until_ready(self) -> None:
-        self.say(f"starting the API on {self.base_url}, a worker and beat ...")
+        self.say(f"starting the API on {self.base_url}, a worker, beat and the log's sequencer ...")
         deadline = time.monotonic() + STARTUP_TIMEOUT
         api_ready = worker_ready = False
         worker = next(c for c in self.children if c.name == "worker")
@@ -326,7 +327,7 @@ class Demo:
             f"OpenAPI: {self.base_url}/openapi.json)",
             f"  PostgreSQL  {pg}",
             f"  Redis       {rd}",
-            f"  Logs        {self.state_dir / 'logs'}/{{serve,worker,beat}}.log",
+            f"  Logs        {self.state_dir / 'logs'}/{{serve,worker,beat,sequencer}}.log",
             "",
             "Demo platforms. Keys are shown once; the next `ledger demo` rotates them.",
             *(f"  {k['platform']:<12} {','.join(k['scopes']):<22} {k['key']}" for k in keys),
@@ -383,7 +384,7 @@ class Demo:
 
     # -- shutdown -----------------------------------------------------------------------------------
     def _shutdown(self) -> None:
-        """API, beat and worker first (they hold connections), then Redis, then PostgreSQL.
+        """API, beat, worker and sequencer first (they hold connections), then Redis, then PostgreSQL.
 
         Each step runs whatever happened in the one before, so one failure leaves nothing else running.
         """
@@ -398,7 +399,7 @@ class Demo:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(timeout=1)
             if self.children:
-                self.say("stopped the API, the worker and beat")
+                self.say("stopped the API, the worker, beat and the sequencer")
         finally:
             try:
                 if self.redis is not None:

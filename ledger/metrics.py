@@ -37,3 +37,19 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()
+
+
+def render_log(lag: dict[str, object]) -> bytes:
+    """The log's lag and size as gauges. The sequencer is its own process and serves no metrics, so the
+    API reads them from the database when scraped (ledger/services/transparency.py `lag`)."""
+    return (
+        "# HELP ledger_log_lag_seconds Age of the oldest leaf not yet integrated into the log\n"
+        "# TYPE ledger_log_lag_seconds gauge\n"
+        f"ledger_log_lag_seconds {lag['lag_seconds']}\n"
+        "# HELP ledger_log_mmd_seconds The log's maximum merge delay\n"
+        "# TYPE ledger_log_mmd_seconds gauge\n"
+        f"ledger_log_mmd_seconds {lag['mmd_seconds']}\n"
+        "# HELP ledger_log_tree_size Leaves under the latest signed checkpoint\n"
+        "# TYPE ledger_log_tree_size gauge\n"
+        f"ledger_log_tree_size {lag['tree_size']}\n"
+    ).encode()

@@ -108,9 +108,6 @@ def reset_state(database_url: str) -> None:
                         "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
                     ):
                         conn.execute("SELECT setval(%s, 1, false)", (sequence,))
-                    conn.execute(
-                        "INSERT INTO ledger_head (singleton, seq, head_hash, at) VALUES (true, 0, repeat('0', 64), now())"
-                    )
             break
         except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
             if attempt == 19:
@@ -384,3 +381,67 @@ def audit_count(rt: Runtime) -> int:
         row = conn.execute("SELECT count(*) AS n FROM lookups").fetchone()
     assert row is not None
     return int(row["n"])
+
+
+def integrate(rt: Runtime) -> int:
+    """Integrate every pending log leaf and sign a checkpoint, as `ledger sequencer` would."""
+    from ledger.services import sequencer
+
+    added = sequencer.integrate_now(rt)
+    assert added >= 0, "a sequencer process holds the log"
+    return added
+
+
+class SequencerProcess:
+    """A real `ledger sequencer` subprocess."""
+
+    def __init__(self, settings: Settings, extra_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = ROOT / ".pytest_cache" / f"sequencer-{os.getpid()}-{uuid.uuid4().hex[:6]}.log"
+
+    def start(self, wait_until: bytes = b"writer") -> SequencerProcess:
+        self.log.parent.mkdir(exist_ok=True)
+        handle = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "sequencer"],
+            env={**env_for(self.settings), **self.extra_env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (the child only calls prctl before exec)
+        )
+        wait_for(lambda: wait_until in self.log.read_bytes() or self.proc.poll() is not None, timeout=30)  # type: ignore[union-attr]
+        assert self.proc.poll() is None, self.log.read_text()
+        return self
+
+    def kill(self, sig: int = 9) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        self.kill(15)
+
+
+def check_receipt(rt: Runtime, receipt: dict[str, Any]) -> bytes:
+    """Check a 201's receipt as a member would: the promise verifies with the log key, over exactly these
+    fields, and integrate_by is received_at plus the MMD. Returns the leaf hash."""
+    from datetime import UTC, datetime, timedelta
+
+    from ledger.domain import note
+
+    def when(text: str) -> datetime:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+    leaf = bytes.fromhex(receipt["leaf_hash"])
+    assert len(leaf) == 32
+    received, by = when(receipt["received_at"]), when(receipt["integrate_by"])
+    assert by - received == timedelta(seconds=rt.settings.log_mmd_seconds)
+    assert receipt["log_origin"] == rt.settings.log_origin
+    note.verify_promise(
+        rt.log_signer.verifier, rt.settings.log_origin, leaf, received, by, receipt["promise"]
+    )
+    return leaf

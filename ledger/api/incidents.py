@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from uuid import UUID
 
 import marshmallow as ma
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -15,7 +17,7 @@ from ledger.api import schemas, uploads
 from ledger.api.context import principal, requires, runtime
 from ledger.api.problems import flatten, problem_for
 from ledger.errors import InvalidInput, LedgerError
-from ledger.services import evidence, incidents
+from ledger.services import evidence, incidents, transparency
 
 blp = Blueprint("incidents", __name__, url_prefix="/v1/incidents", description="The incident ledger")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
@@ -25,9 +27,42 @@ def _problem_body(error: LedgerError) -> dict[str, Any]:
     return dict(json.loads(problem_for(error).get_data()))
 
 
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
+MAX_WAIT_SECONDS = 30
+
+
+def _prefer_wait() -> int | None:
+    """RFC 7240 `Prefer: wait=N`: the client will wait up to N seconds (at most 30) for the proof."""
+    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return min(int(match.group(1)), MAX_WAIT_SECONDS) if match else None
+
+
+def _with_inclusion(bodies: list[dict[str, Any]], wait: int) -> None:
+    """Add each body's inclusion proof once its leaf is under a signed checkpoint, waiting up to `wait`."""
+    leaves = [bytes.fromhex(b["receipt"]["leaf_hash"]) for b in bodies]
+    proofs = transparency.wait_for_inclusion(runtime(), leaves, wait)
+    for body, leaf in zip(bodies, leaves, strict=True):
+        if leaf in proofs:
+            body["inclusion"] = proofs[leaf]
+
+
+PREFER_DOC = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": "Prefer",
+            "required": False,
+            "schema": {"type": "string", "example": "wait=5"},
+            "description": "RFC 7240. `wait=N` (N up to 30): answer once the leaf is under a signed checkpoint "
+            "or after N seconds, with its inclusion proof in `inclusion` when it is.",
+        }
+    ]
+}
+
+
 @blp.route("")
 class IncidentCollection(MethodView):
-    @blp.doc(security=SECURITY, operationId="report_incident")
+    @blp.doc(security=SECURITY, operationId="report_incident", **PREFER_DOC)
     @requires("report")
     @blp.arguments(schemas.INCIDENT_SCHEMA)
     @blp.response(201, schemas.IncidentCreatedSchema)
@@ -44,20 +79,26 @@ class IncidentCollection(MethodView):
     def post(self, incident: dict[str, Any]) -> Any:
         """Report a confirmed incident
 
-        Durable and hash-chained before 201. Retrying with the same `external_id` and body returns 200
-        and the original result; the same `external_id` with a different body is a 409.
+        Durable before 201, which carries a `receipt`: the report's leaf hash and the log's signed promise
+        to include it within the maximum merge delay. Retrying with the same `external_id` and body
+        returns 200 and the same body; the same `external_id` with a different body is a 409.
         """
         [outcome] = incidents.report(runtime(), principal(), [incident])
         if outcome.error is not None:
             raise outcome.error
         if outcome.status == 201:
             metrics.INCIDENTS.inc()
-        return outcome.body, outcome.status
+        wait = _prefer_wait()
+        if wait is None:
+            return outcome.body, outcome.status
+        body = dict(outcome.body)
+        _with_inclusion([body], wait)
+        return body, outcome.status, {"Preference-Applied": f"wait={wait}"}
 
 
 @blp.route("/batch")
 class IncidentBatch(MethodView):
-    @blp.doc(security=SECURITY, operationId="report_incident_batch")
+    @blp.doc(security=SECURITY, operationId="report_incident_batch", **PREFER_DOC)
     @requires("report")
     @blp.arguments(schemas.IncidentBatchSchema)
     @blp.response(200, schemas.IncidentBatchResultSchema)
@@ -70,6 +111,7 @@ class IncidentBatch(MethodView):
 
         One result per item, in order: `kind` is `incident` (status 201, or 200 for a replay) or `problem`
         (409 or 422, with the problem details). One bad item does not sink the others.
+        Each reported item carries its own receipt.
         """
         items: list[dict[str, Any] | LedgerError] = []
         for raw in batch["incidents"]:
@@ -79,7 +121,13 @@ class IncidentBatch(MethodView):
                 items.append(InvalidInput("the incident is invalid", flatten(exc.messages)))
         outcomes = incidents.report(runtime(), principal(), items)
         metrics.INCIDENTS.inc(sum(1 for o in outcomes if o.status == 201))
-        return {
+        wait = _prefer_wait()
+        if wait is not None:
+            bodies = [dict(o.body) for o in outcomes if o.error is None]
+            _with_inclusion(bodies, wait)
+            it = iter(bodies)
+            outcomes = [o if o.error is not None else incidents.Outcome(o.status, next(it)) for o in outcomes]
+        result = {
             "results": [
                 {"kind": "incident", "index": i, "status": o.status, "incident": o.body}
                 if o.error is None
@@ -87,6 +135,9 @@ class IncidentBatch(MethodView):
                 for i, o in enumerate(outcomes)
             ]
         }
+        if wait is None:
+            return result
+        return result, 200, {"Preference-Applied": f"wait={wait}"}
 
 
 @blp.route("/<uuid:incident_id>")

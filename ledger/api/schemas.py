@@ -173,8 +173,20 @@ class IncidentCreatedSchema(ma.Schema):
     id = ma.fields.UUID(required=True)
     external_id = ma.fields.String(required=True)
     status = ma.fields.String(required=True, validate=INCIDENT_STATUS)
-    seq = ma.fields.Integer(required=True, metadata={"description": "Ledger sequence number of the report"})
-    entry_hash = ma.fields.String(required=True, metadata={"description": "Hash-chain entry of the report"})
+    receipt = ma.fields.Nested(
+        "ReceiptSchema",
+        required=True,
+        metadata={
+            "description": "The log's signed promise to include the report's leaf (docs/transparency.md)"
+        },
+    )
+    inclusion = ma.fields.Nested(
+        "InclusionProofSchema",
+        metadata={
+            "description": "Only with `Prefer: wait=N` and once the leaf is under a signed checkpoint: its "
+            "inclusion proof"
+        },
+    )
 
 
 class IncidentSchemaOut(IncidentCreatedSchema):
@@ -226,10 +238,110 @@ class RetractSchema(Strict):
     reason = ma.fields.String(required=True, validate=RETRACT_REASON)
 
 
+HEX_HASH = r"^[0-9a-f]{64}$"
+
+
+class ReceiptSchema(ma.Schema):
+    """Like Certificate Transparency's signed certificate timestamp: a promise, signed with the log key,
+    to include `leaf_hash` in the log by `integrate_by`. Verify it with `ledger log verify-remote`."""
+
+    leaf_hash = ma.fields.String(
+        required=True, metadata={"description": "RFC 9162 leaf hash of the event (hex)", "pattern": HEX_HASH}
+    )
+    received_at = ma.fields.String(
+        required=True, metadata={"description": "When the event was recorded (UTC)"}
+    )
+    log_origin = ma.fields.String(required=True, metadata={"description": "The log's origin line"})
+    integrate_by = ma.fields.String(
+        required=True, metadata={"description": "received_at plus the maximum merge delay"}
+    )
+    promise = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "base64(4-byte key id || Ed25519 signature) over the promise text: "
+            "`consumer-credit-ledger/promise/v1`, origin, base64 leaf hash, received_at, integrate_by, "
+            "each followed by a newline"
+        },
+    )
+
+
 class CheckpointSchema(ma.Schema):
-    seq = ma.fields.Integer(required=True)
-    head_hash = ma.fields.String(required=True)
-    at = ma.fields.DateTime(required=True)
+    tree_size = ma.fields.Integer(required=True)
+    root_hash = ma.fields.String(required=True, metadata={"description": "hex", "pattern": HEX_HASH})
+    note = ma.fields.String(
+        required=True,
+        metadata={"description": "The C2SP tlog-checkpoint signed note, with every witness cosignature"},
+    )
+    cosignatures = ma.fields.Integer(required=True)
+    signed_at = ma.fields.DateTime(required=True)
+
+
+class LogKeySchema(ma.Schema):
+    origin = ma.fields.String(required=True)
+    vkey = ma.fields.String(required=True, metadata={"description": "C2SP signed-note verifier key"})
+    key_id = ma.fields.String(required=True, metadata={"description": "The note key id (hex)"})
+    public_key = ma.fields.String(required=True, metadata={"description": "Ed25519 public key (base64)"})
+    algorithm = ma.fields.String(required=True)
+    mmd_seconds = ma.fields.Integer(required=True, metadata={"description": "Maximum merge delay"})
+
+
+class InclusionQuerySchema(Strict):
+    leaf_hash = ma.fields.String(validate=validate.Regexp(HEX_HASH), metadata={"pattern": HEX_HASH})
+    index = ma.fields.Integer(validate=validate.Range(min=0, max=2**62))
+    tree_size = ma.fields.Integer(
+        validate=validate.Range(min=1, max=2**62),
+        metadata={"description": "A signed checkpoint's size; the latest by default"},
+    )
+
+    @ma.validates_schema
+    def one_of(self, data: dict[str, Any], **_: Any) -> None:
+        if ("leaf_hash" in data) == ("index" in data):
+            raise ma.ValidationError("give exactly one of leaf_hash and index", "leaf_hash")
+
+
+class InclusionProofSchema(ma.Schema):
+    leaf_index = ma.fields.Integer(required=True)
+    leaf_hash = ma.fields.String(required=True, metadata={"pattern": HEX_HASH})
+    tree_size = ma.fields.Integer(required=True)
+    root_hash = ma.fields.String(required=True, metadata={"pattern": HEX_HASH})
+    proof = ma.fields.List(ma.fields.String(metadata={"pattern": HEX_HASH}), required=True)
+    checkpoint = ma.fields.String(required=True, metadata={"description": "The signed checkpoint note"})
+
+
+class ConsistencyQuerySchema(Strict):
+    from_ = ma.fields.Integer(
+        data_key="from", required=True, validate=validate.Range(min=1, max=2**62), attribute="from"
+    )
+    to = ma.fields.Integer(required=True, validate=validate.Range(min=1, max=2**62))
+
+
+class ConsistencyProofSchema(ma.Schema):
+    from_ = ma.fields.Integer(data_key="from", attribute="from", required=True)
+    to = ma.fields.Integer(required=True)
+    proof = ma.fields.List(ma.fields.String(metadata={"pattern": HEX_HASH}), required=True)
+
+
+class CosignatureSchema(Strict):
+    tree_size = ma.fields.Integer(required=True, validate=validate.Range(min=0, max=2**62))
+    cosigner = ma.fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=400),
+        metadata={"description": "The witness's verifier key, signature type 0x04 (C2SP tlog-cosignature)"},
+    )
+    signature = ma.fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=600),
+        metadata={
+            "description": "The cosignature line: `— <name> <base64(key id || timestamp || signature)>`"
+        },
+    )
+
+
+class LogStatusSchema(ma.Schema):
+    lag_seconds = ma.fields.Float(required=True)
+    mmd_seconds = ma.fields.Integer(required=True)
+    tree_size = ma.fields.Integer(required=True)
+    within_mmd = ma.fields.Boolean(required=True)
 
 
 class RefundSchema(Strict):

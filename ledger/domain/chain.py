@@ -1,13 +1,13 @@
-"""The hash chain over ledger events.
+"""The canonical encoding of ledger events, and the leaf each event is in the transparency log.
 
-Each event's `entry_hash` is SHA-256 over a canonical encoding of the event together with the previous
-event's hash, so any rewrite of history changes every later hash and members holding a published
-checkpoint can detect it.
+Every verifier must reproduce an event's bytes exactly, so the encoding is JSON with sorted keys, no
+whitespace and ASCII escapes, and refuses floats. A leaf (`leaf_bytes`) never contains a raw identity
+token: identifiers enter the log only as a salted commitment (`identifiers_commitment`). Expiry deletes
+the salt and the tokens, which shreds the link to the person, while every stored event still re-derives
+the same leaf and every proof stays valid.
 
-The canonical encoding is JSON with sorted keys, no whitespace and ASCII escapes, and it never contains a
-raw identity token: identifiers enter the chain only as a salted commitment
-(`identifiers_commitment`). Expiry deletes the salt and the tokens, which shreds the link to the person,
-while every stored event still re-hashes to the same value and `ledger verify` keeps passing.
+`entry_hash` and `first_bad_seq` are the hash chain of the release before the log: the upgrade checks
+the chain with them before it turns its events into the log's first leaves (ledger/services/upgrade.py).
 """
 
 from __future__ import annotations
@@ -53,6 +53,21 @@ def _reject_floats(value: Any) -> Any:
 def format_time(at: datetime) -> str:
     """The one textual form of a timestamp inside the chain (UTC, microseconds)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def leaf_bytes(
+    at: datetime, incident_id: str | None, kind: str, payload: Mapping[str, Any], platform_id: int | None
+) -> bytes:
+    """The log leaf of an event; `ledger_append` (schema.sql) builds the same bytes in SQL."""
+    return canonical(
+        {
+            "at": format_time(at),
+            "incident_id": incident_id,
+            "kind": kind,
+            "payload": payload,
+            "platform_id": platform_id,
+        }
+    )
 
 
 def entry_hash(prev_hash: str, seq: int, kind: str, at: datetime, payload: Mapping[str, Any]) -> str:

@@ -341,7 +341,7 @@ def fishing(rt: Runtime, days: int = 30) -> list[dict[str, Any]]:
 
 def ledger_status(rt: Runtime) -> dict[str, Any]:
     with rt.db.transaction() as conn:
-        head = store.chain_head(conn)
+        head = store.log_head(conn)
         last = store.last_verification(conn)
     return {"head": head, "verification": last}
 

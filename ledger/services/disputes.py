@@ -2,7 +2,7 @@
 
 Opening a dispute marks the incident `disputed` (half weight) and starts an SLA clock; the reporting
 platform must uphold it with a confirmation basis or retract it before `respond_by`, or the SLA job
-retracts it with reason DISPUTE_SLA_EXPIRED. Every action is a hash-chained ledger event and feeds the
+retracts it with reason DISPUTE_SLA_EXPIRED. Every action is a ledger event (a log leaf) and feeds the
 reporter's reliability.
 """
 

@@ -26,10 +26,10 @@ from ledger.errors import Conflict, InvalidInput, NotFound
 from ledger.evidence import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_image
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
-from ledger.storage import chain as chain_store
+from ledger.storage import events as event_store
 from ledger.storage import evidence as store
 from ledger.storage import incidents as incident_store
-from ledger.storage.chain import NewEvent
+from ledger.storage.events import NewEvent
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def add_images(
     """Hash the images and add their hashes to one of the platform's own incidents.
 
     201 when something was added, 200 when every hash was already there (a safe retry). The addition is a
-    hash-chained `evidence_added` event, like the report itself."""
+    `evidence_added` event (a log leaf), like the report itself."""
     hashed = hash_uploads(images)
     quality: dict[bytes, int] = {}
     for h in hashed:
@@ -275,13 +275,14 @@ def add_images(
         if new:
             incident_store.insert_evidence(conn, [(incident_id, d, quality[d]) for d in new])
             digest = hashlib.sha256(b"".join(new)).hexdigest()
-            chain_store.append(
+            event_store.append(
                 conn,
                 [
                     NewEvent(
                         "evidence_added",
                         incident_id,
                         {"incident_id": str(incident_id), "evidence": digest, "count": len(new)},
+                        principal.platform_id,
                     )
                 ],
             )

@@ -1,7 +1,9 @@
 """Reporting, reading and retracting incidents.
 
-A report is durable before the API answers 201: the incident, its tokens, its outbox row and its
-hash-chained `reported` event commit in one transaction. After commit the API only flags the tokens
+A report is durable before the API answers 201: the incident, its tokens, its outbox row, its `reported`
+event and that event's pending log leaf commit in one transaction, with no log-wide lock. The 201 carries
+a receipt: the leaf hash and the log's signed promise to include it within the maximum merge delay
+(ledger/services/transparency.py); `ledger sequencer` integrates it after commit. After commit the API only flags the tokens
 as pending and wakes the outbox relay (ledger/services/relay.py), which sends the scoring task; the API
 publishes nothing itself.
 """
@@ -20,14 +22,15 @@ from uuid import UUID
 
 from ledger.domain import chain
 from ledger.errors import Conflict, InvalidInput, LedgerError, NotFound
+from ledger.services import transparency
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
-from ledger.storage import chain as chain_store
 from ledger.storage import disputes, outbox
+from ledger.storage import events as event_store
 from ledger.storage import incidents as store
 from ledger.storage.cache import CacheUnavailable
-from ledger.storage.chain import NewEvent
+from ledger.storage.events import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
 
 RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
@@ -119,13 +122,12 @@ def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
     )
 
 
-def public_view(row: Mapping[str, Any]) -> dict[str, Any]:
+def public_view(rt: Runtime, row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "external_id": row["external_id"],
         "status": row["status"],
-        "seq": row["seq"],
-        "entry_hash": row["entry_hash"],
+        "receipt": transparency.receipt(rt, bytes(row["leaf_hash"]), row["received_at"]),
     }
 
 
@@ -170,9 +172,9 @@ def report(
         for index, p in prepared.items():
             row = existing[p.external_id]
             if row["created"] and first[p.external_id] == index:
-                outcomes[index] = Outcome(201, public_view(row))
+                outcomes[index] = Outcome(201, public_view(rt, row))
             elif row["request_digest"] == p.digest:
-                outcomes[index] = Outcome(200, public_view(row))
+                outcomes[index] = Outcome(200, public_view(rt, row))
             else:
                 error = _conflict(p.external_id)
                 outcomes[index] = Outcome(409, {}, error)
@@ -229,7 +231,7 @@ def get(rt: Runtime, principal: Principal, incident_id: UUID) -> dict[str, Any]:
             raise NotFound("no such incident")
         evidence = store.evidence_of(conn, incident_id)
     return {
-        **public_view(row),
+        **public_view(rt, row),
         "category": row["category"],
         "confirmation": row["confirmation"],
         "amount": {"value": row["amount_minor"], "currency": row["currency"]},
@@ -250,12 +252,14 @@ def change_status(
     *,
     conn: Any,
 ) -> None:
-    """Record a status change as a chained event plus an outbox row, in the caller's transaction; the
-    caller calls `after_commit` once it has committed."""
+    """Record a status change as an event (a log leaf) plus an outbox row, in the caller's transaction;
+    the caller calls `after_commit` once it has committed."""
+    row = store.get(conn, incident_id)
     store.set_status(conn, incident_id, status, reason)
     outbox.add(conn, PROCESS_OUTBOX, {"incidents": [str(incident_id)]})
     payload = {"incident_id": str(incident_id), "status": status, "reason": reason, **(extra or {})}
-    chain_store.append(conn, [NewEvent(kind, incident_id, payload)])
+    platform = int(row["platform_id"]) if row else None
+    event_store.append(conn, [NewEvent(kind, incident_id, payload, platform)])
 
 
 def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -> dict[str, Any]:
@@ -264,7 +268,7 @@ def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -
         if row is None:
             raise NotFound("no such incident")
         if row["status"] in ("retracted", "expired"):
-            return public_view(row)  # idempotent: retracting twice changes nothing
+            return public_view(rt, row)  # idempotent: retracting twice changes nothing
         open_dispute = disputes.open_for_incident(conn, incident_id)
         if open_dispute is not None:  # retracting answers the consumer's dispute too
             disputes.resolve(conn, open_dispute["id"], "retracted", None, datetime.now(UTC))
@@ -272,4 +276,4 @@ def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -
         row = store.get_for_platform(conn, incident_id, principal.platform_id)
     assert row is not None
     after_commit(rt, [])
-    return public_view(row)
+    return public_view(rt, row)

@@ -1,10 +1,10 @@
 """Retention and erasure: entries expire, and expiry erases the link to the person.
 
 An incident older than the retention period (5 years by default, from occurred_at) gets an `expired`
-chain event and status; its token references, its commitment salt, its evidence hashes and any dispute
+event (a log leaf) and status; its token references, its commitment salt, its evidence hashes and any dispute
 statement are deleted, and identity links no longer backed by a live incident are deleted too. That is
-crypto-shredding: the chain keeps only a salted commitment whose salt is gone, so it still verifies but
-links to nobody. Lookup audit records lose their tokens after 2 years the same way.
+crypto-shredding: the log's leaves keep only a salted commitment whose salt is gone, so every leaf still
+re-derives and every proof still verifies, but they link to nobody. Lookup audit records lose their tokens after 2 years the same way.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from ledger.services.incidents import after_commit
 from ledger.services.runtime import Runtime
 from ledger.storage import access, audit, disputes, outbox
-from ledger.storage import chain as chain_store
+from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
-from ledger.storage.chain import NewEvent
+from ledger.storage.events import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
 
 
@@ -34,8 +34,17 @@ def expire_incidents(rt: Runtime, now: datetime | None = None, chunk: int = 500)
             ids = [r["id"] for r in rows]
             subjects = sorted({int(r["subject_id"]) for r in rows if r["subject_id"] is not None})
             tokens = [t["token"] for t in incident_store.tokens_of(conn, ids)]
-            chain_store.append(
-                conn, [NewEvent("expired", i, {"incident_id": str(i), "status": "expired"}) for i in ids]
+            event_store.append(
+                conn,
+                [
+                    NewEvent(
+                        "expired",
+                        r["id"],
+                        {"incident_id": str(r["id"]), "status": "expired"},
+                        r["platform_id"],
+                    )
+                    for r in rows
+                ],
             )
             gone = incident_store.shred(conn, ids, tokens)
             disputes.erase_personal(conn, ids)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ledger.config import Settings
+from ledger.domain.note import Signer
 from ledger.domain.policy import Policy, load_policy
 from ledger.storage import audit
 from ledger.storage.cache import Cache
@@ -50,6 +51,11 @@ class Runtime:
     @cached_property
     def policy(self) -> Policy:
         return load_policy(self.settings.policy_path)
+
+    @cached_property
+    def log_signer(self) -> Signer:
+        """The transparency log's Ed25519 key; its name is the log's origin (C2SP tlog-checkpoint)."""
+        return Signer.from_seed(self.settings.log_origin, self.settings.log_signer_seed())
 
     @property
     def identity_key(self) -> str:

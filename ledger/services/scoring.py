@@ -23,7 +23,7 @@ from ledger.domain.scoring import Assessment, IncidentFacts, assess
 from ledger.errors import Contention, NotFound
 from ledger.identity import STRONG_TYPES
 from ledger.services.runtime import Runtime
-from ledger.storage import chain as chain_store
+from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
 from ledger.storage import outbox, scores, subjects
 from ledger.storage.cache import CacheUnavailable
@@ -135,7 +135,7 @@ def _rescore_once(rt: Runtime, ids: list[int], now: datetime | None) -> int:
     policy = rt.policy
     at = now or datetime.now(UTC)
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
-        seq = chain_store.head_seq(conn)
+        seq = event_store.head_seq(conn)
         live = {
             int(r["id"])
             for r in conn.execute(
@@ -351,7 +351,7 @@ def rebuild_cache(rt: Runtime, chunk: int = 5000) -> int:
     written, after = 0, 0
     while True:
         with rt.db.transaction(isolation="REPEATABLE READ") as conn:
-            seq = chain_store.head_seq(conn)
+            seq = event_store.head_seq(conn)
             rows = scores.iter_all(conn, after, chunk)
             if not rows:
                 rt.cache.finish_rebuild(marker)

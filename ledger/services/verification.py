@@ -1,6 +1,15 @@
-"""Tamper evidence: re-verify the whole hash chain and every lookup audit record.
+"""Tamper evidence: `ledger verify` re-checks the whole transparency log and every lookup audit record.
 
-`ledger verify` runs this; exit code 1 names the first bad sequence number (or lookup id).
+In one snapshot it walks the leaves in index order and checks that:
+- the indices run 0, 1, 2, ... with none skipped or repeated;
+- each leaf re-derives from its event row (ledger/domain/chain.py `leaf_bytes`), so a changed or deleted
+  event row is named by its leaf index;
+- the interior nodes that proofs are served from are the ones the leaves imply;
+- the root at every signed checkpoint's size equals that checkpoint's root, and every checkpoint's
+  signature verifies with the log key, so a cut or rewritten log is named by the checkpoint it breaks;
+- events recorded before the log (the chain of the previous release) still chain;
+- every event is either a leaf or pending, never neither.
+Exit code 1 names the first problem found.
 """
 
 from __future__ import annotations
@@ -8,21 +17,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.domain import chain
+from ledger.domain import chain, merkle, note
 from ledger.domain.decisions import audit_row_hash, lookup_commitment
 from ledger.services.runtime import Runtime
 from ledger.storage import audit
-from ledger.storage import chain as chain_store
 from ledger.storage import console as console_store
+from ledger.storage import events as event_store
+from ledger.storage import log as log_store
+from ledger.storage.db import Connection
 
 
 @dataclass(frozen=True)
 class Verification:
     ok: bool
-    events: int
-    head_seq: int
-    head_hash: str
-    first_bad_seq: int | None = None
+    leaves: int
+    pending: int
+    tree_size: int
+    root_hash: str
+    checkpoints: int
+    first_bad_index: int | None = None
     lookups: int = 0
     bad_lookup: str | None = None
     problem: str | None = None
@@ -31,50 +44,166 @@ class Verification:
         return self.__dict__.copy()
 
 
-def checkpoint(rt: Runtime) -> dict[str, Any]:
-    with rt.db.transaction() as conn:
-        return chain_store.checkpoint(conn)
+class _Bad(Exception):
+    def __init__(self, problem: str, index: int | None = None) -> None:
+        super().__init__(problem)
+        self.problem, self.index = problem, index
 
 
-def verify(rt: Runtime) -> Verification:
+def verify(rt: Runtime, batch: int = 5000) -> Verification:
+    verifier = rt.log_signer.verifier
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
-        head = chain_store.checkpoint(conn)
-        count, prev, expected = 0, chain.GENESIS_HASH, 1
-        bad = None
-        for event in chain_store.iter_events(conn):
-            bad = chain.first_bad_seq([event], prev, expected)
-            if bad is not None:
-                break
-            prev, expected, count = event.entry_hash, event.seq + 1, count + 1
-        if bad is None and (expected - 1 != head["seq"] or prev != head["head_hash"]):
-            bad = expected if expected - 1 < head["seq"] else head["seq"]
-        if bad is not None:
+        checkpoints = log_store.iter_checkpoints(conn)
+        pending = log_store.pending_count(conn)
+        compact = merkle.CompactRange()
+        try:
+            _check_checkpoint_notes(checkpoints, verifier, rt.settings.log_origin)
+            _walk_leaves(conn, compact, checkpoints, batch)
+            top = int(checkpoints[-1]["tree_size"]) if checkpoints else 0
+            if top > compact.size:
+                raise _Bad(
+                    f"log cut: a checkpoint was signed at size {top} but only {compact.size} leaves remain",
+                    compact.size,
+                )
+            events = _count(conn, "SELECT count(*) AS n FROM ledger_events")
+            if events != compact.size + pending:
+                raise _Bad(
+                    f"{events} events but {compact.size} leaves and {pending} pending: an event row was added "
+                    "outside the log or a leaf's event is gone"
+                )
+        except _Bad as bad:
             return Verification(
-                False, count, head["seq"], head["head_hash"], bad, problem=f"ledger event {bad}"
+                False,
+                compact.size,
+                pending,
+                compact.size,
+                compact.root().hex(),
+                len(checkpoints),
+                bad.index,
+                problem=bad.problem,
             )
-        lookups, bad_lookup, after = 0, None, None
-        while bad_lookup is None:
-            rows = audit.iter_rows(conn, after, 5000)
-            if not rows:
-                break
-            for row in rows:
-                lookups += 1
-                if not _lookup_ok(row):
-                    bad_lookup = str(row["id"])
-                    break
-            after = rows[-1]["id"]
+        lookups, bad_lookup = _check_lookups(conn)
+    result = Verification(True, compact.size, pending, compact.size, compact.root().hex(), len(checkpoints))
     if bad_lookup is not None:
         return Verification(
             False,
-            count,
-            head["seq"],
-            head["head_hash"],
+            result.leaves,
+            pending,
+            result.tree_size,
+            result.root_hash,
+            result.checkpoints,
             None,
             lookups,
             bad_lookup,
             problem=f"lookup record {bad_lookup}",
         )
-    return Verification(True, count, head["seq"], head["head_hash"], lookups=lookups)
+    return Verification(**{**result.as_dict(), "lookups": lookups})
+
+
+def _count(conn: Connection, sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def _check_checkpoint_notes(checkpoints: list[dict[str, Any]], verifier: note.Verifier, origin: str) -> None:
+    for row in checkpoints:
+        size = int(row["tree_size"])
+        try:
+            signed = note.open_checkpoint(row["note"], verifier, origin)
+        except note.NoteError as exc:
+            raise _Bad(f"checkpoint at size {size}: {exc}") from exc
+        if signed.size != size or signed.root != bytes(row["root_hash"]):
+            raise _Bad(f"checkpoint at size {size}: its signed note says size {signed.size} and another root")
+
+
+def _walk_leaves(
+    conn: Connection, compact: merkle.CompactRange, checkpoints: list[dict[str, Any]], batch: int
+) -> None:
+    due = [(int(c["tree_size"]), bytes(c["root_hash"])) for c in checkpoints]
+    due.reverse()  # pop from the end, smallest size first
+    last_good = 0
+    while due and due[-1][0] == 0:
+        if due.pop()[1] != merkle.EMPTY_ROOT:
+            raise _Bad("checkpoint at size 0 does not have the empty root", 0)
+    chain_prev, chain_seq = chain.GENESIS_HASH, 1
+    after = -1
+    while True:
+        rows = conn.execute(
+            """SELECT l.idx, l.leaf_hash AS stored, e.id, e.kind, e.incident_id, e.platform_id, e.at, e.payload,
+                      e.leaf_hash, e.prev_hash, e.entry_hash
+               FROM log_leaves l LEFT JOIN ledger_events e ON e.id = l.event_id
+               WHERE l.idx > %s ORDER BY l.idx LIMIT %s""",
+            (after, batch),
+        ).fetchall()
+        if not rows:
+            return
+        created: list[tuple[int, int, bytes]] = []
+        for row in rows:
+            index = int(row["idx"])
+            if index != compact.size:
+                raise _Bad(f"leaf {compact.size} is missing (the next stored leaf is {index})", compact.size)
+            if row["id"] is None:
+                raise _Bad(f"leaf {index}: its event row is deleted", index)
+            event = event_store.StoredEvent(
+                row["id"],
+                row["kind"],
+                row["incident_id"],
+                row["platform_id"],
+                row["at"],
+                row["payload"],
+                bytes(row["leaf_hash"]),
+            )
+            stored = bytes(row["stored"])
+            if event.derived_leaf_hash() != event.leaf_hash:
+                raise _Bad(f"leaf {index}: its event row (event {event.id}) was changed", index)
+            if event.leaf_hash != stored:
+                raise _Bad(f"leaf {index}: the stored leaf is not its event's (event {event.id})", index)
+            if row["entry_hash"] is not None:  # recorded by the hash chain before the log
+                legacy = chain.ChainEvent(
+                    chain_seq, event.kind, event.at, event.payload, row["prev_hash"], row["entry_hash"]
+                )
+                if chain.first_bad_seq([legacy], chain_prev, chain_seq) is not None:
+                    raise _Bad(f"leaf {index}: the pre-log chain entry {chain_seq} does not chain", index)
+                chain_prev, chain_seq = row["entry_hash"], chain_seq + 1
+            created.extend(compact.append(stored))
+            while due and due[-1][0] == compact.size:
+                size, root = due.pop()
+                if compact.root() != root:
+                    raise _Bad(
+                        f"checkpoint at size {size} does not match the leaves: a leaf from {last_good} to "
+                        f"{size - 1} was changed or reordered",
+                        last_good,
+                    )
+                last_good = size
+        _check_nodes(conn, created)
+        after = int(rows[-1]["idx"])
+
+
+def _check_nodes(conn: Connection, created: list[tuple[int, int, bytes]]) -> None:
+    if not created:
+        return
+    stored = log_store.nodes(conn, [(level, idx) for level, idx, _ in created])
+    for level, idx, value in created:
+        if stored.get((level, idx)) != value:
+            first = idx << level
+            raise _Bad(
+                f"stored node {level}/{idx} (leaves {first} to {first + (1 << level) - 1}) is wrong or missing; "
+                "proofs served from it would fail",
+                first,
+            )
+
+
+def _check_lookups(conn: Connection) -> tuple[int, str | None]:
+    lookups, after = 0, None
+    while True:
+        rows = audit.iter_rows(conn, after, 5000)
+        if not rows:
+            return lookups, None
+        for row in rows:
+            lookups += 1
+            if not _lookup_ok(row):
+                return lookups, str(row["id"])
+        after = rows[-1]["id"]
 
 
 def record_run(rt: Runtime, result: Verification) -> None:

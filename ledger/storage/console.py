@@ -125,5 +125,11 @@ def last_verification(conn: Connection) -> dict[str, Any] | None:
     return conn.execute("SELECT at, ok, result FROM verification_runs ORDER BY id DESC LIMIT 1").fetchone()
 
 
-def chain_head(conn: Connection) -> dict[str, Any] | None:
-    return conn.execute("SELECT seq, head_hash, at FROM ledger_head WHERE singleton").fetchone()
+def log_head(conn: Connection) -> dict[str, Any] | None:
+    """The latest signed checkpoint of the transparency log, and how many leaves wait for the sequencer."""
+    return conn.execute(
+        """SELECT c.tree_size, encode(c.root_hash, 'hex') AS root_hash, c.signed_at,
+                  (SELECT count(*) FROM log_pending) AS pending,
+                  (SELECT count(*) FROM log_cosignatures w WHERE w.tree_size = c.tree_size) AS cosignatures
+           FROM log_checkpoints c ORDER BY c.tree_size DESC LIMIT 1"""
+    ).fetchone()

@@ -97,12 +97,18 @@ class Database:
             return False
 
 
-def apply_schema(url: str, path: Path = SCHEMA_PATH) -> None:
-    """Apply schema.sql; every statement in it is idempotent. An advisory lock keeps two inits apart."""
+def apply_schema(url: str, path: Path = SCHEMA_PATH) -> int:
+    """Apply schema.sql; every statement in it is idempotent. An advisory lock keeps two inits apart.
+    A database of the release before the transparency log is upgraded in place (ledger/storage/upgrade.py);
+    returns how many of its events were queued as the log's first leaves (0 when there was nothing to do)."""
+    from ledger.storage import upgrade
+
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET client_min_messages = warning")
         conn.execute("SELECT pg_advisory_lock(7311001)")
         try:
+            upgrade.before_schema(conn)
             conn.execute(path.read_text())
+            return upgrade.after_schema(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(7311001)")

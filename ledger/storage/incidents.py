@@ -39,8 +39,8 @@ class NewIncident:
 def report(
     conn: Connection, platform_id: int, items: Sequence[NewIncident], outbox_task: str
 ) -> dict[str, dict[str, Any]]:
-    """Insert the incidents that are new, with their tokens, evidence, outbox row and chained `reported`
-    events, in one call to `ledger_report` (schema.sql). On an autocommit connection that is one round
+    """Insert the incidents that are new, with their tokens, evidence, outbox row and `reported` events
+    (each with its pending log leaf), in one call to `ledger_report` (schema.sql). On an autocommit connection that is one round
     trip and one transaction, durable when it returns. Returns, per external_id, the incident as it now
     stands: `created` tells whether this call inserted it; otherwise it is the existing one (a replay, a
     conflict, or a race lost to an identical report)."""
@@ -72,8 +72,8 @@ def report(
             "created": r["r_created"],
             "request_digest": r["r_digest"],
             "status": r["r_status"],
-            "seq": r["r_seq"],
-            "entry_hash": r["r_entry_hash"],
+            "leaf_hash": bytes(r["r_leaf_hash"]),
+            "received_at": r["r_received_at"],
         }
         for r in result
     }
@@ -91,7 +91,7 @@ def insert_evidence(conn: Connection, rows: Sequence[tuple[UUID, bytes, int]]) -
 _PUBLIC = (
     "i.id, i.platform_id, i.external_id, i.request_digest, i.category, i.confirmation, i.amount_minor, "
     "i.currency, i.occurred_at, i.consumer_notified_at, i.reported_at, i.status, i.status_reason, i.status_at, i.subject_id, "
-    "e.seq, e.entry_hash"
+    "e.leaf_hash, e.at AS received_at"
 )
 
 
@@ -152,7 +152,7 @@ def facts_for_subjects(conn: Connection, subject_ids: Sequence[int]) -> list[dic
 
 def expired_candidates(conn: Connection, before: datetime, limit: int) -> list[dict[str, Any]]:
     return conn.execute(
-        """SELECT id, subject_id FROM incidents WHERE status <> 'expired' AND occurred_at < %s
+        """SELECT id, subject_id, platform_id FROM incidents WHERE status <> 'expired' AND occurred_at < %s
            ORDER BY occurred_at LIMIT %s FOR UPDATE SKIP LOCKED""",
         (before, limit),
     ).fetchall()

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 import redis
 
+from ledger.domain import merkle, note
 from tests.conftest import PG_SERVER, ROOT, wait_for
 
 REDIS_URL = os.environ.get("TEST_DEMO_REDIS_URL", "redis://127.0.0.1:6379/6")
@@ -48,6 +49,16 @@ def _post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         method="POST",
     )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _get(url: str, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (the demo's own http:// URL)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return response.status, json.loads(response.read())
@@ -141,6 +152,21 @@ def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_pat
             },
         )
         assert status == 201, created
+
+        # The demo's sequencer integrates the report within the MMD; the proof checks out against the
+        # signed checkpoint with the key the log publishes.
+        leaf = bytes.fromhex(created["receipt"]["leaf_hash"])
+
+        def proved() -> dict[str, Any] | None:
+            status, body = _get(f"{api}/v1/log/inclusion?leaf_hash={leaf.hex()}", keys["demo-shop"])
+            return body if status == 200 else None
+
+        proof = wait_for(proved, timeout=10, interval=0.2)
+        _, key = _get(f"{api}/v1/log/key")
+        signed = note.open_checkpoint(proof["checkpoint"], note.Verifier.parse(key["vkey"]), key["origin"])
+        merkle.verify_inclusion(
+            proof["leaf_index"], signed.size, leaf, [bytes.fromhex(p) for p in proof["proof"]], signed.root
+        )
 
         def scored() -> dict[str, Any] | None:
             status, body = _post(

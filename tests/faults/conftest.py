@@ -385,9 +385,9 @@ def half_written(database_url: str) -> list[str]:
         f"incident {r['id']} has {r['n']} reported events"
         for r in rows(
             database_url,
-            """SELECT i.id, count(e.seq) AS n FROM incidents i
+            """SELECT i.id, count(e.id) AS n FROM incidents i
                LEFT JOIN ledger_events e ON e.incident_id = i.id AND e.kind = 'reported'
-               GROUP BY i.id HAVING count(e.seq) <> 1""",
+               GROUP BY i.id HAVING count(e.id) <> 1""",
         )
     ]
     problems += [
@@ -399,11 +399,20 @@ def half_written(database_url: str) -> list[str]:
         )
     ]
     problems += [
-        f"event {r['seq']} reports a missing incident"
+        f"event {r['id']} reports a missing incident"
         for r in rows(
             database_url,
-            """SELECT seq FROM ledger_events e WHERE kind = 'reported'
+            """SELECT id FROM ledger_events e WHERE kind = 'reported'
                AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.id = e.incident_id)""",
+        )
+    ]
+    problems += [
+        f"event {r['id']} is neither pending nor a log leaf"
+        for r in rows(
+            database_url,
+            """SELECT id FROM ledger_events e
+               WHERE NOT EXISTS (SELECT 1 FROM log_pending p WHERE p.event_id = e.id)
+                 AND NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.event_id = e.id)""",
         )
     ]
     return problems

@@ -256,7 +256,7 @@ def test_upload_stores_only_the_hash_and_quality(client: Any, alpha: Member, set
     shown = client.get(f"/v1/incidents/{incident['id']}", headers=alpha.headers).get_json()
     assert FORGED_HASH in shown["evidence"]["pdq"]
     with psycopg.connect(settings.database_url or "") as conn:
-        kinds = [r[0] for r in conn.execute("SELECT kind FROM ledger_events ORDER BY seq").fetchall()]
+        kinds = [r[0] for r in conn.execute("SELECT kind FROM ledger_events ORDER BY id").fetchall()]
     assert kinds == ["reported", "evidence_added"]  # hash-chained like the report itself
 
 

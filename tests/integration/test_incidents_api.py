@@ -21,20 +21,25 @@ from ledger.config import Settings
 from ledger.identity import tokenize
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import IDENTITY_KEY, Member, incident_body, wait_for
+from tests.conftest import IDENTITY_KEY, Member, check_receipt, incident_body, wait_for
 
 PROBLEM = "application/problem+json"
-COUNTED = ("incidents", "incident_identifiers", "incident_evidence", "ledger_events", "outbox")
+COUNTED = ("incidents", "incident_identifiers", "incident_evidence", "ledger_events", "log_pending", "outbox")
 VALID_ID_CARD = "11010519491231002X"
 
 
 # -- helpers -----------------------------------------------------------------------------------------
 def counts(settings: Settings) -> dict[str, int]:
-    """Rows in every table a report writes to, plus the chain head."""
+    """Rows in every table a report writes to (each event queues exactly one pending log leaf)."""
     with psycopg.connect(settings.database_url or "") as conn:
-        found = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED}  # type: ignore[index]
-        found["head_seq"] = conn.execute("SELECT seq FROM ledger_head").fetchone()[0]  # type: ignore[index]
-    return found
+        return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED}  # type: ignore[index]
+
+
+def event_leaves(settings: Settings) -> list[tuple[str, bytes]]:
+    """(kind, leaf hash) of every event, in the order they were recorded."""
+    with psycopg.connect(settings.database_url or "") as conn:
+        rows = conn.execute("SELECT kind, leaf_hash FROM ledger_events ORDER BY id").fetchall()
+    return [(kind, bytes(leaf)) for kind, leaf in rows]
 
 
 def assert_problem(response: Any, status: int, *fields: str) -> dict[str, Any]:
@@ -238,7 +243,10 @@ WRONG_METHODS = [
     ("delete", f"/v1/incidents/{uuid.uuid4()}", "GET"),
     ("patch", f"/v1/incidents/{uuid.uuid4()}", "GET"),
     ("get", f"/v1/incidents/{uuid.uuid4()}/retract", "POST"),
-    ("post", "/v1/ledger/checkpoint", "GET"),
+    ("post", "/v1/log/checkpoint", "GET"),
+    ("post", "/v1/log/inclusion", "GET"),
+    ("delete", "/v1/log/consistency", "GET"),
+    ("get", "/v1/log/cosignatures", "POST"),
 ]
 
 
@@ -255,8 +263,8 @@ def test_the_wrong_method_is_405_with_allow(
 
 
 # -- success and idempotency -------------------------------------------------------------------------
-def test_a_report_is_201_with_id_status_seq_and_entry_hash(
-    client: Any, alpha: Member, settings: Settings
+def test_a_report_is_201_with_id_status_and_a_signed_receipt(
+    client: Any, alpha: Member, settings: Settings, rt: Runtime
 ) -> None:
     response = post(client, alpha, incident_body(evidence={"pdq": ["ab" * 32]}))
     assert response.status_code == 201, response.get_json()
@@ -264,17 +272,19 @@ def test_a_report_is_201_with_id_status_seq_and_entry_hash(
     assert uuid.UUID(created["id"])
     assert created["status"] == "active"
     assert created["external_id"] == "order-1"
-    assert created["seq"] == 1
-    assert len(created["entry_hash"]) == 64
+    assert "seq" not in created
+    assert "entry_hash" not in created
+    leaf = check_receipt(rt, created["receipt"])
+    assert event_leaves(settings) == [("reported", leaf)]
     assert counts(settings) == {
-        "incidents": 1, "incident_identifiers": 1, "incident_evidence": 1, "ledger_events": 1, "outbox": 1,
-        "head_seq": 1,
+        "incidents": 1, "incident_identifiers": 1, "incident_evidence": 1, "ledger_events": 1,
+        "log_pending": 1, "outbox": 1,
     }  # fmt: skip
     read = client.get(f"/v1/incidents/{created['id']}", headers=alpha.headers)
     assert read.status_code == 200
     assert read.get_json()["amount"] == {"value": 45_000, "currency": "CNY"}
     assert read.get_json()["evidence"] == {"pdq": ["ab" * 32]}
-    assert read.get_json()["entry_hash"] == created["entry_hash"]
+    assert read.get_json()["receipt"] == created["receipt"]
 
 
 def test_the_same_report_twice_is_200_with_the_original_answer(
@@ -369,9 +379,9 @@ def test_concurrent_identical_reports_create_exactly_one_incident(
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * (threads_n - 1) + [201], results
     assert len({body["id"] for _, body in results}) == 1
-    assert len({body["entry_hash"] for _, body in results}) == 1
+    assert len({json.dumps(body["receipt"]) for _, body in results}) == 1
     found = counts(settings)
-    assert (found["incidents"], found["ledger_events"], found["head_seq"]) == (1, 1, 1)
+    assert (found["incidents"], found["ledger_events"], found["log_pending"]) == (1, 1, 1)
 
 
 def test_concurrent_conflicting_reports_create_one_and_refuse_the_rest(
@@ -433,7 +443,9 @@ def test_concurrent_batches_sharing_ids_in_opposite_orders_both_succeed(
     assert (found["incidents"], found["ledger_events"]) == (5000, 5000)
 
 
-def test_a_batch_judges_each_item_on_its_own(client: Any, alpha: Member, settings: Settings) -> None:
+def test_a_batch_judges_each_item_on_its_own(
+    client: Any, alpha: Member, settings: Settings, rt: Runtime
+) -> None:
     assert post(client, alpha, incident_body("existing")).status_code == 201
     items = [
         incident_body("new-a"),  # 0: created
@@ -463,12 +475,17 @@ def test_a_batch_judges_each_item_on_its_own(client: Any, alpha: Member, setting
         assert "problem" not in results[index]
     found = counts(settings)
     assert found["incidents"] == 3
-    assert found["ledger_events"] == found["head_seq"] == 3
-    # The batch's creations chain on from the earlier single report, in order.
-    assert [results[0]["incident"]["seq"], results[5]["incident"]["seq"]] == [2, 3]
+    assert found["ledger_events"] == found["log_pending"] == 3
+    # The batch's creations are recorded after the earlier single report, in input order, each with its
+    # own receipt; the replay carries the original receipt.
+    leaves = [leaf for _, leaf in event_leaves(settings)]
+    assert leaves[1:] == [check_receipt(rt, results[i]["incident"]["receipt"]) for i in (0, 5)]
+    assert results[6]["incident"]["receipt"] == results[0]["incident"]["receipt"]
 
 
-def test_a_batch_of_1000_is_accepted_and_chained(client: Any, alpha: Member, settings: Settings) -> None:
+def test_a_batch_of_1000_is_accepted_and_queued_for_the_log(
+    client: Any, alpha: Member, settings: Settings, rt: Runtime
+) -> None:
     items = [
         incident_body(f"bulk-{i}", identifiers=[{"type": "device_id", "value": f"dev-{i}"}])
         for i in range(1000)
@@ -477,9 +494,13 @@ def test_a_batch_of_1000_is_accepted_and_chained(client: Any, alpha: Member, set
     assert response.status_code == 200
     results = response.get_json()["results"]
     assert [r["status"] for r in results] == [201] * 1000
-    assert sorted(r["incident"]["seq"] for r in results) == list(range(1, 1001))
+    # One receipt per item, in order, each a distinct leaf recorded in input order.
+    assert [leaf for _, leaf in event_leaves(settings)] == [
+        check_receipt(rt, r["incident"]["receipt"]) for r in results
+    ]
+    assert len({r["incident"]["receipt"]["leaf_hash"] for r in results}) == 1000
     found = counts(settings)
-    assert (found["incidents"], found["incident_identifiers"], found["ledger_events"], found["head_seq"]) == (
+    assert (found["incidents"], found["incident_identifiers"], found["ledger_events"], found["log_pending"]) == (
         1000, 1000, 1000, 1000,
     )  # fmt: skip
     # A retry of the whole batch replays every item and writes nothing.
@@ -615,12 +636,17 @@ def test_the_reporter_can_retract_and_the_incident_stays(
     assert read["status_reason"] == "overturned_on_review"
     with psycopg.connect(settings.database_url or "") as conn:
         events = conn.execute(
-            "SELECT seq, kind, prev_hash, payload FROM ledger_events WHERE incident_id = %s ORDER BY seq",
+            "SELECT kind, platform_id, leaf_hash, payload FROM ledger_events WHERE incident_id = %s ORDER BY id",
             (created["id"],),
         ).fetchall()
+        platform_id = conn.execute("SELECT id FROM platforms WHERE slug = 'alpha'").fetchone()[0]  # type: ignore[index]
         assert conn.execute("SELECT count(*) FROM incidents").fetchone()[0] == 1  # type: ignore[index]
-    assert [(seq, kind) for seq, kind, _, _ in events] == [(1, "reported"), (2, "retracted")]
-    assert events[1][2] == created["entry_hash"]  # the retraction chains onto the report
+    assert [(kind, platform) for kind, platform, _, _ in events] == [
+        ("reported", platform_id),
+        ("retracted", platform_id),
+    ]
+    assert bytes(events[0][2]).hex() == created["receipt"]["leaf_hash"]
+    assert events[1][2] != events[0][2]  # the retraction is a leaf of its own, for the same platform
     assert events[1][3]["reason"] == "overturned_on_review"
     # Retracting again changes nothing and appends nothing.
     before = counts(settings)

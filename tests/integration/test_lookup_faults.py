@@ -127,7 +127,9 @@ def test_redis_stopped_mid_test_answers_from_postgres_with_the_same_decision(
         assert unknown["decision"] == {"tier": "clear", "restrictions": [], "score": 0, "reasons": []}
         ready = api.get("/readyz")
         assert ready.status_code == 503
-        assert ready.get_json() == {
+        body = ready.get_json()
+        assert body["checks"].pop("log").startswith(("ok (lag", "behind (lag"))  # the log's lag (PostgreSQL)
+        assert body == {
             "status": "degraded",
             "checks": {"postgres": "ok", "redis": "down", "lookup_path": "postgres-fallback"},
         }

@@ -202,7 +202,12 @@ def test_answers_never_name_reporters_nor_their_incidents(client: Any, rt: Runti
     for index, member in enumerate(members):
         external_id = f"ext-{member.slug}-{index}-secret"
         created = report(client, member, external_id, identifiers=[PHONE], **SERIOUS)
-        secrets |= {external_id, created["id"], created["entry_hash"]}
+        secrets |= {
+            external_id,
+            created["id"],
+            created["receipt"]["leaf_hash"],
+            created["receipt"]["promise"],
+        }
     first = scored(client, members[0], PHONE, incidents=3)
     assert first["summary"]["platforms"] == 3
     assert "MULTIPLE_PLATFORMS" in reason_codes(first)

@@ -155,7 +155,7 @@ def test_valid_requests_get_documented_success_answers(app: Any, operator: Membe
         body={"reason": "reported_in_error"},
     )  # fmt: skip
     assert retracted.status_code == 200
-    assert call("GET", "/v1/ledger/checkpoint").status_code == 200
+    assert call("GET", "/v1/log/key").status_code == 200
     subject = {"identifiers": lookup["identifiers"]}
     assert call("POST", "/v1/subjects/report", body=subject).headers["content-type"] == ["application/json"]
     [page_type] = call("POST", "/v1/subjects/report/html", body=subject).headers["content-type"]

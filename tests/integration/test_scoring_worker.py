@@ -133,7 +133,13 @@ def test_the_stored_score_records_its_policy_and_ledger_position(
     row = score_row(rt, PHONE)
     assert row is not None
     assert row["policy_version"] == POLICY.version == result["policy_version"]
-    assert row["computed_from_seq"] >= created["seq"]
+    with rt.db.transaction() as conn:
+        event = conn.execute(
+            "SELECT id FROM ledger_events WHERE leaf_hash = %s",
+            (bytes.fromhex(created["receipt"]["leaf_hash"]),),
+        ).fetchone()
+    assert event is not None
+    assert row["computed_from_seq"] >= event["id"]
     assert row["score"] == result["decision"]["score"]
     assert row["tier"] == result["decision"]["tier"]
     assert list(row["restrictions"]) == result["decision"]["restrictions"]

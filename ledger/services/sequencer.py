@@ -1,0 +1,174 @@
+"""`ledger sequencer`: the one writer of the Merkle tree.
+
+Reports commit their events with a pending leaf each and take no log-wide lock; this process orders them
+afterwards. It holds a PostgreSQL advisory lock on its own connection for as long as it runs, so a second
+sequencer waits as a standby and takes over when the first dies (the lock goes with its connection, and
+so do any writes it had in flight). Every batch is one transaction: take pending leaves, give them the next
+contiguous indices, store the leaves and the new complete interior nodes. Only after that commits does it
+sign a checkpoint of the new root, so no signed root ever covers an uncommitted leaf.
+
+On start it rebuilds the tree's right frontier from the stored nodes and checks it against the latest
+signed checkpoint; if they disagree (a leaf was changed or cut) it refuses to sign anything, since any
+new checkpoint would fork the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ledger.domain import merkle, note
+from ledger.services.runtime import Runtime
+from ledger.storage import log as log_store
+
+log = logging.getLogger("ledger.sequencer")
+
+
+class TreeMismatch(RuntimeError):
+    """The stored tree does not match what was signed; the sequencer must not sign again."""
+
+
+@dataclass
+class Sequencer:
+    rt: Runtime
+    stop: threading.Event = field(default_factory=threading.Event)
+    compact: merkle.CompactRange = field(default_factory=merkle.CompactRange)
+    integrated: int = 0
+    _last_lag_log: float = 0.0
+
+    def run(self) -> None:
+        """Run until `stop` is set: wait for the lock, then integrate. Reconnects after a lost database."""
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.rt.settings.database_url or "",
+                    autocommit=True,
+                    row_factory=dict_row,
+                    connect_timeout=3,
+                ) as conn:
+                    if not self._acquire(conn):
+                        return
+                    self._load(conn)
+                    self._loop(conn)
+            except psycopg.Error as exc:
+                # The lock went with the connection: reconnect, wait for it again, reload the frontier.
+                log.warning("sequencer lost the database (%s); reconnecting", type(exc).__name__)
+                self.stop.wait(1.0)
+
+    def _acquire(self, conn: Any) -> bool:
+        announced = False
+        while not self.stop.is_set():
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s) AS ok", (log_store.SEQUENCER_LOCK,)
+            ).fetchone()
+            if row["ok"]:
+                log.info("sequencer is the log's writer")
+                return True
+            if not announced:
+                log.info("another sequencer holds the log; waiting as a standby")
+                announced = True
+            self.stop.wait(0.5)
+        return False
+
+    def _load(self, conn: Any) -> None:
+        size = log_store.tree_size(conn)
+        frontier = merkle.CompactRange.frontier_nodes(size)
+        stored = log_store.nodes(conn, frontier)
+        missing = [n for n in frontier if n not in stored]
+        if missing:
+            raise TreeMismatch(f"the stored tree of size {size} lacks nodes {missing[:3]}")
+        self.compact = merkle.CompactRange(size, [stored[n] for n in frontier])
+        latest = log_store.latest_checkpoint(conn)
+        if latest is not None:
+            signed = int(latest["tree_size"])
+            if signed > size:
+                raise TreeMismatch(f"a checkpoint was signed at size {signed} but the tree has {size} leaves")
+            if signed > 0:
+                parts = log_store.nodes(conn, merkle.perfect_subtrees(0, signed))
+                old_root = merkle.range_hash([parts[n] for n in merkle.perfect_subtrees(0, signed)])
+                if old_root != bytes(latest["root_hash"]):
+                    raise TreeMismatch(f"the stored tree does not match the checkpoint at size {signed}")
+        if latest is None or int(latest["tree_size"]) < size:
+            self._sign(conn)  # leaves committed before a crash, never signed
+        log.info("sequencer loaded a tree of %d leaves", size)
+
+    def _loop(self, conn: Any) -> None:
+        interval = self.rt.settings.log_batch_ms / 1000
+        batch = self.rt.settings.log_batch_max
+        while not self.stop.is_set():
+            started = time.monotonic()
+            added = self.integrate(conn, batch)
+            self._watch_lag(conn)
+            if added < batch:
+                self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+    def integrate(self, conn: Any, limit: int) -> int:
+        """One batch: leaves and nodes in one transaction, then a checkpoint signed after the commit."""
+        # Any failure leaves the in-memory frontier ahead of the database; `run` then reconnects and
+        # reloads it (`_load`) before integrating again, or stops on a TreeMismatch.
+        with conn.transaction():
+            pending = log_store.take_pending(conn, limit)
+            if not pending:
+                return 0
+            size = log_store.tree_size(conn)
+            if size != self.compact.size:
+                raise TreeMismatch(f"the tree has {size} leaves, the sequencer expected {self.compact.size}")
+            new_nodes: list[tuple[int, int, bytes]] = []
+            for _, leaf in pending:
+                new_nodes.extend(self.compact.append(leaf))
+            log_store.add(conn, size, [e for e, _ in pending], [h for _, h in pending], new_nodes)
+        self._sign(conn)
+        self.integrated += len(pending)
+        return len(pending)
+
+    def _sign(self, conn: Any) -> None:
+        checkpoint = note.Checkpoint(self.rt.settings.log_origin, self.compact.size, self.compact.root())
+        signed = note.sign_note(checkpoint.text(), self.rt.log_signer)
+        log_store.add_checkpoint(conn, checkpoint.size, checkpoint.root, signed)
+
+    def _watch_lag(self, conn: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_log < 5.0:
+            return
+        oldest = log_store.oldest_pending(conn)
+        if oldest is None:
+            return
+        lag = (datetime.now(UTC) - oldest).total_seconds()
+        if lag > self.rt.settings.log_mmd_seconds:
+            self._last_lag_log = now
+            log.warning(
+                "log lag %.1f s exceeds the maximum merge delay of %d s",
+                lag,
+                self.rt.settings.log_mmd_seconds,
+            )
+
+
+def run(rt: Runtime, stop: threading.Event | None = None) -> None:
+    Sequencer(rt, stop or threading.Event()).run()
+
+
+def integrate_now(rt: Runtime, limit: int = 100_000) -> int:
+    """Integrate everything pending and sign, once, if no sequencer is running (`ledger sequencer --once`,
+    tests, the upgrade). Returns how many leaves were integrated; -1 when another sequencer holds the log."""
+    with psycopg.connect(rt.settings.database_url or "", autocommit=True, row_factory=dict_row) as conn:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (log_store.SEQUENCER_LOCK,)).fetchone()
+        if not row or not row["ok"]:
+            return -1
+        try:
+            seq = Sequencer(rt)
+            seq._load(conn)
+            total = 0
+            while True:
+                added = seq.integrate(conn, limit)
+                total += added
+                if added == 0:
+                    return total
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (log_store.SEQUENCER_LOCK,))

@@ -1,0 +1,171 @@
+"""The Merkle tree as stored: leaves with contiguous indices, complete interior nodes, signed checkpoints
+and witness cosignatures (schema.sql, "The tree").
+
+Only the sequencer writes leaves, nodes and checkpoints; everything else reads. Proofs read the stored
+nodes they need in one indexed query (`nodes`), so serving one costs the same at ten million leaves as at
+ten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from ledger.storage.db import Connection
+
+# The sequencer's advisory lock: whoever holds it is the tree's one writer.
+SEQUENCER_LOCK = 7311013
+
+
+def tree_size(conn: Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(idx) + 1, 0) AS size FROM log_leaves").fetchone()
+    return int(row["size"]) if row else 0
+
+
+def nodes(conn: Connection, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Stored subtree hashes by (level, index); level 0 is a leaf hash."""
+    wanted = list(wanted)
+    leaves = [idx for level, idx in wanted if level == 0]
+    inner = [(level, idx) for level, idx in wanted if level > 0]
+    found: dict[tuple[int, int], bytes] = {}
+    if leaves:
+        for row in conn.execute(
+            "SELECT idx, leaf_hash FROM log_leaves WHERE idx = ANY(%s)", (leaves,)
+        ).fetchall():
+            found[(0, row["idx"])] = bytes(row["leaf_hash"])
+    if inner:
+        for row in conn.execute(
+            """SELECT n.level, n.idx, n.hash FROM log_nodes n
+               JOIN unnest(%s::smallint[], %s::bigint[]) AS w (level, idx)
+                 ON n.level = w.level AND n.idx = w.idx""",
+            ([level for level, _ in inner], [idx for _, idx in inner]),
+        ).fetchall():
+            found[(row["level"], row["idx"])] = bytes(row["hash"])
+    return found
+
+
+def add(
+    conn: Connection,
+    first_index: int,
+    event_ids: Sequence[int],
+    leaf_hashes: Sequence[bytes],
+    new_nodes: Sequence[tuple[int, int, bytes]],
+) -> None:
+    conn.execute(
+        """INSERT INTO log_leaves (idx, event_id, leaf_hash)
+           SELECT %s + o - 1, e, h FROM unnest(%b::bigint[], %b::bytea[]) WITH ORDINALITY AS u (e, h, o)""",
+        (first_index, list(event_ids), list(leaf_hashes)),
+    )
+    if new_nodes:
+        conn.execute(
+            """INSERT INTO log_nodes (level, idx, hash)
+               SELECT * FROM unnest(%b::smallint[], %b::bigint[], %b::bytea[])""",
+            ([n[0] for n in new_nodes], [n[1] for n in new_nodes], [n[2] for n in new_nodes]),
+        )
+
+
+def take_pending(conn: Connection, limit: int) -> list[tuple[int, bytes]]:
+    """Remove up to `limit` pending leaves, oldest event first, in the caller's transaction."""
+    rows = conn.execute(
+        """DELETE FROM log_pending WHERE event_id IN (
+               SELECT event_id FROM log_pending ORDER BY event_id LIMIT %s FOR UPDATE SKIP LOCKED)
+           RETURNING event_id, leaf_hash""",
+        (limit,),
+    ).fetchall()
+    return sorted((row["event_id"], bytes(row["leaf_hash"])) for row in rows)
+
+
+def oldest_pending(conn: Connection) -> datetime | None:
+    """When the oldest pending event was received (the smallest id is close enough: ids follow time)."""
+    row = conn.execute(
+        """SELECT e.at FROM log_pending p JOIN ledger_events e ON e.id = p.event_id
+           ORDER BY p.event_id LIMIT 1"""
+    ).fetchone()
+    return row["at"] if row else None
+
+
+def pending_count(conn: Connection) -> int:
+    row = conn.execute("SELECT count(*) AS n FROM log_pending").fetchone()
+    return int(row["n"]) if row else 0
+
+
+def add_checkpoint(conn: Connection, size: int, root: bytes, note: str) -> None:
+    conn.execute(
+        """INSERT INTO log_checkpoints (tree_size, root_hash, note) VALUES (%s, %s, %s)
+           ON CONFLICT (tree_size) DO NOTHING""",
+        (size, root, note),
+    )
+
+
+def latest_checkpoint(conn: Connection) -> dict[str, Any] | None:
+    return conn.execute(
+        "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1"
+    ).fetchone()
+
+
+def checkpoint_at(conn: Connection, size: int) -> dict[str, Any] | None:
+    return conn.execute(
+        "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints WHERE tree_size = %s", (size,)
+    ).fetchone()
+
+
+def checkpoint_covering(conn: Connection, index: int) -> dict[str, Any] | None:
+    """The first checkpoint that includes leaf `index`."""
+    return conn.execute(
+        """SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints WHERE tree_size > %s
+           ORDER BY tree_size LIMIT 1""",
+        (index,),
+    ).fetchone()
+
+
+def iter_checkpoints(conn: Connection) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT tree_size, root_hash, note FROM log_checkpoints ORDER BY tree_size"
+    ).fetchall()
+
+
+def cosignature_lines(conn: Connection, size: int) -> list[str]:
+    return [
+        row["line"]
+        for row in conn.execute(
+            "SELECT line FROM log_cosignatures WHERE tree_size = %s ORDER BY received_at, cosigner", (size,)
+        ).fetchall()
+    ]
+
+
+def add_cosignature(
+    conn: Connection, size: int, cosigner: str, line: str, signed_time: int, platform_id: int
+) -> bool:
+    row = conn.execute(
+        """INSERT INTO log_cosignatures (tree_size, cosigner, line, signed_time, platform_id)
+           VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tree_size, cosigner) DO NOTHING RETURNING tree_size""",
+        (size, cosigner, line, signed_time, platform_id),
+    ).fetchone()
+    return row is not None
+
+
+def leaf_for_platform(
+    conn: Connection, platform_id: int, *, index: int | None = None, leaf_hash: bytes | None = None
+) -> dict[str, Any] | None:
+    """A leaf of one of this platform's events, by index or hash; None for any other (so it reads as
+    unknown). A platform's events are those it recorded, and every event on an incident it reported."""
+    where = "l.idx = %s" if index is not None else "l.leaf_hash = %s"
+    return conn.execute(
+        f"""SELECT l.idx, l.leaf_hash, l.event_id FROM log_leaves l
+            JOIN ledger_events e ON e.id = l.event_id
+            LEFT JOIN incidents i ON i.id = e.incident_id
+            WHERE {where} AND coalesce(e.platform_id, i.platform_id) = %s
+            ORDER BY l.idx LIMIT 1""",
+        (index if index is not None else leaf_hash, platform_id),
+    ).fetchone()
+
+
+def leaf_of_event(conn: Connection, event_id: int) -> dict[str, Any] | None:
+    return conn.execute("SELECT idx, leaf_hash FROM log_leaves WHERE event_id = %s", (event_id,)).fetchone()
+
+
+def iter_leaves(conn: Connection, after: int, batch: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT idx, event_id, leaf_hash FROM log_leaves WHERE idx > %s ORDER BY idx LIMIT %s", (after, batch)
+    ).fetchall()
