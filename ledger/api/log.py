@@ -123,4 +123,3 @@ class Cosignatures(MethodView):
         return transparency.add_cosignature(
             runtime(), principal(), body["tree_size"], body["cosigner"], body["signature"]
         )
-

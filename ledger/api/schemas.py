@@ -249,11 +249,16 @@ class ReceiptSchema(ma.Schema):
         required=True, metadata={"description": "RFC 9162 leaf hash of the event (hex)", "pattern": HEX_HASH}
     )
     received_at = ma.fields.String(
-        required=True, metadata={"description": "When the event was recorded (UTC)"}
+        required=True,
+        metadata={
+            "description": "When the event was recorded (UTC, microseconds, exactly as signed)",
+            "format": "date-time",
+        },
     )
     log_origin = ma.fields.String(required=True, metadata={"description": "The log's origin line"})
     integrate_by = ma.fields.String(
-        required=True, metadata={"description": "received_at plus the maximum merge delay"}
+        required=True,
+        metadata={"description": "received_at plus the maximum merge delay", "format": "date-time"},
     )
     promise = ma.fields.String(
         required=True,

@@ -4,6 +4,7 @@ forms, the wrong keys, dead sessions, raw identifiers leaking into pages, Redis 
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from collections.abc import Callable
@@ -85,7 +86,8 @@ def test_an_operator_signs_in_to_a_session_cookie_that_is_httponly_strict_and_ex
 
 
 def test_the_session_cookie_is_secure_outside_demo_and_test(settings: Settings, clean: None) -> None:
-    app = create_app(settings.with_(environment="production"))
+    # Production mode requires the log's key as well as the identity key.
+    app = create_app(settings.with_(environment="production", log_key=base64.b64encode(bytes(32)).decode()))
     try:
         rt = app.extensions["ledger.runtime"]
         issued = platform_service.create_platform(rt, "operator", "Operator", "admin")
