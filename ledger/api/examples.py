@@ -59,12 +59,31 @@ INCIDENT = {
     "consumer_notified_at": "2026-11-01T10:00:00+08:00",
     "identifiers": [PHONE, {"type": "device_id", "value": "a1b2c3d4"}],
 }
+# The log examples are real: signed with the demo log key (`demo_log_key` in ledger/config.py) over two
+# leaves, so every hash, note and signature in them verifies.
+LEAF_HASH = "13f085038fb34cca98056f163ab99a948848f5a10d817e01f268544bc0432041"
+SECOND_LEAF = "16478416044576c3a9050054f29f9a130c3a3c06509ed9fe138b0f789dde6cae"
+ROOT_HASH = "a6dce13411b1c3ca56dc2240f0fd99a318ef8eac72703df1e33ba275aff4bdee"
+LOG_ORIGIN = "consumer-credit-ledger.invalid/log"
+CHECKPOINT_NOTE = (
+    f"{LOG_ORIGIN}\n2\nptzhNBGxw8pW3CJA8P2ZoxjvjqxycD3x4zuida/0ve4=\n\n\u2014 {LOG_ORIGIN} "
+    "G2TQUzjA05fGTEhe1xJZO0xP7vniNBE6gf+5/xp+7MUwUIOd8hTikuW3MrKceyUJbncNKco3kCOYdN0vvE/L++V+RQY=\n"
+)
+FIRST_CHECKPOINT_NOTE = (
+    f"{LOG_ORIGIN}\n1\nE/CFA4+zTMqYBW8WOrmalIhI9aENgX4B8mhUS8BDIEE=\n\n\u2014 {LOG_ORIGIN} "
+    "G2TQU7LMgHStw7FE6YLWKyj3W6MeUjlEGlvRV/kOnflLxlLRXNphdoxa+LaTjG7f6G0NIgjuAlD5uZ7w12hywTotYAU=\n"
+)
 RECEIPT = {
     "id": INCIDENT_ID,
     "external_id": "order-20261101-0001",
     "status": "active",
-    "seq": 1,
-    "entry_hash": "303e366d9dc8823a414af9c5e5f004fb7afa67aa58917d9da08d300b58753b6d",
+    "receipt": {
+        "leaf_hash": LEAF_HASH,
+        "received_at": "2026-12-07T19:37:37.512204Z",
+        "log_origin": LOG_ORIGIN,
+        "integrate_by": "2026-12-07T19:37:47.512204Z",
+        "promise": "G2TQUymKh0WkQ0cXL3ZuvG1V2DU68hDpWjNnJkzPKfKOuQUC57/+ZrS1u04OnEm92levrMIalYbttK68z2jpuSgrmwk=",
+    },
 }
 REASON = {
     "code": "FABRICATED_EVIDENCE_RECENT",
@@ -308,16 +327,66 @@ EXAMPLES: dict[tuple[str, str], Example] = {
         scope="dispute",
         media="text/html",
     ),
-    ("GET", "/v1/ledger/checkpoint"): Example(
+    ("GET", "/v1/log/key"): Example(
         200,
         {
-            "seq": 5,
-            "head_hash": "cbe0a0f396fd7a50093e50299131cf1535f591d9cfba3cdda1e2923bd2b86ceb",
-            "at": "2026-12-07T19:37:38.047898+00:00",
+            "origin": LOG_ORIGIN,
+            "vkey": f"{LOG_ORIGIN}+1b64d053+AVgC8dcRUgItFdyWpu9tmdpxJ7aZgVQmxBSWvogs5QEv",
+            "key_id": "1b64d053",
+            "public_key": "WALx1xFSAi0V3Jam722Z2nEntpmBVCbEFJa+iCzlAS8=",
+            "algorithm": "Ed25519",
+            "mmd_seconds": 10,
         },
+    ),
+    ("GET", "/v1/log/checkpoint"): Example(
+        200,
+        {
+            "tree_size": 2,
+            "root_hash": ROOT_HASH,
+            "note": CHECKPOINT_NOTE,
+            "cosignatures": 0,
+            "signed_at": "2026-12-07T19:37:37.713308+00:00",
+        },
+    ),
+    ("GET", "/v1/log/checkpoints/{tree_size}"): Example(
+        200,
+        {
+            "tree_size": 1,
+            "root_hash": LEAF_HASH,
+            "note": FIRST_CHECKPOINT_NOTE,
+            "cosignatures": 0,
+            "signed_at": "2026-12-07T19:37:37.713308+00:00",
+        },
+    ),
+    ("GET", "/v1/log/inclusion"): Example(
+        200,
+        {
+            "leaf_index": 0,
+            "leaf_hash": LEAF_HASH,
+            "tree_size": 2,
+            "root_hash": ROOT_HASH,
+            "proof": [SECOND_LEAF],
+            "checkpoint": CHECKPOINT_NOTE,
+        },
+        query="index=0",
+        scope="report",
+    ),
+    ("GET", "/v1/log/consistency"): Example(
+        200,
+        {"from": 1, "to": 2, "proof": [SECOND_LEAF]},
+        query="from=1&to=2",
     ),
     ("GET", "/healthz"): Example(200, {"status": "ok"}),
     ("GET", "/readyz"): Example(
-        200, {"status": "ok", "checks": {"postgres": "ok", "redis": "ok", "lookup_path": "redis"}}
+        200,
+        {
+            "status": "ok",
+            "checks": {
+                "postgres": "ok",
+                "redis": "ok",
+                "lookup_path": "redis",
+                "log": "ok (lag 0.0s, mmd 10s)",
+            },
+        },
     ),
 }
