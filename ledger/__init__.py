@@ -20,14 +20,13 @@ MULTIPART_ENDPOINTS: frozenset[str] = frozenset({"incidents.IncidentEvidence", "
 def create_app(settings: Settings | None = None) -> Flask:
     from ledger import console
     from ledger.api import disputes, incidents, log, lookups, openapi, problems, system
+    from ledger.api.json_provider import Utf8JsonProvider
     from ledger.services.platforms import KeyResolver
     from ledger.services.runtime import Runtime
 
     settings = (settings or Settings.from_env()).require_services()
     app = Flask(__name__)
-    # Responses carry Chinese (reason texts, notices, statements) as UTF-8, readable in curl, rather than
-    # \u escapes. Hashed encodings are ledger/domain/chain.py's canonical(), which stays ASCII.
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json = Utf8JsonProvider(app)  # Chinese as UTF-8, not \u escapes (ledger/api/json_provider.py)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         API_TITLE="Consumer Credit Ledger",

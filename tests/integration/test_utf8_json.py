@@ -51,3 +51,9 @@ def test_chinese_comes_as_utf8_not_escapes(client: Any, make_platform: Any, rt: 
 def test_the_canonical_hashing_encoding_still_escapes() -> None:
     # The chain's canonical JSON (ledger/domain/chain.py) is hashed; it must not change with the responses.
     assert canonical({"statement": "破损"}) == b'{"statement":"\\u7834\\u635f"}'
+
+
+def test_text_utf8_cannot_carry_falls_back_to_escapes(app: Any) -> None:
+    # A lone surrogate (refused at the API's doors, but a test client may send one) cannot be UTF-8.
+    assert app.json.dumps({"s": "破损"}) == '{"s": "破损"}'
+    assert app.json.dumps({"s": "a\ud800"}) == '{"s": "a\\ud800"}'
