@@ -461,3 +461,61 @@ CREATE TABLE IF NOT EXISTS verification_runs (
     ok       boolean NOT NULL,
     result   jsonb NOT NULL
 );
+
+-- Signed webhooks (docs/webhooks.md). A platform's endpoints, with the event types each wants. The secret
+-- signs every delivery (Standard Webhooks), so it is kept as issued; it is shown to the platform once, at
+-- creation, and never returned or logged afterwards.
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    id                   uuid PRIMARY KEY,
+    platform_id          bigint NOT NULL REFERENCES platforms (id),
+    url                  text NOT NULL CHECK (length(url) BETWEEN 8 AND 2048),
+    events               text[] NOT NULL CHECK (cardinality(events) > 0),
+    secret               text NOT NULL,
+    status               text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+    status_reason        text,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    status_at            timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_endpoints_platform ON webhook_endpoints (platform_id);
+
+-- One event for one recipient platform, committed with the change that caused it (with an outbox row that
+-- fans it out to the platform's endpoints). `id` is the `webhook-id` every attempt carries.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    id          text PRIMARY KEY,
+    type        text NOT NULL,
+    platform_id bigint NOT NULL REFERENCES platforms (id),
+    payload     jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- One event to one endpoint. A worker claims it by setting `lease_until` (a killed worker's claim runs
+-- out, and the sweep sends it again); failures wait `next_attempt_at` (exponential, for up to 24 hours).
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id               uuid PRIMARY KEY,
+    event_id         text NOT NULL REFERENCES webhook_events (id),
+    endpoint_id      uuid NOT NULL REFERENCES webhook_endpoints (id),
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'delivered', 'abandoned', 'skipped')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    lease_until      timestamptz,
+    first_attempt_at timestamptz,
+    delivered_at     timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (event_id, endpoint_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at);
+
+-- The delivery log: every attempt, as the platform can read it for its endpoint.
+CREATE TABLE IF NOT EXISTS webhook_attempts (
+    id          bigserial PRIMARY KEY,
+    delivery_id uuid NOT NULL REFERENCES webhook_deliveries (id),
+    endpoint_id uuid NOT NULL REFERENCES webhook_endpoints (id),
+    at          timestamptz NOT NULL DEFAULT now(),
+    status_code integer,
+    error       text,
+    duration_ms integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id);

@@ -19,7 +19,7 @@ MULTIPART_ENDPOINTS: frozenset[str] = frozenset({"incidents.IncidentEvidence", "
 
 def create_app(settings: Settings | None = None) -> Flask:
     from ledger import console
-    from ledger.api import disputes, incidents, log, lookups, openapi, problems, system
+    from ledger.api import disputes, incidents, log, lookups, openapi, problems, system, webhooks
     from ledger.api.json_provider import Utf8JsonProvider
     from ledger.services.platforms import KeyResolver
     from ledger.services.runtime import Runtime
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     api = problems.ProblemApi(app, spec_kwargs={"marshmallow_plugin": openapi.Plugin()})
     app.extensions["ledger.api"] = api
-    for module in (system, incidents, lookups, disputes, log):
+    for module in (system, incidents, lookups, disputes, log, webhooks):
         api.register_blueprint(module.blp)
     problems.register(app)
     app.register_blueprint(console.blp)

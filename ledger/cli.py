@@ -563,6 +563,101 @@ def outbox_flush(send: bool, as_json: bool) -> None:
     emit(as_json, {"sent" if send else "processed": count}, f"{'sent' if send else 'processed'} {count}")
 
 
+@main.group(help="Signed webhooks (docs/webhooks.md).")
+def webhooks() -> None:
+    pass
+
+
+def _platform_id(rt: Any, slug: str) -> int:
+    from ledger.errors import NotFound
+
+    with rt.db.transaction() as conn:
+        row = conn.execute("SELECT id FROM platforms WHERE slug = %s", (slug,)).fetchone()
+    if row is None:
+        raise NotFound(f"no platform {slug!r}")
+    return int(row["id"])
+
+
+@webhooks.command("add", help="Register an endpoint for a platform; prints its secret, once.")
+@click.argument("platform")
+@click.argument("url")
+@click.option(
+    "--events",
+    default="dispute.opened,dispute.resolved,incident.retracted,subject.cleared",
+    show_default=True,
+    help="Comma-separated event types.",
+)
+@json_option
+@handled
+def webhooks_add(platform: str, url: str, events: str, as_json: bool) -> None:
+    from ledger.services import webhooks as svc
+
+    rt = runtime()
+    created = svc.register(rt, _platform_id(rt, platform), url, [e.strip() for e in events.split(",") if e])
+    emit(
+        as_json,
+        created,
+        f"endpoint {created['id']} for {platform}: {url}\nsecret (shown once): {created['secret']}",
+    )
+
+
+@webhooks.command("list", help="A platform's endpoints (never their secrets).")
+@click.argument("platform")
+@json_option
+@handled
+def webhooks_list(platform: str, as_json: bool) -> None:
+    from ledger.storage import webhooks as store
+
+    rt = runtime()
+    platform_id = _platform_id(rt, platform)
+    with rt.db.transaction() as conn:
+        rows = store.endpoints_of(conn, platform_id)
+    emit(as_json, {"endpoints": rows})
+
+
+@webhooks.command("deliveries", help="The delivery log of an endpoint.")
+@click.argument("endpoint_id", type=click.UUID)
+@click.option("--limit", default=100, show_default=True)
+@json_option
+@handled
+def webhooks_deliveries(endpoint_id: Any, limit: int, as_json: bool) -> None:
+    from ledger.services import webhooks as svc
+
+    emit(as_json, svc.deliveries(runtime(), None, endpoint_id, limit))
+
+
+@webhooks.command("redeliver", help="Send a delivery again now, whatever became of it.")
+@click.argument("delivery_id", type=click.UUID)
+@json_option
+@handled
+def webhooks_redeliver(delivery_id: Any, as_json: bool) -> None:
+    from ledger.services import webhooks as svc
+
+    emit(as_json, svc.redeliver(runtime(), None, delivery_id), f"delivery {delivery_id} queued again")
+
+
+@webhooks.command("enable", help="Turn a disabled endpoint back on.")
+@click.argument("endpoint_id", type=click.UUID)
+@json_option
+@handled
+def webhooks_enable(endpoint_id: Any, as_json: bool) -> None:
+    from ledger.services import webhooks as svc
+
+    emit(as_json, svc.enable(runtime(), None, endpoint_id), f"endpoint {endpoint_id} enabled")
+
+
+@webhooks.command("sweep", help="Send every due delivery to the workers (the beat task), or --here.")
+@click.option("--here", is_flag=True, help="Attempt them in this process instead: no worker needed.")
+@json_option
+@handled
+def webhooks_sweep(here: bool, as_json: bool) -> None:
+    from ledger.services import webhooks as svc
+
+    rt = runtime()
+    count = svc.deliver_due_now(rt) if here else svc.sweep(rt)
+    emit(as_json, {"attempted" if here else "sent": count}, f"{count} deliveries")
+
+
 @main.group(help="The Redis cache of decisions.")
 def cache() -> None:
     pass

@@ -59,6 +59,18 @@ def _optional_int(env: dict[str, str], name: str) -> int | None:
     return _int(env, name, 0, minimum=1) if env.get(name) else None
 
 
+def _networks(env: dict[str, str]) -> str:
+    import ipaddress
+
+    text = env.get("LEDGER_WEBHOOK_ALLOW_NETWORKS", "")
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            ipaddress.ip_network(part, strict=False)
+    except ValueError:
+        raise ConfigError("LEDGER_WEBHOOK_ALLOW_NETWORKS must be comma-separated CIDRs") from None
+    return text
+
+
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -105,6 +117,14 @@ class Settings:
     log_mmd_seconds: int = 10
     log_batch_ms: int = 200
     log_batch_max: int = 5000
+    # Webhooks (docs/webhooks.md): CIDRs the operator allows despite the SSRF rules, the per-attempt timeout,
+    # the first retry delay (doubling, at most 2 h), how long to keep trying, and when to disable an endpoint.
+    webhook_allow_networks: str = ""
+    webhook_timeout_seconds: int = 10
+    webhook_backoff_ms: int = 5000
+    webhook_max_age_hours: int = 24
+    webhook_disable_after: int = 25
+    webhook_max_endpoints: int = 10
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -159,6 +179,12 @@ class Settings:
             log_mmd_seconds=_int(env, "LEDGER_LOG_MMD_SECONDS", 10, minimum=1),
             log_batch_ms=_int(env, "LEDGER_LOG_BATCH_MS", 200, minimum=1),
             log_batch_max=_int(env, "LEDGER_LOG_BATCH_MAX", 5000, minimum=1),
+            webhook_allow_networks=_networks(env),
+            webhook_timeout_seconds=_int(env, "LEDGER_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1),
+            webhook_backoff_ms=_int(env, "LEDGER_WEBHOOK_BACKOFF_MS", 5000, minimum=1),
+            webhook_max_age_hours=_int(env, "LEDGER_WEBHOOK_MAX_AGE_HOURS", 24, minimum=1),
+            webhook_disable_after=_int(env, "LEDGER_WEBHOOK_DISABLE_AFTER", 25, minimum=1),
+            webhook_max_endpoints=_int(env, "LEDGER_WEBHOOK_MAX_ENDPOINTS", 10, minimum=1),
         )
 
     def require_services(self) -> Settings:

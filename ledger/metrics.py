@@ -28,6 +28,7 @@ FISHING = Counter(
     "refund_review lookups without a refund reference (possible fishing), by platform",
     ["platform"],
 )
+WEBHOOKS = Counter("ledger_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"])
 INCIDENTS = Counter("ledger_incidents_reported_total", "Incidents accepted (201)")
 
 

@@ -70,6 +70,10 @@ def settings(database_url: str) -> Settings:
         environment="test",
         outbox_grace_seconds=1,
         pool_max=16,
+        # Webhook tests run a receiver on this host: the operator's allowance, short timeouts and backoff.
+        webhook_allow_networks="127.0.0.1/32",
+        webhook_timeout_seconds=2,
+        webhook_backoff_ms=200,
     )
 
 
@@ -81,6 +85,11 @@ def env_for(settings: Settings) -> dict[str, str]:
         REDIS_URL=settings.redis_url or "",
         LEDGER_IDENTITY_KEY=settings.identity_key or "",
         LEDGER_ENV="test",
+        LEDGER_JURISDICTION=settings.jurisdiction,
+        LEDGER_WEBHOOK_ALLOW_NETWORKS=settings.webhook_allow_networks,
+        LEDGER_WEBHOOK_TIMEOUT_SECONDS=str(settings.webhook_timeout_seconds),
+        LEDGER_WEBHOOK_BACKOFF_MS=str(settings.webhook_backoff_ms),
+        LEDGER_WEBHOOK_DISABLE_AFTER=str(settings.webhook_disable_after),
         PYTHONUNBUFFERED="1",
     )
     if settings.policy_path is not None:

@@ -38,6 +38,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     beat_schedule={
         "outbox-sweep": {"task": "ledger.sweep_outbox", "schedule": timedelta(seconds=5)},
+        "webhook-sweep": {"task": "ledger.sweep_webhooks", "schedule": timedelta(seconds=5)},
         "decay-rescore": {"task": "ledger.rescore_due", "schedule": crontab(minute=17, hour=3)},
         "policy-rescore": {"task": "ledger.rescore_stale_policy", "schedule": timedelta(minutes=1)},
         "reliability": {"task": "ledger.refresh_reliability", "schedule": crontab(minute=5, hour=4)},

@@ -4,8 +4,9 @@ idempotent body; each periodic one has a CLI twin (see `ledger --help`)."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
-from ledger.services import scoring
+from ledger.services import scoring, webhooks
 from workers.app import app, runtime
 
 TASK_OPTIONS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
@@ -82,3 +83,16 @@ def refresh_console_overview() -> dict[str, int]:
     from ledger.services import console
 
     return dict(console.refresh_overview(runtime())["totals"])
+
+
+@app.task(name="ledger.deliver_webhook", bind=True, **TASK_OPTIONS)
+def deliver_webhook(self: Any, delivery_id: str) -> None:
+    """One attempt; a short wait before the next is a countdown, a long one is left to the sweep."""
+    wait = webhooks.deliver(runtime(), UUID(delivery_id))
+    if wait is not None and wait <= webhooks.COUNTDOWN_LIMIT_SECONDS:
+        self.apply_async((delivery_id,), countdown=wait, queue="ledger")
+
+
+@app.task(name="ledger.sweep_webhooks", **TASK_OPTIONS)
+def sweep_webhooks() -> int:
+    return webhooks.sweep(runtime())

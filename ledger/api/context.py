@@ -23,8 +23,9 @@ def principal() -> Principal:
     return cast(Principal, g.principal)
 
 
-def requires(scope: str) -> Callable[[F], F]:
-    """Authenticate the bearer key (401) and check its scope (403) before the view runs.
+def requires(scope: str, *alternatives: str) -> Callable[[F], F]:
+    """Authenticate the bearer key (401) and check its scope, or one of the alternatives (403), before the
+    view runs.
 
     It also documents both: the operation gets the bearer security requirement and `x-required-scope`
     in the OpenAPI document (OpenAPI 3.0 has no scopes for bearer tokens), which /docs/reference shows."""
@@ -34,7 +35,8 @@ def requires(scope: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             resolver = cast(KeyResolver, current_app.extensions["ledger.keys"])
             who = resolver.resolve(request.headers.get("Authorization"), request.remote_addr or "")
-            who.require(scope)
+            accepted = next((s for s in (scope, *alternatives) if s in who.scopes), scope)
+            who.require(accepted)
             g.principal = who
             return view(*args, **kwargs)
 
@@ -42,7 +44,7 @@ def requires(scope: str) -> Callable[[F], F]:
         # dict `wraps` shared with the view.
         apidoc = deepcopy(getattr(wrapper, "_apidoc", {}))
         apidoc.setdefault("manual_doc", {}).update(
-            {"x-required-scope": scope, "security": [{"bearerAuth": []}]}
+            {"x-required-scope": " or ".join((scope, *alternatives)), "security": [{"bearerAuth": []}]}
         )
         wrapper._apidoc = apidoc  # type: ignore[attr-defined]
         return cast(F, wrapper)

@@ -13,7 +13,7 @@ from ledger import metrics
 from ledger.api import reference, schemas
 from ledger.api.context import runtime
 from ledger.errors import LedgerError
-from ledger.services import transparency
+from ledger.services import transparency, webhooks
 
 blp = Blueprint("system", __name__, description="Health, metrics and tamper evidence")
 
@@ -68,10 +68,25 @@ class Metrics(MethodView):
     )
     def get(self) -> Response:
         """Prometheus metrics, with the transparency log's lag read from the database at scrape time"""
-        text = metrics.render()
+        text = metrics.render() + _webhook_gauge()
         with contextlib.suppress(LedgerError):
             text += metrics.render_log(transparency.lag(runtime()))
         return Response(text, mimetype="text/plain; version=0.0.4")
+
+
+def _webhook_gauge() -> bytes:
+    """Disabled webhook endpoints per platform, read from PostgreSQL: the workers disable them, and their
+    counters never reach this process."""
+    lines = [
+        "# HELP ledger_webhook_endpoints_disabled Webhook endpoints disabled after persistent failure",
+        "# TYPE ledger_webhook_endpoints_disabled gauge",
+    ]
+    try:
+        rows = webhooks.disabled_counts(runtime())
+    except LedgerError:
+        return b""
+    lines += [f'ledger_webhook_endpoints_disabled{{platform="{r["slug"]}"}} {r["n"]}' for r in rows]
+    return ("\n".join(lines) + "\n").encode()
 
 
 @blp.route("/docs/reference")

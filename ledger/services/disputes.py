@@ -15,9 +15,9 @@ from typing import Any
 from uuid import UUID
 
 from ledger.errors import Conflict, InvalidInput, NotFound
-from ledger.services import reliability
+from ledger.services import reliability, webhooks
 from ledger.services.identifiers import tokenize_all
-from ledger.services.incidents import after_commit, change_status
+from ledger.services.incidents import after_commit, change_status, notify_resolved, notify_retracted
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import disputes as store
@@ -109,6 +109,18 @@ def open_dispute_for_tokens(
                 },
                 conn=conn,
             )
+            webhooks.emit(
+                conn,
+                "dispute.opened",
+                int(incident["platform_id"]),
+                {
+                    "dispute_id": str(dispute_id),
+                    "incident_id": str(incident["id"]),
+                    "external_id": incident["external_id"],
+                    "respond_by": respond_by.isoformat(),
+                    "statement_filed": bool(request.get("statement")),
+                },
+            )
             created.append(
                 {"id": dispute_id, "incident_id": incident["id"], "status": "open", "respond_by": respond_by}
             )
@@ -139,6 +151,11 @@ def respond(
             raise NotFound("no such dispute")
         if dispute["status"] != "open":
             raise Conflict(f"the dispute is already {dispute['status']}")
+        incident = incident_store.get(conn, dispute["incident_id"])
+        assert incident is not None
+        notify_resolved(
+            conn, dispute_id, dispute["incident_id"], principal.platform_id, incident["external_id"], outcome
+        )
         if outcome == "upheld":
             store.resolve(conn, dispute_id, "upheld", basis, now)
             change_status(
@@ -158,6 +175,13 @@ def respond(
                 "dispute_retracted",
                 {"dispute_id": str(dispute_id)},
                 conn=conn,
+            )
+            notify_retracted(
+                conn,
+                dispute["incident_id"],
+                principal.platform_id,
+                incident["external_id"],
+                "dispute_retracted",
             )
         resolved = store.get(conn, dispute_id)
     after_commit(rt, [])
@@ -182,7 +206,14 @@ def expire_overdue(rt: Runtime, now: datetime | None = None, limit: int = 1000) 
                 {"dispute_id": str(dispute["id"])},
                 conn=conn,
             )
-            platforms.add(int(dispute["platform_id"]))
+            incident = incident_store.get(conn, dispute["incident_id"])
+            assert incident is not None
+            platform_id = int(dispute["platform_id"])
+            notify_resolved(
+                conn, dispute["id"], dispute["incident_id"], platform_id, incident["external_id"], "expired"
+            )
+            notify_retracted(conn, dispute["incident_id"], platform_id, incident["external_id"], SLA_REASON)
+            platforms.add(platform_id)
             expired += 1
     if expired:
         after_commit(rt, [])

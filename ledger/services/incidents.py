@@ -22,7 +22,7 @@ from uuid import UUID
 
 from ledger.domain import chain
 from ledger.errors import Conflict, InvalidInput, LedgerError, NotFound
-from ledger.services import transparency
+from ledger.services import transparency, webhooks
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
@@ -262,6 +262,33 @@ def change_status(
     event_store.append(conn, [NewEvent(kind, incident_id, payload, platform)])
 
 
+def notify_retracted(conn: Any, incident_id: UUID, platform_id: int, external_id: str, reason: str) -> None:
+    """incident.retracted, to the reporting platform (by itself, by a dispute, or by the SLA)."""
+    webhooks.emit(
+        conn,
+        "incident.retracted",
+        platform_id,
+        {"incident_id": str(incident_id), "external_id": external_id, "reason": reason},
+    )
+
+
+def notify_resolved(
+    conn: Any, dispute_id: UUID, incident_id: UUID, platform_id: int, external_id: str, outcome: str
+) -> None:
+    """dispute.resolved, to the reporting platform: upheld, retracted or expired."""
+    webhooks.emit(
+        conn,
+        "dispute.resolved",
+        platform_id,
+        {
+            "dispute_id": str(dispute_id),
+            "incident_id": str(incident_id),
+            "external_id": external_id,
+            "outcome": outcome,
+        },
+    )
+
+
 def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -> dict[str, Any]:
     with rt.db.transaction() as conn:
         row = store.get_for_platform(conn, incident_id, principal.platform_id, lock=True)
@@ -272,7 +299,11 @@ def retract(rt: Runtime, principal: Principal, incident_id: UUID, reason: str) -
         open_dispute = disputes.open_for_incident(conn, incident_id)
         if open_dispute is not None:  # retracting answers the consumer's dispute too
             disputes.resolve(conn, open_dispute["id"], "retracted", None, datetime.now(UTC))
+            notify_resolved(
+                conn, open_dispute["id"], incident_id, principal.platform_id, row["external_id"], "retracted"
+            )
         change_status(incident_id, "retracted", reason, "retracted", conn=conn)
+        notify_retracted(conn, incident_id, principal.platform_id, row["external_id"], reason)
         row = store.get_for_platform(conn, incident_id, principal.platform_id)
     assert row is not None
     after_commit(rt, [])

@@ -12,11 +12,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ledger.services import webhooks
 from ledger.services.incidents import after_commit
 from ledger.services.runtime import Runtime
 from ledger.storage import access, audit, disputes, outbox
 from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
+from ledger.storage import subjects as subject_store
 from ledger.storage.events import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
 
@@ -46,6 +48,7 @@ def expire_incidents(rt: Runtime, now: datetime | None = None, chunk: int = 500)
                     for r in rows
                 ],
             )
+            _notify_cleared(conn, subjects, ids, at)
             gone = incident_store.shred(conn, ids, tokens)
             disputes.erase_personal(conn, ids)
             # The worker drops the erased tokens from Redis (retried until it succeeds) and rescores.
@@ -56,6 +59,20 @@ def expire_incidents(rt: Runtime, now: datetime | None = None, chunk: int = 500)
         if len(rows) < chunk:
             break
     return {"expired": expired, "tokens_erased": len(forgotten)}
+
+
+def _notify_cleared(conn: Any, subject_ids: list[int], expiring: list[Any], at: datetime) -> None:
+    """subject.cleared for the consumers whose last counting entries expire now and who were restricted,
+    while their tokens still exist to find the lookups by (the rescore after shredding could not)."""
+    rows = conn.execute(
+        """SELECT r.subject_id FROM risk_scores r WHERE r.subject_id = ANY(%s) AND r.tier <> 'clear'
+           AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.subject_id = r.subject_id
+                           AND i.status IN ('active', 'disputed') AND NOT (i.id = ANY(%s)))""",
+        (subject_ids, expiring),
+    ).fetchall()
+    cleared = [int(r["subject_id"]) for r in rows]
+    for tokens in subject_store.strong_tokens(conn, cleared).values():
+        webhooks.emit_cleared(conn, tokens, at)
 
 
 def erase_old_lookups(rt: Runtime, now: datetime | None = None, chunk: int = 5000) -> int:

@@ -22,6 +22,7 @@ from uuid import UUID
 from ledger.domain.scoring import Assessment, IncidentFacts, assess
 from ledger.errors import Contention, NotFound
 from ledger.identity import STRONG_TYPES
+from ledger.services import webhooks
 from ledger.services.runtime import Runtime
 from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
@@ -146,6 +147,7 @@ def _rescore_once(rt: Runtime, ids: list[int], now: datetime | None) -> int:
                 (ids,),
             )
         }
+        before = {int(r["subject_id"]): r["tier"] for r in scores.for_subjects(conn, list(live))}
         by_subject: dict[int, list[IncidentFacts]] = {s: [] for s in live}
         for row in incident_store.facts_for_subjects(conn, list(live)):
             by_subject[int(row["subject_id"])].append(_facts(row))
@@ -171,6 +173,10 @@ def _rescore_once(rt: Runtime, ids: list[int], now: datetime | None) -> int:
             ],
         )
         tokens = subjects.strong_tokens(conn, list(written))
+        for s in sorted(written):
+            # FCRA §611(d): a consumer restricted before and clear now; tell the recent recipients.
+            if assessments[s].tier == "clear" and before.get(s, "clear") != "clear":
+                webhooks.emit_cleared(conn, tokens.get(s, []), at)
         devices = subjects.device_subject_counts(conn, subjects.device_tokens(conn, list(written)))
     by_token: dict[str, dict[str, Any]] = {}
     for s in written:
@@ -230,6 +236,9 @@ def _apply(rt: Runtime, rows: Sequence[dict[str, Any]]) -> None:
     forget = [t for row in rows for t in row["args"].get("forget") or ()]
     if forget:
         rt.cache.forget(forget)
+    events = [e for row in rows for e in row["args"].get("webhooks", ())]
+    if events:
+        webhooks.fan_out(rt, events)
     with rt.db.transaction() as conn:
         outbox.mark_done(conn, [int(row["id"]) for row in rows])
 
