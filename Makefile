@@ -6,7 +6,7 @@ PYTHON ?= python3
 venv:
 	$(PYTHON) -m venv .venv
 	.venv/bin/pip install --require-hashes -r requirements/lock.txt
-	.venv/bin/pip install --no-deps -e .
+	.venv/bin/pip install --no-deps -e . -e clients/python
 
 demo: venv
 	.venv/bin/ledger demo

@@ -2,8 +2,9 @@
 
 No raw identifier is ever stored: the ledger keeps only keyed HMAC-SHA256 tokens
 (`hex(HMAC(key, "<type>:<normalised value>"))`), a keyed pseudonym as recommended by PIPL Art. 73 and
-used by Tazama. Partners import this module to tokenise on their side, so it depends on nothing but
-the standard library and `phonenumbers`: no Flask, no database.
+used by Tazama. Partners tokenise on their side with this same code: the member library
+(`clients/python`) carries a generated copy of this file (`clients/python/vendor_identity.py`, checked
+by a test), so it depends on nothing but the standard library and `phonenumbers`: no Flask, no database.
 
 Normalisation matters as much as the key: two platforms must produce the same token for the same
 person, so "138 0013 8000", "+86 138-0013-8000" and full-width digits all become "+8613800138000".

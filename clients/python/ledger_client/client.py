@@ -1,0 +1,307 @@
+"""The HTTP client: one method per endpoint, typed, with retries only where repeating is safe.
+
+Retries, with exponential backoff and jitter:
+- 429 on any call: the server refused it before doing anything, and says when to come back
+  (`Retry-After`, honoured up to `max_retry_after`);
+- 503 and connection errors only on calls that are safe to repeat: reads, reports (the `external_id`
+  makes a repeated report a replay), retractions and evidence uploads (both idempotent). A lookup, a
+  dispute or a subject report is not repeated on its own: each leaves a record (and a subject report
+  counts against the consumer's free ones), so the caller decides.
+
+It uses urllib from the standard library, so installing it brings no HTTP stack, no Flask, no database
+driver. Every non-2xx answer raises `ProblemError` with the problem's `status`, `type`, `detail` and
+field `errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
+
+from ledger_client.errors import ProblemError, TransportError
+from ledger_client.types import (
+    BatchItem,
+    Dispute,
+    Identifier,
+    Incident,
+    IncidentCreated,
+    IncidentView,
+    Lookup,
+    LookupBatchItem,
+    LookupResult,
+    WebhookEndpoint,
+)
+
+Image = bytes | tuple[str, bytes, str]  # raw bytes, or (filename, bytes, content type)
+RETRY_STATUSES_SAFE = frozenset({429, 503})
+RETRY_STATUSES_UNSAFE = frozenset({429})
+
+
+class Client:
+    """A member platform's connection to the ledger.
+
+    >>> ledger = Client("https://ledger.example", api_key="ccl_...")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 4,
+        backoff: float = 0.25,
+        max_backoff: float = 8.0,
+        max_retry_after: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        user_agent: str = "ledger-client/0.1",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = f"Bearer {api_key}"
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+        self.user_agent = user_agent
+
+    # -- transport ---------------------------------------------------------------------------------------
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        ceiling = min(self.max_backoff, self.backoff * 2**attempt)
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        safe: bool,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        raw: bytes | None = None,
+        accept: str = "application/json",
+    ) -> Any:
+        """Send one API call, retrying as the module docstring says; the decoded JSON answer (or text)."""
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Authorization": self._auth, "Accept": accept, "User-Agent": self.user_agent}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        retry_on = RETRY_STATUSES_SAFE if safe else RETRY_STATUSES_UNSAFE
+        attempt = 0
+        while True:
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as response:  # noqa: S310
+                    payload = response.read()
+                    kind = response.headers.get_content_type()
+                    if response.status == 204 or not payload:
+                        return None
+                    return json.loads(payload) if kind.endswith("json") else payload.decode()
+            except urllib.error.HTTPError as exc:
+                problem = _problem(exc)
+                if problem.status in retry_on and attempt < self.max_retries:
+                    self._sleep(self._delay(attempt, problem.retry_after))
+                    attempt += 1
+                    continue
+                raise problem from None
+            except (urllib.error.URLError, OSError) as exc:
+                if safe and attempt < self.max_retries:
+                    self._sleep(self._delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise TransportError(f"{method} {path}: {type(exc).__name__}") from exc
+
+    # -- incidents ---------------------------------------------------------------------------------------
+
+    def report(self, incident: Incident) -> IncidentCreated:
+        """Report a confirmed incident; repeating it with the same `external_id` and body is a replay."""
+        return cast(IncidentCreated, self.request("POST", "/v1/incidents", incident, safe=True))
+
+    def report_batch(self, incidents: Sequence[Incident]) -> list[BatchItem]:
+        """Report up to 1,000 incidents; one result per item, in order."""
+        answer = self.request("POST", "/v1/incidents/batch", {"incidents": list(incidents)}, safe=True)
+        return cast(list[BatchItem], answer["results"])
+
+    def get_incident(self, incident_id: str) -> IncidentView:
+        return cast(IncidentView, self.request("GET", f"/v1/incidents/{incident_id}", safe=True))
+
+    def retract(self, incident_id: str, reason: str) -> IncidentCreated:
+        answer = self.request("POST", f"/v1/incidents/{incident_id}/retract", {"reason": reason}, safe=True)
+        return cast(IncidentCreated, answer)
+
+    def add_evidence(self, incident_id: str, images: Sequence[Image]) -> dict[str, Any]:
+        """Upload 1 to 5 evidence photos; the server keeps only their PDQ hashes."""
+        body, content_type = _multipart([("images", image) for image in images])
+        return cast(
+            dict[str, Any],
+            self.request(
+                "POST",
+                f"/v1/incidents/{incident_id}/evidence",
+                safe=True,
+                raw=body,
+                content_type=content_type,
+            ),
+        )
+
+    # -- lookups -----------------------------------------------------------------------------------------
+
+    def lookup(self, lookup: Lookup) -> LookupResult:
+        """Decide whether to restrict a refund. Not repeated on a 503: every answered lookup is recorded."""
+        return cast(LookupResult, self.request("POST", "/v1/lookups", lookup, safe=False))
+
+    def lookup_batch(self, lookups: Sequence[Lookup]) -> list[LookupBatchItem]:
+        answer = self.request("POST", "/v1/lookups/batch", {"lookups": list(lookups)}, safe=False)
+        return cast(list[LookupBatchItem], answer["results"])
+
+    def lookup_with_images(self, lookup: Lookup, images: Sequence[Image]) -> LookupResult:
+        """A lookup with evidence photos, matched against confirmed forged evidence."""
+        parts: list[tuple[str, Image | str]] = [("request", json.dumps(lookup))]
+        parts += [("images", image) for image in images]
+        body, content_type = _multipart(parts)
+        return cast(
+            LookupResult,
+            self.request("POST", "/v1/lookups/evidence", safe=False, raw=body, content_type=content_type),
+        )
+
+    def get_lookup(self, lookup_id: str) -> LookupResult:
+        return cast(LookupResult, self.request("GET", f"/v1/lookups/{lookup_id}", safe=True))
+
+    # -- disputes and the subject report (the operator's consumer channel) --------------------------------
+
+    def open_dispute(
+        self,
+        identifiers: Sequence[Identifier],
+        *,
+        incident_id: str | None = None,
+        all_entries: bool = False,
+        statement: str | None = None,
+        contact_ref: str | None = None,
+    ) -> list[Dispute]:
+        body: dict[str, Any] = {"identifiers": list(identifiers)}
+        if incident_id is not None:
+            body["incident_id"] = incident_id
+        if all_entries:
+            body["all_entries"] = True
+        if statement is not None:
+            body["statement"] = statement
+        if contact_ref is not None:
+            body["contact_ref"] = contact_ref
+        return cast(list[Dispute], self.request("POST", "/v1/disputes", body, safe=False)["disputes"])
+
+    def disputes(self, status: str | None = None) -> list[Dispute]:
+        """Disputes about your incidents, earliest deadline first."""
+        query = {"status": status} if status else None
+        return cast(list[Dispute], self.request("GET", "/v1/disputes", safe=True, query=query)["disputes"])
+
+    def respond_to_dispute(self, dispute_id: str, outcome: str, basis: str | None = None) -> Dispute:
+        body: dict[str, Any] = {"outcome": outcome}
+        if basis is not None:
+            body["basis"] = basis
+        return cast(Dispute, self.request("POST", f"/v1/disputes/{dispute_id}/response", body, safe=False))
+
+    def subject_report(self, identifiers: Sequence[Identifier], *, html: bool = False) -> Any:
+        """Everything held about a consumer: JSON, or the printable page's HTML text. Not repeated on its
+        own: each report counts against the consumer's free ones."""
+        return self.request(
+            "POST",
+            "/v1/subjects/report",
+            {"identifiers": list(identifiers)},
+            safe=False,
+            query={"format": "html"} if html else None,
+            accept="text/html" if html else "application/json",
+        )
+
+    # -- the ledger and the service -----------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", "/v1/ledger/checkpoint", safe=True))
+
+    def health(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", "/healthz", safe=True))
+
+    def ready(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", "/readyz", safe=True))
+
+    # -- webhooks -----------------------------------------------------------------------------------------
+
+    def create_webhook_endpoint(self, url: str, events: Iterable[str]) -> WebhookEndpoint:
+        """Register an endpoint; keep the returned `secret`, it is never shown again."""
+        body = {"url": url, "events": list(events)}
+        return cast(WebhookEndpoint, self.request("POST", "/v1/webhooks/endpoints", body, safe=False))
+
+    def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        answer = self.request("GET", "/v1/webhooks/endpoints", safe=True)
+        return cast(list[WebhookEndpoint], answer["endpoints"])
+
+    def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        self.request("DELETE", f"/v1/webhooks/endpoints/{endpoint_id}", safe=True)
+
+    def enable_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        answer = self.request("POST", f"/v1/webhooks/endpoints/{endpoint_id}/enable", {}, safe=True)
+        return cast(WebhookEndpoint, answer)
+
+    def webhook_deliveries(self, endpoint_id: str) -> dict[str, Any]:
+        answer = self.request("GET", f"/v1/webhooks/endpoints/{endpoint_id}/deliveries", safe=True)
+        return cast(dict[str, Any], answer)
+
+    def redeliver_webhook(self, delivery_id: str) -> dict[str, Any]:
+        answer = self.request("POST", f"/v1/webhooks/deliveries/{delivery_id}/redeliver", {}, safe=True)
+        return cast(dict[str, Any], answer)
+
+
+def _problem(exc: urllib.error.HTTPError) -> ProblemError:
+    raw = exc.read()
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except ValueError:
+        body = raw.decode(errors="replace")
+    retry_after: float | None = None
+    header = exc.headers.get("Retry-After") if exc.headers else None
+    if header is not None:
+        try:
+            retry_after = max(0.0, float(header))
+        except ValueError:
+            retry_after = None  # an HTTP date: fall back to the client's own backoff
+    if isinstance(body, dict):
+        return ProblemError(
+            status=int(body.get("status", exc.code)),
+            type=str(body.get("type", "about:blank")),
+            title=str(body.get("title", exc.reason or "")),
+            detail=str(body.get("detail", "")),
+            errors=body.get("errors") or {},
+            retry_after=retry_after,
+            body=body,
+        )
+    return ProblemError(status=exc.code, title=str(exc.reason or ""), retry_after=retry_after, body=body)
+
+
+def _multipart(parts: Sequence[tuple[str, Image | str]]) -> tuple[bytes, str]:
+    """multipart/form-data: text parts as JSON, images as file parts with a filename."""
+    boundary = f"ledger-client-{uuid.uuid4().hex}"
+    chunks: list[bytes] = []
+    for index, (name, part) in enumerate(parts):
+        chunks.append(f"--{boundary}\r\n".encode())
+        if isinstance(part, str):
+            chunks.append(f'Content-Disposition: form-data; name="{name}"\r\n'.encode())
+            chunks.append(b"Content-Type: application/json\r\n\r\n" + part.encode() + b"\r\n")
+            continue
+        filename, content, kind = part if isinstance(part, tuple) else (f"image-{index}", part, "image/jpeg")
+        chunks.append(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode())
+        chunks.append(f"Content-Type: {kind}\r\n\r\n".encode() + content + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
