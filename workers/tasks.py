@@ -93,6 +93,15 @@ def deliver_webhook(self: Any, delivery_id: str) -> None:
         self.apply_async((delivery_id,), countdown=wait, queue="ledger")
 
 
+@app.task(name="ledger.deliver_webhooks", **TASK_OPTIONS)
+def deliver_webhooks(delivery_ids: list[str]) -> None:
+    """What a fan-out and the sweep send: several attempts at once, each retried on its own."""
+    waits = webhooks.deliver_many(runtime(), [UUID(d) for d in delivery_ids])
+    for delivery_id, wait in waits.items():
+        if wait is not None and wait <= webhooks.COUNTDOWN_LIMIT_SECONDS:
+            deliver_webhook.apply_async((str(delivery_id),), countdown=wait, queue="ledger")
+
+
 @app.task(name="ledger.sweep_webhooks", **TASK_OPTIONS)
 def sweep_webhooks() -> int:
     return webhooks.sweep(runtime())

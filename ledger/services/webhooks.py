@@ -23,6 +23,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -34,11 +35,13 @@ from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
 from ledger.storage import webhooks as store
-from ledger.storage.queue import DELIVER_WEBHOOK, PROCESS_OUTBOX
+from ledger.storage.queue import DELIVER_WEBHOOK, DELIVER_WEBHOOKS, PROCESS_OUTBOX
 
 log = logging.getLogger(__name__)
 
 SWEEP_LIMIT = 500
+PER_TASK = 20  # deliveries per task from a fan-out
+PARALLEL_ATTEMPTS = 8  # attempts in flight per worker process (each holds a pool connection briefly)
 COUNTDOWN_LIMIT_SECONDS = 60.0  # longer waits are left to the sweep rather than held by a worker
 
 
@@ -156,12 +159,25 @@ def emit_cleared(conn: Any, tokens: Sequence[str], now: datetime | None = None) 
 
 
 def fan_out(rt: Runtime, event_ids: Sequence[str]) -> int:
-    """The outbox's part: a delivery per entitled endpoint, and a task for each. Safe to run again."""
+    """The outbox's part: a delivery per entitled endpoint, sent to the workers in tasks of up to
+    `PER_TASK` deliveries on one connection. Safe to run again. A failed publish raises, so the outbox row
+    stays pending and is processed again."""
     with rt.db.transaction() as conn:
-        pending = store.fan_out(conn, event_ids)
-    for delivery_id in pending:
-        rt.queue.send(DELIVER_WEBHOOK, str(delivery_id))
+        pending = [str(d) for d in store.fan_out(conn, event_ids)]
+    if pending:
+        rt.queue.publish(
+            DELIVER_WEBHOOKS, [[pending[i : i + PER_TASK]] for i in range(0, len(pending), PER_TASK)]
+        )
     return len(pending)
+
+
+def deliver_many(rt: Runtime, delivery_ids: Sequence[UUID]) -> dict[UUID, float | None]:
+    """Attempt several deliveries at once, on threads: each waits on its receiver, not on the others."""
+    if len(delivery_ids) == 1:
+        return {delivery_ids[0]: deliver(rt, delivery_ids[0])}
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_ATTEMPTS, len(delivery_ids))) as pool:
+        waits = list(pool.map(lambda d: deliver(rt, d), delivery_ids))
+    return dict(zip(delivery_ids, waits, strict=True))
 
 
 # -- delivery -------------------------------------------------------------------------------------------
@@ -274,8 +290,10 @@ def sweep(rt: Runtime, limit: int = SWEEP_LIMIT) -> int:
     """Send every due delivery whose lease is free: retries too long for a countdown, and the work of a
     worker that died mid-attempt. The beat task and `ledger webhooks sweep` call this."""
     with rt.db.transaction() as conn:
-        due = store.due(conn, limit)
-    return sum(1 for delivery_id in due if rt.queue.send(DELIVER_WEBHOOK, str(delivery_id)))
+        due = [str(d) for d in store.due(conn, limit)]
+    if due:
+        rt.queue.publish(DELIVER_WEBHOOKS, [[due[i : i + PER_TASK]] for i in range(0, len(due), PER_TASK)])
+    return len(due)
 
 
 def deliver_due_now(rt: Runtime, limit: int = SWEEP_LIMIT) -> int:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 PROCESS_OUTBOX = "ledger.process_outbox"
 PROCESS_OUTBOX_BATCH = "ledger.process_outbox_batch"
 DELIVER_WEBHOOK = "ledger.deliver_webhook"
+DELIVER_WEBHOOKS = "ledger.deliver_webhooks"
 
 
 def broker_options() -> dict[str, Any]:
