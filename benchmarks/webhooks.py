@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -180,16 +181,29 @@ def main() -> int:
         emitter = Emitter(env, platform_id)
         config = c.ServerConfig(2, 2, "gthread")
         try:
-            with c.ledger_worker(env, args.concurrency), c.ledger_server(env, config) as port:
-                # 1. throughput
+            with c.ledger_worker(env, args.concurrency) as worker, c.ledger_server(env, config) as port:
+                # 1. throughput, and the CPU each delivered event costs the worker, PostgreSQL and Redis
+                warm, _ = emitter.commit(20)  # the worker's pools and processes open before measuring
+                wait_delivered(receiver, warm, timeout=60)
+                meter = c.CpuMeter(worker.proc.pid, url, c.REDIS_URL)
+                before = meter.snapshot()
                 ids, committed = emitter.commit(args.events)
                 if not wait_delivered(receiver, ids, timeout=300):
                     c.say(f"  only {receiver.count()} of {args.events} delivered within 300 s")
                     return 1
+                cpu = meter.delta(before, meter.snapshot())
                 last = max(receiver.received[i] for i in ids)
                 c.say(
                     f"1. throughput: {args.events} events committed at once, delivered in {last - committed:.2f} s "
                     f"= {args.events / (last - committed):.0f} events/s (duplicates {receiver.duplicates}); {c.load()}"
+                )
+                per_event = {group: seconds * 1000 / args.events for group, seconds in cpu.items()}
+                total = sum(per_event.values())
+                c.say(
+                    "   CPU per delivered event: "
+                    + ", ".join(f"{group} {ms:.2f} ms" for group, ms in per_event.items())
+                    + f"; total {total:.2f} ms, so {os.cpu_count()} idle cores would deliver about "
+                    f"{(os.cpu_count() or 1) * 1000 / total:.0f} events/s (the receiver not counted)"
                 )
 
                 # 2. latency at a steady rate
