@@ -56,7 +56,7 @@ class EndpointListSchema(ma.Schema):
 
 
 class AttemptSchema(ma.Schema):
-    at = ma.fields.String(required=True)
+    at = ma.fields.DateTime(required=True)
     status_code = ma.fields.Integer(allow_none=True)
     error = ma.fields.String(allow_none=True)
     duration_ms = ma.fields.Integer(required=True)
@@ -65,7 +65,7 @@ class AttemptSchema(ma.Schema):
 class DeliverySchema(ma.Schema):
     id = ma.fields.UUID(required=True)
     event_id = ma.fields.String(required=True, metadata={"description": "The `webhook-id` header"})
-    type = ma.fields.String(required=True)
+    type = ma.fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
     status = ma.fields.String(
         required=True, validate=validate.OneOf(("pending", "delivered", "abandoned", "skipped"))
     )
@@ -83,12 +83,12 @@ class DeliveryLogSchema(ma.Schema):
 
 class RedeliveredSchema(ma.Schema):
     id = ma.fields.UUID(required=True)
-    status = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, validate=validate.OneOf(("pending",)))
 
 
 @blp.route("/endpoints")
 class Endpoints(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="create_webhook_endpoint")
     @requires("report", "lookup")
     @blp.arguments(EndpointCreateSchema)
     @blp.response(201, EndpointCreatedSchema)
@@ -101,7 +101,7 @@ class Endpoints(MethodView):
         """
         return webhooks.register(runtime(), principal().platform_id, body["url"], body["events"]), 201
 
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="list_webhook_endpoints")
     @requires("report", "lookup")
     @blp.response(200, EndpointListSchema)
     def get(self) -> Any:
@@ -111,7 +111,7 @@ class Endpoints(MethodView):
 
 @blp.route("/endpoints/<uuid:endpoint_id>")
 class Endpoint(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="delete_webhook_endpoint")
     @requires("report", "lookup")
     @blp.response(204)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -122,7 +122,7 @@ class Endpoint(MethodView):
 
 @blp.route("/endpoints/<uuid:endpoint_id>/enable")
 class EndpointEnable(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="enable_webhook_endpoint")
     @requires("report", "lookup")
     @blp.response(200, EndpointSchema)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -133,7 +133,7 @@ class EndpointEnable(MethodView):
 
 @blp.route("/endpoints/<uuid:endpoint_id>/deliveries")
 class EndpointDeliveries(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="list_webhook_deliveries")
     @requires("report", "lookup")
     @blp.response(200, DeliveryLogSchema)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -144,7 +144,7 @@ class EndpointDeliveries(MethodView):
 
 @blp.route("/deliveries/<uuid:delivery_id>/redeliver")
 class Redeliver(MethodView):
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, operationId="redeliver_webhook")
     @requires("report", "lookup")
     @blp.response(202, RedeliveredSchema)
     @blp.alt_response(404, response="NOT_FOUND")

@@ -120,6 +120,9 @@ def deliveries(rt: Runtime, platform_id: int | None, endpoint_id: UUID, limit: i
         endpoint = _own(conn, endpoint_id, platform_id)
         rows = store.deliveries_of(conn, endpoint_id, limit)
     endpoint.pop("platform_id", None)
+    for row in rows:  # the log comes as JSON from PostgreSQL: its times as text
+        for attempt in row["log"]:
+            attempt["at"] = datetime.fromisoformat(attempt["at"])
     return {"endpoint": endpoint, "deliveries": rows}
 
 

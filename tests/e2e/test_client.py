@@ -153,7 +153,7 @@ def test_every_endpoint_through_the_client(
     report = operator.subject_report(consumer)
     assert {i["id"] for i in report["incidents"]} >= {created["id"]}
     assert report["free_reports"]["used"] == 1
-    assert "个人信用记录报告" in operator.subject_report(consumer, html=True)
+    assert "个人信用记录报告" in operator.subject_report_html(consumer)
     assert alpha.retract(created["id"], "reported_in_error")["status"] == "retracted"
 
 

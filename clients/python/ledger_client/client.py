@@ -214,16 +214,24 @@ class Client:
             body["basis"] = basis
         return cast(Dispute, self.request("POST", f"/v1/disputes/{dispute_id}/response", body, safe=False))
 
-    def subject_report(self, identifiers: Sequence[Identifier], *, html: bool = False) -> Any:
-        """Everything held about a consumer: JSON, or the printable page's HTML text. Not repeated on its
-        own: each report counts against the consumer's free ones."""
-        return self.request(
-            "POST",
-            "/v1/subjects/report",
-            {"identifiers": list(identifiers)},
-            safe=False,
-            query={"format": "html"} if html else None,
-            accept="text/html" if html else "application/json",
+    def subject_report(self, identifiers: Sequence[Identifier]) -> dict[str, Any]:
+        """Everything held about a consumer, as JSON. Not repeated on its own: each report counts against
+        the consumer's free ones."""
+        body = {"identifiers": list(identifiers)}
+        return cast(dict[str, Any], self.request("POST", "/v1/subjects/report", body, safe=False))
+
+    def subject_report_html(self, identifiers: Sequence[Identifier], *, lang: str = "zh") -> str:
+        """The same report as the printable page (Chinese, or `lang="en"`), as HTML text."""
+        return cast(
+            str,
+            self.request(
+                "POST",
+                "/v1/subjects/report/html",
+                {"identifiers": list(identifiers)},
+                safe=False,
+                query={"lang": lang},
+                accept="text/html",
+            ),
         )
 
     # -- the ledger and the service -----------------------------------------------------------------------

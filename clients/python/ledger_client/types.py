@@ -66,10 +66,13 @@ class Problem(TypedDict):
 
 
 class BatchItem(TypedDict):
+    """`kind` says which of `incident` (201 or 200) and `problem` (409 or 422) the item carries."""
+
+    kind: Literal["incident", "problem"]
     index: int
     status: int
-    incident: IncidentCreated | None
-    problem: Problem | None
+    incident: NotRequired[IncidentCreated]
+    problem: NotRequired[Problem]
 
 
 class Refund(TypedDict, total=False):
@@ -112,10 +115,13 @@ class LookupResult(TypedDict):
 
 
 class LookupBatchItem(TypedDict):
+    """`kind` says which of `lookup` (200) and `problem` the item carries."""
+
+    kind: Literal["lookup", "problem"]
     index: int
     status: int
-    lookup: LookupResult | None
-    problem: Problem | None
+    lookup: NotRequired[LookupResult]
+    problem: NotRequired[Problem]
 
 
 class Dispute(TypedDict):
