@@ -20,7 +20,10 @@ from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
 from ledger.storage import subjects as subject_store
 from ledger.storage.events import NewEvent
+from ledger.storage import webhooks as webhook_store
 from ledger.storage.queue import PROCESS_OUTBOX
+
+WEBHOOK_LOG_DAYS = 30
 
 
 def expire_incidents(rt: Runtime, now: datetime | None = None, chunk: int = 500) -> dict[str, Any]:
@@ -96,4 +99,6 @@ def run(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     result["lookups_erased"] = erase_old_lookups(rt, now)
     with rt.db.transaction() as conn:
         result["outbox_purged"] = outbox.purge_done(conn)  # work finished more than a week ago
+        # Webhook deliveries finished more than 30 days ago, with their log and events.
+        result["webhook_deliveries_purged"] = webhook_store.purge(conn, WEBHOOK_LOG_DAYS)
     return result

@@ -198,6 +198,26 @@ def disabled_by_platform(conn: Connection) -> list[dict[str, Any]]:
     ).fetchall()
 
 
+def purge(conn: Connection, older_than_days: int) -> int:
+    """Delete finished deliveries (and their log) and the events no delivery still needs."""
+    conn.execute(
+        """DELETE FROM webhook_attempts a USING webhook_deliveries d
+           WHERE a.delivery_id = d.id AND d.status <> 'pending' AND d.created_at < now() - make_interval(days => %s)""",
+        (older_than_days,),
+    )
+    gone = conn.execute(
+        """DELETE FROM webhook_deliveries
+           WHERE status <> 'pending' AND created_at < now() - make_interval(days => %s)""",
+        (older_than_days,),
+    ).rowcount
+    conn.execute(
+        """DELETE FROM webhook_events e WHERE e.created_at < now() - make_interval(days => %s)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)""",
+        (older_than_days,),
+    )
+    return gone
+
+
 def restricted_lookups(conn: Connection, tokens: Sequence[str], since: datetime) -> dict[int, list[str]]:
     """Per platform, its refund_review lookups since `since` with these tokens that carried a restriction."""
     rows = conn.execute(

@@ -370,3 +370,34 @@ def test_a_worker_killed_mid_delivery_still_delivers(
                 proc.stop()
         rt.close()
         broker.kill()
+
+
+def test_finished_deliveries_are_purged_after_thirty_days(
+    isolated_settings: Settings, receiver: Receiver
+) -> None:
+    from ledger.services import retention, webhooks
+
+    app = create_app(isolated_settings)
+    rt: Runtime = app.extensions["ledger.runtime"]
+    client = app.test_client()
+    try:
+        alpha_key = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup")
+        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute")
+        alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
+        register(client, alpha, f"{receiver.base}/kept", ["dispute.opened"])
+        open_dispute(client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha))
+        scoring.flush_outbox(rt)
+        assert webhooks.deliver_due_now(rt) == 1
+        assert retention.run(rt)["webhook_deliveries_purged"] == 0  # delivered today: kept
+        with rt.db.transaction() as conn:
+            conn.execute("UPDATE webhook_deliveries SET created_at = now() - interval '31 days'")
+            conn.execute("UPDATE webhook_events SET created_at = now() - interval '31 days'")
+        assert retention.run(rt)["webhook_deliveries_purged"] == 1
+        with rt.db.transaction() as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM webhook_attempts) + (SELECT count(*) FROM webhook_events) AS n"
+            ).fetchone()
+        assert counts is not None
+        assert counts["n"] == 0
+    finally:
+        rt.close()
