@@ -31,6 +31,14 @@ NO_EXAMPLE = {
         "POST",
         "/v1/log/cosignatures",
     ): "a cosignature signs the live checkpoint; docs/transparency.md shows how",
+    # Webhook endpoints: registering one resolves its URL and refuses internal addresses, so a worked
+    # example would need a public host the test can reach; docs/webhooks.md has them instead.
+    ("POST", "/v1/webhooks/endpoints"): "docs/webhooks.md",
+    ("GET", "/v1/webhooks/endpoints"): "docs/webhooks.md",
+    ("DELETE", "/v1/webhooks/endpoints/{endpoint_id}"): "docs/webhooks.md",
+    ("POST", "/v1/webhooks/endpoints/{endpoint_id}/enable"): "docs/webhooks.md",
+    ("GET", "/v1/webhooks/endpoints/{endpoint_id}/deliveries"): "docs/webhooks.md",
+    ("POST", "/v1/webhooks/deliveries/{delivery_id}/redeliver"): "docs/webhooks.md",
 }
 # The order a member goes in, so that each example finds what the earlier ones made.
 ORDER = [
