@@ -19,8 +19,8 @@ from ledger.storage import access, audit, disputes, outbox
 from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
 from ledger.storage import subjects as subject_store
-from ledger.storage.events import NewEvent
 from ledger.storage import webhooks as webhook_store
+from ledger.storage.events import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
 
 WEBHOOK_LOG_DAYS = 30

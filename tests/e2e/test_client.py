@@ -25,7 +25,7 @@ from PIL import Image
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import IDENTITY_KEY, ServedApp, free_port, wait_for
+from tests.conftest import IDENTITY_KEY, ServedApp, free_port, integrate, wait_for
 from tests.receiver import Receiver
 
 PHONE = "+86 138 0013 8000"
@@ -82,10 +82,17 @@ def test_every_endpoint_through_the_client(
 
     assert alpha.health()["status"] == "ok"
     assert alpha.ready()["status"] == "ok"
-    assert "head_hash" in alpha.checkpoint() or alpha.checkpoint()
+    assert alpha.log_key()["algorithm"]
 
     created = alpha.report(_incident("order-1"))
     assert created["status"] == "active"
+    # The receipt's leaf, once integrated, is provably in the log: the proof checks with the server's code.
+    integrate(rt)
+    first = alpha.log_checkpoint()
+    proof = alpha.inclusion_proof(leaf_hash=created["receipt"]["leaf_hash"])
+    alpha.verify_inclusion(proof)
+    with pytest.raises(ValueError, match="root"):
+        alpha.verify_inclusion({**proof, "root_hash": "00" * 32})
     assert alpha.report(_incident("order-1"))["id"] == created["id"]  # a replay, as a retry would be
     batch = alpha.report_batch([_incident("order-2"), {**_incident("order-3"), "amount": {"value": 0}}])  # type: ignore[typeddict-item]
     assert [item["status"] for item in batch] == [201, 422]
@@ -155,6 +162,12 @@ def test_every_endpoint_through_the_client(
     assert report["free_reports"]["used"] == 1
     assert "个人信用记录报告" in operator.subject_report_html(consumer)
     assert alpha.retract(created["id"], "reported_in_error")["status"] == "retracted"
+    integrate(rt)
+    later = alpha.log_checkpoint()
+    assert later["tree_size"] > first["tree_size"]
+    assert alpha.log_checkpoint(first["tree_size"])["root_hash"] == first["root_hash"]
+    consistency = alpha.consistency_proof(first["tree_size"], later["tree_size"])
+    alpha.verify_consistency(consistency, first["root_hash"], later["root_hash"])
 
 
 class FlakyProxy:

@@ -44,7 +44,6 @@ OPERATION_IDS = {
     ("post", "/v1/disputes/{dispute_id}/response"): "respond_to_dispute",
     ("post", "/v1/subjects/report"): "subject_report",
     ("post", "/v1/subjects/report/html"): "subject_report_html",
-    ("get", "/"): "index",
     ("post", "/v1/webhooks/endpoints"): "create_webhook_endpoint",
     ("get", "/v1/webhooks/endpoints"): "list_webhook_endpoints",
     ("delete", "/v1/webhooks/endpoints/{endpoint_id}"): "delete_webhook_endpoint",

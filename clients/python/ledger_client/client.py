@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from ledger_client import _merkle
 from ledger_client.errors import ProblemError, TransportError
 from ledger_client.types import (
     BatchItem,
@@ -236,8 +237,55 @@ class Client:
 
     # -- the ledger and the service -----------------------------------------------------------------------
 
-    def checkpoint(self) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("GET", "/v1/ledger/checkpoint", safe=True))
+    # -- the transparency log (docs/transparency.md) ------------------------------------------------------
+
+    def log_checkpoint(self, tree_size: int | None = None) -> dict[str, Any]:
+        """The latest signed checkpoint, or the one signed at `tree_size`."""
+        path = "/v1/log/checkpoint" if tree_size is None else f"/v1/log/checkpoints/{tree_size}"
+        return cast(dict[str, Any], self.request("GET", path, safe=True))
+
+    def log_key(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", "/v1/log/key", safe=True))
+
+    def inclusion_proof(
+        self, *, leaf_hash: str | None = None, index: int | None = None, tree_size: int | None = None
+    ) -> dict[str, Any]:
+        """An inclusion proof for one of your own leaves (by its hash from the receipt, or its index)."""
+        query = {"leaf_hash": leaf_hash} if leaf_hash is not None else {"index": str(index)}
+        if tree_size is not None:
+            query["tree_size"] = str(tree_size)
+        return cast(dict[str, Any], self.request("GET", "/v1/log/inclusion", safe=True, query=query))
+
+    def consistency_proof(self, old_size: int, new_size: int) -> dict[str, Any]:
+        query = {"from": str(old_size), "to": str(new_size)}
+        return cast(dict[str, Any], self.request("GET", "/v1/log/consistency", safe=True, query=query))
+
+    def cosign(self, tree_size: int, cosigner: str, signature: str) -> dict[str, Any]:
+        """Submit a witness cosignature of the checkpoint at `tree_size` (C2SP tlog-cosignature)."""
+        body = {"tree_size": tree_size, "cosigner": cosigner, "signature": signature}
+        return cast(dict[str, Any], self.request("POST", "/v1/log/cosignatures", body, safe=True))
+
+    def verify_inclusion(self, proof: Mapping[str, Any]) -> None:
+        """Check an inclusion proof against its root with the server's own RFC 9162 code (vendored); raises
+        `ProofError` (a ValueError) if it does not hold. Checking the checkpoint note's signature against
+        `log_key()` is up to the caller (`ledger log verify-remote` does it)."""
+        _merkle.verify_inclusion(
+            int(proof["leaf_index"]),
+            int(proof["tree_size"]),
+            bytes.fromhex(proof["leaf_hash"]),
+            [bytes.fromhex(h) for h in proof["proof"]],
+            bytes.fromhex(proof["root_hash"]),
+        )
+
+    def verify_consistency(self, proof: Mapping[str, Any], old_root: str, new_root: str) -> None:
+        """Check that the log at `proof["to"]` only appended to the log at `proof["from"]`."""
+        _merkle.verify_consistency(
+            int(proof["from"]),
+            int(proof["to"]),
+            bytes.fromhex(old_root),
+            bytes.fromhex(new_root),
+            [bytes.fromhex(h) for h in proof["proof"]],
+        )
 
     def health(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("GET", "/healthz", safe=True))

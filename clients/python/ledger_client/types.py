@@ -38,12 +38,22 @@ class Incident(TypedDict):
     evidence: NotRequired[Evidence]
 
 
+class Receipt(TypedDict):
+    """The log's signed promise to include the report's leaf by `integrate_by` (docs/transparency.md)."""
+
+    leaf_hash: str
+    received_at: str
+    log_origin: str
+    integrate_by: str
+    promise: str
+
+
 class IncidentCreated(TypedDict):
     id: str
     external_id: str
     status: str
-    seq: NotRequired[int]
-    entry_hash: NotRequired[str]
+    receipt: Receipt
+    inclusion: NotRequired[dict[str, object]]  # with `Prefer: wait=N`, once under a signed checkpoint
 
 
 class IncidentView(IncidentCreated):
