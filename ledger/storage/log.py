@@ -150,13 +150,15 @@ def leaf_for_platform(
 ) -> dict[str, Any] | None:
     """A leaf of one of this platform's events, by index or hash; None for any other (so it reads as
     unknown). A platform's events are those it recorded, and every event on an incident it reported."""
-    where = "l.idx = %s" if index is not None else "l.leaf_hash = %s"
+    # The leaf is found first, by its own index (MATERIALIZED), then its owner is checked: with one flat
+    # join, the generic plan of the prepared statement could start from the platform's events instead.
+    where = "idx = %s" if index is not None else "leaf_hash = %s"
     return conn.execute(
-        f"""SELECT l.idx, l.leaf_hash, l.event_id FROM log_leaves l
+        f"""WITH l AS MATERIALIZED (SELECT idx, leaf_hash, event_id FROM log_leaves WHERE {where} LIMIT 1)
+            SELECT l.idx, l.leaf_hash, l.event_id FROM l
             JOIN ledger_events e ON e.id = l.event_id
             LEFT JOIN incidents i ON i.id = e.incident_id
-            WHERE {where} AND coalesce(e.platform_id, i.platform_id) = %s
-            ORDER BY l.idx LIMIT 1""",
+            WHERE coalesce(e.platform_id, i.platform_id) = %s""",
         (index if index is not None else leaf_hash, platform_id),
     ).fetchone()
 
