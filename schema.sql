@@ -153,6 +153,14 @@ CREATE TABLE IF NOT EXISTS log_cosignatures (
     PRIMARY KEY (tree_size, cosigner)
 );
 
+-- The verifier keys (C2SP vkeys) the sequencer has signed with, recorded when it starts. `ledger verify`
+-- checks signatures with the configured key when it has one, and otherwise with these: enough for an
+-- operator's own check from a replica. Members pin the key themselves (`ledger log verify-remote`).
+CREATE TABLE IF NOT EXISTS log_keys (
+    vkey       text PRIMARY KEY,
+    first_used timestamptz NOT NULL DEFAULT now()
+);
+
 DROP TRIGGER IF EXISTS log_leaves_append_only ON log_leaves;
 CREATE TRIGGER log_leaves_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON log_leaves
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();

@@ -78,6 +78,7 @@ class Sequencer:
         return False
 
     def _load(self, conn: Any) -> None:
+        log_store.record_key(conn, self.rt.log_signer.verifier.vkey())
         size = log_store.tree_size(conn)
         frontier = merkle.CompactRange.frontier_nodes(size)
         stored = log_store.nodes(conn, frontier)

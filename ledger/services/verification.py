@@ -19,6 +19,7 @@ from typing import Any
 
 from ledger.domain import chain, merkle, note
 from ledger.domain.decisions import audit_row_hash, lookup_commitment
+from ledger.errors import ConfigError
 from ledger.services.runtime import Runtime
 from ledger.storage import audit
 from ledger.storage import console as console_store
@@ -50,14 +51,23 @@ class _Bad(Exception):
         self.problem, self.index = problem, index
 
 
+def _verifiers(rt: Runtime, conn: Connection) -> list[note.Verifier]:
+    """The configured log key when there is one; otherwise (`ledger verify` needs only DATABASE_URL) the
+    keys the sequencer recorded in `log_keys`."""
+    try:
+        return [rt.log_signer.verifier]
+    except ConfigError:
+        return [note.Verifier.parse(v) for v in log_store.recorded_keys(conn)]
+
+
 def verify(rt: Runtime, batch: int = 5000) -> Verification:
-    verifier = rt.log_signer.verifier
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
+        verifiers = _verifiers(rt, conn)
         checkpoints = log_store.iter_checkpoints(conn)
         pending = log_store.pending_count(conn)
         compact = merkle.CompactRange()
         try:
-            _check_checkpoint_notes(checkpoints, verifier, rt.settings.log_origin)
+            _check_checkpoint_notes(checkpoints, verifiers)
             _walk_leaves(conn, compact, checkpoints, batch)
             top = int(checkpoints[-1]["tree_size"]) if checkpoints else 0
             if top > compact.size:
@@ -105,13 +115,21 @@ def _count(conn: Connection, sql: str) -> int:
     return int(row["n"]) if row else 0
 
 
-def _check_checkpoint_notes(checkpoints: list[dict[str, Any]], verifier: note.Verifier, origin: str) -> None:
+def _check_checkpoint_notes(checkpoints: list[dict[str, Any]], verifiers: list[note.Verifier]) -> None:
+    """Each checkpoint is signed by a log key, and its origin is that key's name (the log's origin)."""
+    if checkpoints and not verifiers:
+        raise _Bad("no log key to check the checkpoints with: set LEDGER_LOG_KEY (or run the sequencer once)")
     for row in checkpoints:
         size = int(row["tree_size"])
-        try:
-            signed = note.open_checkpoint(row["note"], verifier, origin)
-        except note.NoteError as exc:
-            raise _Bad(f"checkpoint at size {size}: {exc}") from exc
+        signed, error = None, None
+        for verifier in verifiers:
+            try:
+                signed = note.open_checkpoint(row["note"], verifier, verifier.name)
+                break
+            except note.NoteError as exc:
+                error = exc
+        if signed is None:
+            raise _Bad(f"checkpoint at size {size}: {error}")
         if signed.size != size or signed.root != bytes(row["root_hash"]):
             raise _Bad(f"checkpoint at size {size}: its signed note says size {signed.size} and another root")
 

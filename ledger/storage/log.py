@@ -90,6 +90,14 @@ def pending_count(conn: Connection) -> int:
     return int(row["n"]) if row else 0
 
 
+def record_key(conn: Connection, vkey: str) -> None:
+    conn.execute("INSERT INTO log_keys (vkey) VALUES (%s) ON CONFLICT DO NOTHING", (vkey,))
+
+
+def recorded_keys(conn: Connection) -> list[str]:
+    return [r["vkey"] for r in conn.execute("SELECT vkey FROM log_keys ORDER BY first_used").fetchall()]
+
+
 def add_checkpoint(conn: Connection, size: int, root: bytes, note: str) -> None:
     conn.execute(
         """INSERT INTO log_checkpoints (tree_size, root_hash, note) VALUES (%s, %s, %s)

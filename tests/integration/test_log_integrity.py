@@ -312,3 +312,45 @@ def test_an_event_outside_the_log_is_caught(
         (bytes(32),),
     )
     assert_verify_fails(settings, rt, None, "an event row was added outside the log")
+
+
+def test_verify_with_only_the_database_uses_the_recorded_key(
+    client: Any, alpha: Member, rt: Runtime, settings: Settings
+) -> None:
+    """`ledger verify` needs only DATABASE_URL: it then checks signatures with the key the sequencer
+    recorded, and still catches a checkpoint signed by another key."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    report_many(client, alpha, "dbonly", 3)
+    integrate(rt)
+    shell = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LEDGER_", "DATABASE_URL", "REDIS_URL"))
+    }
+
+    def verify_cli() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ledger.cli", "verify"],
+            env={**shell, "DATABASE_URL": settings.database_url or ""},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    ok = verify_cli()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    forger = note.Signer.from_seed(settings.log_origin, bytes(32))
+    forged = note.sign_note(note.Checkpoint(settings.log_origin, 3, bytes(32)).text(), forger)
+    tamper(
+        settings,
+        "UPDATE log_checkpoints SET note = %s, root_hash = %s WHERE tree_size = 3",
+        (forged, bytes(32)),
+    )
+    failed = verify_cli()
+    assert failed.returncode == 1
+    assert "checkpoint at size 3" in failed.stdout
