@@ -56,9 +56,10 @@ def record(url: str, platform: int, count: int, start: int = 0) -> None:
             n = min(CHUNK, start + count - first)
             conn.execute(
                 """SELECT count(*) FROM ledger_append(
-                       array_fill('reported'::text, ARRAY[%(n)s]), array_fill(NULL::uuid, ARRAY[%(n)s]),
-                       array_fill(%(p)s::bigint, ARRAY[%(n)s]),
-                       ARRAY(SELECT '{"n":' || g || '}' FROM generate_series(%(f)s, %(f)s + %(n)s - 1) AS g))""",
+                       array_fill('reported'::text, ARRAY[%(n)s::int]), array_fill(NULL::uuid, ARRAY[%(n)s::int]),
+                       array_fill(%(p)s::bigint, ARRAY[%(n)s::int]),
+                       ARRAY(SELECT '{"n":' || g || '}'
+                             FROM generate_series(%(f)s::bigint, %(f)s::bigint + %(n)s::bigint - 1) AS g))""",
                 {"n": n, "p": platform, "f": first},
             )
 
