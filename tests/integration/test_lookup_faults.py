@@ -33,7 +33,8 @@ from tests.private_services import PostgresServer, RedisServer
 
 PHONE = {"type": "phone", "value": "13800138000"}
 UNKNOWN = {"type": "phone", "value": "13700137000"}
-SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}}
+# `return_required` from one platform: a confirmation exempt from the single-platform cap.
+SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}, "confirmation": "court_or_police"}
 PROBLEM = "application/problem+json"
 
 

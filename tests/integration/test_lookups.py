@@ -27,10 +27,11 @@ OTHER_PHONE = {"type": "phone", "value": "13900139000"}
 EMAIL = {"type": "email", "value": "Buyer.One@Example.com"}
 UNKNOWN = {"type": "phone", "value": "13700137000"}
 PROBLEM = "application/problem+json"
-# 4,500 yuan, fabricated evidence: `return_required` under the default policy (and HIGH_VALUE).
-SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}}
-# 100 yuan of refund-only abuse: `review`.
-MINOR = {"category": "refund_only_abuse", "amount": {"value": 10_000, "currency": "CNY"}}
+# 4,500 yuan, fabricated evidence, confirmed by the police: `return_required` under the default policy
+# (and HIGH_VALUE). One platform alone reaches it only with a confirmation exempt from the fairness cap.
+SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}, "confirmation": "court_or_police"}
+# 500 yuan of refund-only abuse: `review`.
+MINOR = {"category": "refund_only_abuse", "amount": {"value": 50_000, "currency": "CNY"}}
 
 
 def post_lookup(client: Any, member: Member, *identifiers: dict[str, str], **extra: Any) -> Any:

@@ -266,7 +266,7 @@ def test_one_incident_contribution_is_the_product_of_its_factors() -> None:
     assert contribution(incident, NOW, POLICY) == pytest.approx(expected)
     result = assess([incident], NOW, POLICY)
     assert result.raw_sum == pytest.approx(expected)
-    assert result.score == round(100 * (1 - math.exp(-expected / 2)))
+    assert result.score == round(100 * (1 - math.exp(-expected / POLICY.score_scale)))
 
 
 def test_trust_is_clamped_to_the_policy_range() -> None:
@@ -343,12 +343,14 @@ def test_a_retracted_report_does_not_corroborate() -> None:
     assert "MULTIPLE_PLATFORMS" not in result.reasons
 
 
-def test_many_incidents_from_one_platform_stop_at_return_required() -> None:
+def test_many_incidents_from_one_platform_stop_at_the_cap() -> None:
     ledger = [facts(amount_minor=500_000) for _ in range(10)]
     result = assess(ledger, NOW, POLICY)
     assert score_from_sum(result.raw_sum, POLICY) >= 80  # uncapped, this would be a hold
-    assert result.tier == "return_required"
-    assert result.score == 79
+    cap = POLICY.tier(POLICY.single_platform_max_tier)
+    above = next(t for t in reversed(POLICY.tiers) if t.min_score > cap.min_score)
+    assert result.tier == cap.name
+    assert result.score == above.min_score - 1
     assert "SINGLE_PLATFORM_CAP" in result.reasons
     assert "REPEATED_INCIDENTS" in result.reasons
     assert "HIGH_VALUE" in result.reasons
@@ -424,8 +426,8 @@ def test_review_at_examples(tier: str) -> None:
     else:
         pytest.fail(f"no ledger reaches {tier}")
     assert result.review_at is not None
-    expected_days = 180 * math.log2(
-        result.raw_sum / (-2 * math.log(1 - (POLICY.tier(tier).min_score - 0.5) / 100))
+    expected_days = POLICY.half_life_days * math.log2(
+        result.raw_sum / (-POLICY.score_scale * math.log(1 - (POLICY.tier(tier).min_score - 0.5) / 100))
     )
     assert (result.review_at - NOW).total_seconds() / 86400 == pytest.approx(expected_days)
     assert assess(ledger, result.review_at - timedelta(seconds=30), POLICY).tier == tier
