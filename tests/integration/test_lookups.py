@@ -30,8 +30,8 @@ PROBLEM = "application/problem+json"
 # 4,500 yuan, fabricated evidence, confirmed by the police: `return_required` under the default policy
 # (and HIGH_VALUE). One platform alone reaches it only with a confirmation exempt from the fairness cap.
 SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}, "confirmation": "court_or_police"}
-# 500 yuan of refund-only abuse: `review`.
-MINOR = {"category": "refund_only_abuse", "amount": {"value": 50_000, "currency": "CNY"}}
+# 2,000 yuan of refund-only abuse: `review` (until its decay, from 2026-11-01, takes it below).
+MINOR = {"category": "refund_only_abuse", "amount": {"value": 200_000, "currency": "CNY"}}
 
 
 def post_lookup(client: Any, member: Member, *identifiers: dict[str, str], **extra: Any) -> Any:
