@@ -103,10 +103,10 @@ LOOKUP_ANSWER = {
         "score": 65,
         "reasons": [REASON],
     },
-    "summary": {"incidents": 2, "platforms": 1, "last_incident_at": "2026-11-01T02:00:00+00:00"},
+    "summary": {"incidents": 2, "platforms": 2, "last_incident_at": "2026-11-01T02:00:00+00:00"},
     "consumer_statement": False,
     "stale": False,
-    "policy_version": "2026-11-25.1",
+    "policy_version": "2026-12-07.1",
     "computed_at": "2026-12-07T19:37:37.664899+00:00",
     "evidence_matches": [],
     "adverse_action": {
@@ -306,7 +306,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
                     "tier": "return_required",
                     "restrictions": ["no_refund_only", "require_return"],
                     "reasons": [REASON],
-                    "policy_version": "2026-11-25.1",
+                    "policy_version": "2026-12-07.1",
                     "computed_at": "2026-12-07T19:37:37.664899+00:00",
                 }
             ],
