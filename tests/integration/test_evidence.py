@@ -764,3 +764,33 @@ def test_a_rotated_photo_is_stored_in_both_views_and_matches_threatexchange_and_
     [same] = image_lookup(client, beta, photo)["evidence_matches"]
     assert (same["hash"], same["displayed_hash"]) == (entry["hash"], entry["displayed_hash"])
     assert same["best_distance"] == 0
+
+
+def test_ledger_hash_prints_both_views_of_a_rotated_photo(settings: Settings) -> None:
+    path = TE_DATA / "exif-rotn-6.jpg"
+    expected = hash_image(path.read_bytes(), max_bytes=None)
+    assert expected.displayed is not None
+    run = [sys.executable, "-m", "ledger.cli", "hash"]
+    done = subprocess.run(
+        [*run, "--json", str(path)],
+        check=False,
+        env=env_for(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    [printed] = json.loads(done.stdout)
+    assert (printed["pdq"], printed["pdq_displayed"]) == (expected.hex, expected.displayed)
+    text = subprocess.run(
+        [*run, str(path)],
+        env=env_for(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert text.returncode == 0, text.stderr
+    assert [line.split()[0] for line in text.stdout.splitlines()] == [expected.hex, expected.displayed]
