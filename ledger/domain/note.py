@@ -14,6 +14,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -90,8 +91,10 @@ class Signer:
     def from_seed(cls, name: str, seed: bytes, sig_type: int = ED25519) -> Signer:
         return cls(name, Ed25519PrivateKey.from_private_bytes(seed), sig_type)
 
-    @property
+    @cached_property
     def verifier(self) -> Verifier:
+        # Cached: every promise carries the key id, and deriving it (public key, SHA-256) cost a third of
+        # signing one.
         return Verifier(self.name, self.sig_type, public_bytes(self.private.public_key()))
 
     def sign(self, message: bytes) -> bytes:
