@@ -100,6 +100,12 @@ OPERATIONS = [
     "POST /v1/disputes/{dispute_id}/response",
     "POST /v1/subjects/report",
     "POST /v1/subjects/report/html",
+    "POST /v1/webhooks/endpoints",
+    "GET /v1/webhooks/endpoints",
+    "DELETE /v1/webhooks/endpoints/{endpoint_id}",
+    "POST /v1/webhooks/endpoints/{endpoint_id}/enable",
+    "GET /v1/webhooks/endpoints/{endpoint_id}/deliveries",
+    "POST /v1/webhooks/deliveries/{delivery_id}/redeliver",
 ]
 
 
