@@ -10,8 +10,12 @@ CREATE TABLE IF NOT EXISTS platforms (
     effective_trust double precision NOT NULL DEFAULT 1.0 CHECK (effective_trust BETWEEN 0.2 AND 1.0),
     rate_per_second integer CHECK (rate_per_second > 0),
     rate_burst      integer CHECK (rate_burst > 0),
+    -- The consortium operator's own account: the only platform that may hold `dispute` or `admin` keys,
+    -- and the only one that may not report or look up.
+    operator        boolean NOT NULL DEFAULT false,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE platforms ADD COLUMN IF NOT EXISTS operator boolean NOT NULL DEFAULT false;
 
 -- API keys are shown once; only their SHA-256 digest is kept, found by the visible key id.
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -23,6 +27,25 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS api_keys_platform ON api_keys (platform_id);
+
+-- Consumer-rights scopes (a subject report names every reporter) belong to the operator alone, whatever
+-- issues the key.
+CREATE OR REPLACE FUNCTION api_keys_scopes_fit_platform() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    is_operator boolean;
+BEGIN
+    SELECT operator INTO is_operator FROM platforms WHERE id = NEW.platform_id;
+    IF (is_operator AND NOT NEW.scopes <@ ARRAY['dispute', 'admin']::text[])
+       OR (NOT is_operator AND NOT NEW.scopes <@ ARRAY['report', 'lookup']::text[]) THEN
+        RAISE EXCEPTION 'scopes % do not fit this platform (operator: %)', NEW.scopes, is_operator
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+
+DROP TRIGGER IF EXISTS api_keys_scopes_fit ON api_keys;
+CREATE TRIGGER api_keys_scopes_fit BEFORE INSERT OR UPDATE OF scopes, platform_id ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION api_keys_scopes_fit_platform();
 
 -- Subjects: one consumer, many identifiers. Strong identifiers point straight at their subject's
 -- root; a merge re-points the smaller subject's tokens (union by size, flat find).
@@ -372,13 +395,43 @@ CREATE TRIGGER lookups_append_only BEFORE UPDATE OR DELETE ON lookups
     FOR EACH ROW EXECUTE FUNCTION lookups_guard();
 
 -- Subject access reports given out, counted per consumer and calendar year (征信业管理条例 Art. 17: two free
--- a year). `tokens` is erased with the lookup trail's (ledger/services/retention.py).
+-- a year). `tokens` is erased with the lookup trail's (ledger/services/retention.py). Each row is also the
+-- record of who opened a consumer's file and when (PIPL Art. 45, 征信业管理条例 Art. 22): the operator's
+-- platform and key, and a salted commitment to the identifiers asked about, which outlives the erasure.
+-- Append-only but for that erasure (the trigger below; the application's role may update `tokens` only).
 CREATE TABLE IF NOT EXISTS subject_reports (
-    id     uuid PRIMARY KEY,
-    tokens text[],
-    at     timestamptz NOT NULL
+    id                uuid PRIMARY KEY,
+    tokens            text[],
+    at                timestamptz NOT NULL,
+    platform_id       bigint REFERENCES platforms (id),
+    key_id            text,
+    salt              bytea,
+    tokens_commitment text
 );
+ALTER TABLE subject_reports ADD COLUMN IF NOT EXISTS platform_id bigint REFERENCES platforms (id);
+ALTER TABLE subject_reports ADD COLUMN IF NOT EXISTS key_id text;
+ALTER TABLE subject_reports ADD COLUMN IF NOT EXISTS salt bytea;
+ALTER TABLE subject_reports ADD COLUMN IF NOT EXISTS tokens_commitment text;
 CREATE INDEX IF NOT EXISTS subject_reports_tokens ON subject_reports USING gin (tokens);
+CREATE INDEX IF NOT EXISTS subject_reports_platform_at ON subject_reports (platform_id, at);
+
+CREATE OR REPLACE FUNCTION subject_reports_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.tokens IS NULL
+       AND (NEW.id, NEW.at, NEW.platform_id, NEW.key_id, NEW.salt, NEW.tokens_commitment)
+           IS NOT DISTINCT FROM (OLD.id, OLD.at, OLD.platform_id, OLD.key_id, OLD.salt, OLD.tokens_commitment)
+    THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'subject_reports is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+DROP TRIGGER IF EXISTS subject_reports_append_only ON subject_reports;
+CREATE TRIGGER subject_reports_append_only BEFORE UPDATE OR DELETE ON subject_reports
+    FOR EACH ROW EXECUTE FUNCTION subject_reports_guard();
+DROP TRIGGER IF EXISTS subject_reports_no_truncate ON subject_reports;
+CREATE TRIGGER subject_reports_no_truncate BEFORE TRUNCATE ON subject_reports
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
 
 -- Disputes opened by the operator's consumer channel.
 CREATE TABLE IF NOT EXISTS disputes (
@@ -527,3 +580,33 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
     duration_ms integer NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id);
+
+-- The application's database role. Triggers refuse changes to the append-only tables, but a table's
+-- owner can disable its triggers; so the service runs as `ledger_app` (LEDGER_DB_ROLE, set on every
+-- pooled connection), which does not own the tables and holds neither UPDATE nor DELETE on the ledger's
+-- history: the chain's events, the log's leaves and nodes, the subject-report record and the console's action log. On `lookups` and
+-- `subject_reports` it may update only the columns the retention job erases (the triggers check the rest). Everything else is the projection or
+-- working state the service maintains. `ledger db init` runs as the owner and grants these.
+-- Creating the role needs CREATEROLE; without it, create `ledger_app` once by hand (docs/operations.md).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ledger_app') THEN
+        CREATE ROLE ledger_app NOLOGIN;
+    END IF;
+EXCEPTION
+    WHEN duplicate_object OR unique_violation THEN NULL;  -- a concurrent init created it
+    WHEN insufficient_privilege THEN RAISE NOTICE 'cannot create role ledger_app: create it by hand';
+END $$;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ledger_app') THEN
+        GRANT USAGE ON SCHEMA public TO ledger_app;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ledger_app;
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ledger_app;
+        REVOKE UPDATE, DELETE, TRUNCATE ON ledger_events, log_leaves, log_nodes, subject_reports, lookups,
+            console_actions FROM ledger_app;
+        GRANT UPDATE (tokens, refund_ref, salt) ON lookups TO ledger_app;
+        GRANT UPDATE (tokens) ON subject_reports TO ledger_app;
+    END IF;
+END $$;

@@ -34,6 +34,10 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 IDENTITY_KEY = "bench-identity-key-0123456789abcdef"
 # The transparency log's key (base64 Ed25519 seed): production mode requires one. Not secret.
 LOG_KEY = "YmVuY2gtbG9nLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE="
+# Served as production should be: stored tokens keyed again with the server's own key, and every pooled
+# connection acting as the restricted `ledger_app` role (docs/operations.md).
+TOKEN_KEY = "bench-server-token-key-0123456789abcdef"
+DB_ROLE = "ledger_app"
 # The `ledger serve` configuration chosen from `lookup.py --sweep` (docs/performance.md).
 DEFAULT_SERVER = "granian:2x8"
 
@@ -89,6 +93,8 @@ def ledger_env(database_url: str, **extra: str) -> dict[str, str]:
         REDIS_URL=REDIS_URL,
         LEDGER_IDENTITY_KEY=IDENTITY_KEY,
         LEDGER_LOG_KEY=LOG_KEY,
+        LEDGER_TOKEN_KEY=TOKEN_KEY,
+        LEDGER_DB_ROLE=DB_ROLE,
         LEDGER_ENV="production",
         LEDGER_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",

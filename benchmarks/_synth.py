@@ -93,7 +93,10 @@ def person(subject_id: int, subjects: int) -> Person:
 
 
 def token(key: bytes, id_type: str, value: str) -> str:
-    return hmac.new(key, f"{id_type}:{value}".encode(), hashlib.sha256).hexdigest()
+    """The token the ledger stores: the member's HMAC token, keyed again with the server's token key
+    (`ledger.services.identifiers.at_rest`)."""
+    member = hmac.new(key, f"{id_type}:{value}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(c.TOKEN_KEY.encode(), member.encode(), hashlib.sha256).hexdigest()
 
 
 def _weighted(rng: random.Random, weights: dict[str, int], n: int) -> list[str]:

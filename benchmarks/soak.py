@@ -241,7 +241,7 @@ def run(seconds: float, clients: int, consumers: int, pg_server: str, redis_url:
     keys = {}
     for slug in ("north", "south", "east"):
         keys[slug] = platforms.create_platform(rt, slug, slug.title(), "report,lookup").key
-    keys["operator"] = platforms.create_platform(rt, "operator", "Operator", "dispute").key
+    keys["operator"] = platforms.create_platform(rt, "operator", "Operator", "dispute", operator=True).key
 
     port = free_port()
     logs = Path(tempfile.mkdtemp(prefix="ledger-soak-"))

@@ -7,6 +7,7 @@ with its blueprints and the one problem+json error envelope.
 from __future__ import annotations
 
 from flask import Flask, Response, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ledger.config import Settings
 
@@ -45,6 +46,10 @@ def create_app(settings: Settings | None = None) -> Flask:
             "info": {"description": problems.API_DESCRIPTION},
         },
     )
+    if settings.trusted_proxy_hops:
+        # The client address (brute-force protection) comes from X-Forwarded-For only as far back as the
+        # configured proxies append it; anything a client wrote further left is ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     rt = Runtime(settings)
     app.extensions["ledger.runtime"] = rt
     app.extensions["ledger.keys"] = KeyResolver(rt)

@@ -131,14 +131,23 @@ def platforms() -> None:
 @click.argument("slug")
 @click.option("--name", required=True, help="Display name.")
 @click.option(
-    "--scopes", default="report,lookup", show_default=True, help="Comma list of report,lookup,dispute,admin."
+    "--scopes",
+    default=None,
+    help="Comma list: report,lookup for a member (the default); dispute,admin for the operator.",
+)
+@click.option(
+    "--operator",
+    is_flag=True,
+    help="The consortium operator's own account: the only one that may hold dispute or admin keys.",
 )
 @json_option
 @handled
-def platforms_create(slug: str, name: str, scopes: str, as_json: bool) -> None:
+def platforms_create(slug: str, name: str, scopes: str | None, operator: bool, as_json: bool) -> None:
     from ledger.services import platforms as svc
 
-    issued = svc.create_platform(runtime(), slug, name, scopes)
+    issued = svc.create_platform(
+        runtime(), slug, name, scopes or ("dispute" if operator else "report,lookup"), operator=operator
+    )
     emit(
         as_json,
         {
@@ -678,7 +687,7 @@ def lookups() -> None:
     pass
 
 
-@lookups.command("fishing", help="Platforms making refund_review lookups without refund references.")
+@lookups.command("fishing", help="Per platform and purpose: lookups made without a refund reference.")
 @click.option("--days", default=30, show_default=True, type=int)
 @json_option
 @handled
@@ -689,7 +698,10 @@ def lookups_fishing(days: int, as_json: bool) -> None:
     text = (
         "\n".join(
             f"{r['slug']:<20} lookups={r['lookups']:<8} without_reference={r['without_reference']:<8} "
-            f"share={r['share_without_reference']:.1%}"
+            f"share={r['share_without_reference']:.1%} "
+            + " ".join(
+                f"{p}={c['lookups']}/{c['without_reference']}" for p, c in sorted(r["by_purpose"].items())
+            )
             for r in rows
         )
         or "no lookups"

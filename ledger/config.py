@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -39,6 +41,9 @@ def _origin(env: dict[str, str]) -> str:
     if any(c.isspace() or c == "+" for c in origin) or len(origin) > 200:
         raise ConfigError("LEDGER_LOG_ORIGIN must be a schema-less URL without spaces or '+'")
     return origin
+
+
+log = logging.getLogger(__name__)
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -92,9 +97,13 @@ def _log_level(env: dict[str, str]) -> str:
 class Settings:
     """Every setting the service reads. See the README's configuration table."""
 
-    database_url: str | None = None
-    redis_url: str | None = None
-    identity_key: str | None = None
+    # The URLs may carry passwords and the key is a secret: none of them appears in the repr.
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    identity_key: str | None = field(default=None, repr=False)
+    # Server-only: stored tokens are HMAC(token_key, member token), so a member's leaked identity key
+    # does not make a dump reversible. Never given to members.
+    token_key: str | None = field(default=None, repr=False)
     environment: str = "production"  # production | demo | test
     policy_path: Path | None = None
     # The governing law's profile (ledger/jurisdiction.py); the two overrides below replace its values.
@@ -112,7 +121,7 @@ class Settings:
     log_level: str = "INFO"
     # The transparency log (docs/transparency.md): its Ed25519 key (base64 seed), origin line, maximum
     # merge delay, and how often and how much the sequencer integrates.
-    log_key: str | None = None
+    log_key: str | None = field(default=None, repr=False)  # a private key: never in the repr
     log_origin: str = DEFAULT_LOG_ORIGIN
     log_mmd_seconds: int = 10
     log_batch_ms: int = 200
@@ -125,6 +134,14 @@ class Settings:
     webhook_max_age_hours: int = 24
     webhook_disable_after: int = 25
     webhook_max_endpoints: int = 10
+    # How many reverse proxies in front of the API append to X-Forwarded-For. 0 trusts none: the client
+    # address is the TCP peer, and a client cannot choose it by sending the header.
+    trusted_proxy_hops: int = 0
+    # The database role every pooled connection acts as (schema.sql grants `ledger_app` no UPDATE or
+    # DELETE on the history). None: the login user's own privileges.
+    db_role: str | None = None
+    # Subject reports plus disputes per minute, for the operator (each opens a consumer's whole file).
+    consumer_rights_per_minute: int = 30
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -157,10 +174,20 @@ class Settings:
         key = env.get("LEDGER_IDENTITY_KEY") or None
         if key is not None and len(key) < 16:
             raise ConfigError("LEDGER_IDENTITY_KEY must be at least 16 characters")
+        token_key = env.get("LEDGER_TOKEN_KEY") or None
+        if token_key is not None and (len(token_key) < 32 or token_key == key):
+            raise ConfigError(
+                "LEDGER_TOKEN_KEY must be at least 32 characters and differ from LEDGER_IDENTITY_KEY"
+            )
+        db_role = env.get("LEDGER_DB_ROLE") or None
+        if db_role is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", db_role):
+            raise ConfigError("LEDGER_DB_ROLE must be a plain lowercase role name, such as ledger_app")
         return cls(
+            db_role=db_role,
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss")),  # Celery has no unix:// transport
             identity_key=key,
+            token_key=token_key,
             environment=environment,
             policy_path=policy_path,
             jurisdiction=env.get("LEDGER_JURISDICTION") or DEFAULT_PROFILE,
@@ -185,6 +212,8 @@ class Settings:
             webhook_max_age_hours=_int(env, "LEDGER_WEBHOOK_MAX_AGE_HOURS", 24, minimum=1),
             webhook_disable_after=_int(env, "LEDGER_WEBHOOK_DISABLE_AFTER", 25, minimum=1),
             webhook_max_endpoints=_int(env, "LEDGER_WEBHOOK_MAX_ENDPOINTS", 10, minimum=1),
+            trusted_proxy_hops=_int(env, "LEDGER_TRUSTED_PROXY_HOPS", 0, minimum=0),
+            consumer_rights_per_minute=_int(env, "LEDGER_CONSUMER_RIGHTS_PER_MINUTE", 30, minimum=1),
         )
 
     def require_services(self) -> Settings:
@@ -197,6 +226,11 @@ class Settings:
         if not settings.identity_key:
             if settings.environment == "production":
                 raise ConfigError("LEDGER_IDENTITY_KEY is not set (required outside demo and test)")
+            log.warning(
+                "LEDGER_IDENTITY_KEY is not set: using the built-in %s key, which is public; "
+                "tokens made with it are not secret",
+                self.environment,
+            )
             settings = replace(settings, identity_key=DEMO_IDENTITY_KEY)
         if not settings.log_key:
             if settings.environment == "production":

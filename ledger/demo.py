@@ -40,7 +40,7 @@ from ledger.errors import Conflict, LedgerError
 
 PLATFORMS = (
     ("demo-shop", "Demo Shop", "report,lookup"),
-    ("demo-market", "Demo Market", "report,lookup,dispute"),
+    ("demo-market", "Demo Market", "report,lookup"),
 )
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0

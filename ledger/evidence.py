@@ -19,6 +19,12 @@ orientation applied, transparency flattened onto white). The ledger stores and m
 matches its re-uploads whichever way they were re-encoded, and hashes made by ThreatExchange's tools
 from the same file (docs/evidence.md has the measurements against ThreatExchange's reference images).
 
+Decoding is where an upload costs the most, and a small file can decode to a huge raster (a one-colour
+PNG of 7,745x7,745 is 190 KB on the wire and 180 MB decoded). So the decoded size is bounded from the
+header before anything is decoded, per image and per request; JPEG is decoded already scaled down; every
+other format is reduced by an integer factor, in its own mode, right after decoding and before the views
+copy it; and only DECODE_CONCURRENCY decodes run at once in a process.
+
 PDQ's own quality score (0..100) says how much structure the image has; below about 50 (a blank wall,
 a dark frame) hashes collide by chance, so such images are accepted but marked low quality and never
 matched on their own (see `ledger.domain.pdq_index` and the policy's `evidence.min_quality`).
@@ -27,6 +33,7 @@ matched on their own (see `ledger.domain.pdq_index` and the policy's `evidence.m
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -35,6 +42,24 @@ from PIL import Image, UnidentifiedImageError
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # per uploaded image
 MIN_SIDE = 64  # PDQ works on a 64x64 reduction; smaller images carry too little to hash
+# Bytes of raster a decode may allocate, from the header (after JPEG's draft scaling): 48 MiB is a
+# 16-megapixel RGB image. A request's images together may decode to at most MAX_REQUEST_DECODED_BYTES.
+MAX_DECODED_BYTES = 48 * 1024 * 1024
+MAX_REQUEST_DECODED_BYTES = 128 * 1024 * 1024
+DECODE_CONCURRENCY = 2  # per process; further decodes wait their turn
+_DECODES = threading.BoundedSemaphore(DECODE_CONCURRENCY)
+_BYTES_PER_PIXEL = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "LA": 2,
+    "PA": 2,
+    "I;16": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+}
 MAX_PIXELS = 60_000_000  # decompression-bomb guard, checked from the header before decoding
 WORKING_SIDE = 1024  # larger images are reduced first: same hash within a few bits, 10x faster
 MIN_QUALITY = 50  # PDQ guidance; the policy file's evidence.min_quality is the value that is applied
@@ -123,6 +148,12 @@ def _reduced(image: Image.Image) -> Image.Image:
     return image
 
 
+def decoded_bytes(image: Image.Image) -> int:
+    """The raster size decoding `image` will allocate, from its header (and any draft scaling)."""
+    width, height = image.size
+    return width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
+
+
 def _decode(image_bytes: bytes) -> tuple[Image.Image, Image.Image | None, int, int]:
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) on large images; MAX_PIXELS below is the limit we apply.
@@ -144,8 +175,22 @@ def _decode(image_bytes: bytes) -> tuple[Image.Image, Image.Image | None, int, i
         if image.format in ("JPEG", "MPO"):
             # Let the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding: the cheapest reduction.
             image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
+        if decoded_bytes(image) > MAX_DECODED_BYTES:
+            raise ImageRejected(
+                f"decodes to too large a raster: {width}x{height} {image.mode}; at most "
+                f"{MAX_DECODED_BYTES // (1024 * 1024)} MB decoded are accepted"
+            )
         orientation = image.getexif().get(ORIENTATION_TAG, 1)
         image.load()
+        factor = max(image.size) // WORKING_SIDE
+        if factor >= 2:
+            # Shrink in the decoded mode before the views copy the full raster. P and 1 have no box
+            # filter; nearest keeps their palette, and PDQ works on a 64x64 reduction anyway.
+            if image.mode in ("P", "1"):
+                size = (max(1, image.width // factor), max(1, image.height // factor))
+                image = image.resize(size, Image.Resampling.NEAREST)
+            else:
+                image = image.reduce(factor)
         stored, displayed = _views(image, orientation)
         stored = _reduced(stored)
         displayed = _reduced(displayed) if displayed is not None else None
@@ -161,16 +206,51 @@ def hash_image(image_bytes: bytes, max_bytes: int | None = MAX_IMAGE_BYTES) -> I
         raise ImageRejected("the file is empty")
     if max_bytes is not None and len(image_bytes) > max_bytes:
         raise ImageRejected(f"larger than {max_bytes // (1024 * 1024)} MB")
-    stored, displayed, width, height = _decode(image_bytes)
     import pdqhash  # compiled extension; imported here so that `ledger --help` stays fast
 
-    bits, quality = pdqhash.compute(np.asarray(stored))
-    as_stored = bits_to_hex(bits)
-    as_displayed = None
-    if displayed is not None:
-        shown_bits, _ = pdqhash.compute(np.asarray(displayed))
-        as_displayed = bits_to_hex(shown_bits)
+    with _DECODES:  # a bounded number of decodes per process
+        stored, displayed, width, height = _decode(image_bytes)
+        bits, quality = pdqhash.compute(np.asarray(stored))
+        as_stored = bits_to_hex(bits)
+        as_displayed = None
+        if displayed is not None:
+            shown_bits, _ = pdqhash.compute(np.asarray(displayed))
+            as_displayed = bits_to_hex(shown_bits)
     return ImageHash(as_stored, int(quality), width, height, as_displayed)
+
+
+def _header_bytes(image_bytes: bytes) -> int:
+    """What decoding would allocate, from the header alone (0 when the header is unreadable)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(image_bytes))
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
+            return decoded_bytes(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        return 0
+
+
+def hash_images(
+    images: list[bytes], max_bytes: int | None = MAX_IMAGE_BYTES
+) -> list[ImageHash | ImageRejected]:
+    """Hash a request's images in turn. Every header is read first, so that a request whose images
+    together would decode to more than MAX_REQUEST_DECODED_BYTES is refused before any is decoded.
+    Returns a hash or the reason for each image, in order."""
+    sizes = [_header_bytes(i) if i and (max_bytes is None or len(i) <= max_bytes) else 0 for i in images]
+    too_much = sum(s for s in sizes if s <= MAX_DECODED_BYTES) > MAX_REQUEST_DECODED_BYTES
+    results: list[ImageHash | ImageRejected] = []
+    for image_bytes, size in zip(images, sizes, strict=True):
+        if too_much and 0 < size <= MAX_DECODED_BYTES:
+            limit = MAX_REQUEST_DECODED_BYTES // (1024 * 1024)
+            results.append(ImageRejected(f"the images together decode to more than {limit} MB"))
+            continue
+        try:
+            results.append(hash_image(image_bytes, max_bytes))
+        except ImageRejected as exc:
+            results.append(exc)
+    return results
 
 
 def pdq_hash(image_bytes: bytes) -> tuple[str, int]:

@@ -25,8 +25,10 @@ FALLBACKS = Counter("ledger_cache_fallbacks_total", "Lookups answered from Postg
 RATE_LIMITED = Counter("ledger_rate_limited_total", "Requests refused with 429")
 FISHING = Counter(
     "ledger_lookups_without_refund_reference_total",
-    "refund_review lookups without a refund reference (possible fishing), by platform",
-    ["platform"],
+    # By purpose, never by platform: /metrics must not name the members (`ledger lookups fishing` does,
+    # for the operator).
+    "Lookups without a refund reference (possible fishing), by purpose",
+    ["purpose"],
 )
 WEBHOOKS = Counter("ledger_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"])
 INCIDENTS = Counter("ledger_incidents_reported_total", "Incidents accepted (201)")

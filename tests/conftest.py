@@ -33,6 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_SERVER = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 IDENTITY_KEY = "test-identity-key-0123456789abcdef"
+TOKEN_KEY = "test-server-token-key-0123456789abcdef"  # the server-only re-keying secret
+
+
+def stored_token(id_type: str, value: str) -> str:
+    """The token the ledger stores for an identifier: the member token keyed again with TOKEN_KEY."""
+    from ledger.identity import tokenize
+    from ledger.services.identifiers import at_rest
+
+    return at_rest(tokenize(id_type, value, IDENTITY_KEY), TOKEN_KEY.encode())
 
 
 def _db_url(name: str) -> str:
@@ -67,6 +76,10 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         redis_url=REDIS_URL,
         identity_key=IDENTITY_KEY,
+        token_key=TOKEN_KEY,
+        db_role="ledger_app",
+        # Far above what any test but the rate-limit attack needs (that one builds its own app).
+        consumer_rights_per_minute=100_000,  # the suite runs as the application's restricted role, as production should
         environment="test",
         outbox_grace_seconds=1,
         pool_max=16,
@@ -84,6 +97,9 @@ def env_for(settings: Settings) -> dict[str, str]:
         DATABASE_URL=settings.database_url or "",
         REDIS_URL=settings.redis_url or "",
         LEDGER_IDENTITY_KEY=settings.identity_key or "",
+        LEDGER_TOKEN_KEY=settings.token_key or "",
+        LEDGER_DB_ROLE=settings.db_role or "",
+        LEDGER_CONSUMER_RIGHTS_PER_MINUTE=str(settings.consumer_rights_per_minute),
         LEDGER_ENV="test",
         LEDGER_JURISDICTION=settings.jurisdiction,
         LEDGER_WEBHOOK_ALLOW_NETWORKS=settings.webhook_allow_networks,
@@ -176,8 +192,11 @@ class Member:
 
 @pytest.fixture
 def make_platform(rt: Runtime) -> Callable[..., Member]:
-    def make(slug: str = "alpha", scopes: str = "report,lookup") -> Member:
-        issued = platform_service.create_platform(rt, slug, slug.title(), scopes)
+    def make(slug: str = "alpha", scopes: str = "report,lookup", operator: bool | None = None) -> Member:
+        # Keys with only consumer-rights scopes belong to the operator's account (they exist nowhere else).
+        if operator is None:
+            operator = set(scopes.split(",")) <= platform_service.OPERATOR_SCOPES
+        issued = platform_service.create_platform(rt, slug, slug.title(), scopes, operator=operator)
         return Member(slug, issued.key, issued.key_id)
 
     return make

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
-from ledger.services.platforms import KeyResolver, Principal
+from ledger.services.platforms import KeyResolver, Principal, charge
 from ledger.services.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,9 +23,10 @@ def principal() -> Principal:
     return cast(Principal, g.principal)
 
 
-def requires(scope: str, *alternatives: str) -> Callable[[F], F]:
-    """Authenticate the bearer key (401) and check its scope, or one of the alternatives (403), before the
-    view runs.
+def requires(scope: str, *alternatives: str, cost: int = 1) -> Callable[[F], F]:
+    """Authenticate the bearer key (401), check its scope, or one of the alternatives (403), and charge
+    `cost` units to the platform's request bucket (429), all before the view runs. Lookups pass 0: they
+    are charged per identifier in the same Redis call that reads their decisions.
 
     It also documents both: the operation gets the bearer security requirement and `x-required-scope`
     in the OpenAPI document (OpenAPI 3.0 has no scopes for bearer tokens), which /docs/reference shows."""
@@ -37,6 +38,8 @@ def requires(scope: str, *alternatives: str) -> Callable[[F], F]:
             who = resolver.resolve(request.headers.get("Authorization"), request.remote_addr or "")
             accepted = next((s for s in (scope, *alternatives) if s in who.scopes), scope)
             who.require(accepted)
+            if cost:
+                charge(runtime(), who, cost)
             g.principal = who
             return view(*args, **kwargs)
 

@@ -26,6 +26,9 @@ class DisputeCollection(MethodView):
     @blp.response(201, schemas.DisputeOpenedSchema)
     @blp.alt_response(404, response="NOT_FOUND", description="No such incident about this consumer")
     @blp.alt_response(409, response="CONFLICT", description="Already disputed, or upheld within 90 days")
+    @blp.alt_response(
+        429, response="TOO_MANY_REQUESTS", description="The operator's consumer-rights rate limit"
+    )
     def post(self, body: dict[str, Any]) -> Any:
         """Open a dispute for a consumer
 
@@ -70,15 +73,19 @@ class SubjectReport(MethodView):
     @requires("dispute")
     @blp.arguments(schemas.SubjectReportRequestSchema)
     @blp.response(200, schemas.SubjectReportSchema)
+    @blp.alt_response(
+        429, response="TOO_MANY_REQUESTS", description="The operator's consumer-rights rate limit"
+    )
     def post(self, body: dict[str, Any]) -> Any:
         """Everything the ledger holds about a consumer
 
         For the operator to give to the consumer: incidents with their reporting platforms, scores and
         reasons, disputes, evidence counts and every lookup within the lookup retention period, over every
         identifier linked to the consumer. Always JSON; the same report as a printable page is
-        `POST /v1/subjects/report/html`.
+        `POST /v1/subjects/report/html`. Operator only; every report is recorded (who, when, a commitment
+        to the identifiers) and rate-limited. A device id never selects entries.
         """
-        return access.report(runtime(), body)
+        return access.report(runtime(), principal(), body)
 
 
 @blp.route("/v1/subjects/report/html")
@@ -98,6 +105,9 @@ class SubjectReportPage(MethodView):
     @blp.arguments(schemas.ReportQuerySchema, location="query")
     @blp.arguments(schemas.SubjectReportRequestSchema)
     @blp.response(200)
+    @blp.alt_response(
+        429, response="TOO_MANY_REQUESTS", description="The operator's consumer-rights rate limit"
+    )
     def post(self, query: dict[str, Any], body: dict[str, Any]) -> Response:
         """The subject access report as a printable page
 
@@ -106,7 +116,7 @@ class SubjectReportPage(MethodView):
         so that the JSON operation only ever answers JSON (a client generated from this document parses
         every 200 of an operation the same way).
         """
-        result = access.report(runtime(), body)
+        result = access.report(runtime(), principal(), body)
         return Response(subject_report_page(result, query.get("lang", "zh")), mimetype="text/html")
 
 

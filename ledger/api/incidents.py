@@ -180,7 +180,7 @@ class IncidentEvidence(MethodView):
             {"images": {"contentType": uploads.IMAGE_TYPES}},
         ),
     )
-    @requires("report")
+    @requires("report", cost=uploads.UPLOAD_COST)
     @blp.response(201, schemas.EvidenceAddedSchema)
     @blp.alt_response(
         200, schema=schemas.EvidenceAddedSchema, description="Every image's hash was already stored"
@@ -206,5 +206,6 @@ class IncidentEvidence(MethodView):
         rt, who = runtime(), principal()
         evidence.require_own_incident(rt, who, incident_id)  # 404 before reading a large body
         upload = uploads.read_upload("images")
+        uploads.settle(rt, who, len(upload.images))
         status, body = evidence.add_images(rt, who, incident_id, upload.images)
         return body, status

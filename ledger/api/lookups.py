@@ -43,7 +43,7 @@ def answer(outcome: lookups.Outcome) -> Response:
 @blp.route("")
 class LookupCollection(MethodView):
     @blp.doc(security=SECURITY, operationId="lookup")
-    @requires("lookup")
+    @requires("lookup", cost=0)
     @blp.arguments(schemas.LOOKUP_SCHEMA)
     @blp.response(200, schemas.LookupResultSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
@@ -68,7 +68,7 @@ class LookupCollection(MethodView):
 @blp.route("/batch")
 class LookupBatch(MethodView):
     @blp.doc(security=SECURITY, operationId="lookup_batch")
-    @requires("lookup")
+    @requires("lookup", cost=0)
     @blp.arguments(schemas.LookupBatchSchema)
     @blp.response(200, schemas.LookupBatchResultSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
@@ -125,7 +125,7 @@ class LookupEvidence(MethodView):
             {"request": {"contentType": "application/json"}},
         ),
     )
-    @requires("lookup")
+    @requires("lookup", cost=uploads.UPLOAD_COST)
     @blp.response(200, schemas.LookupResultSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")
@@ -152,6 +152,7 @@ class LookupEvidence(MethodView):
         """
         started = time.perf_counter()
         upload = uploads.read_upload("images", ("request",))
+        uploads.settle(runtime(), principal(), len(upload.images))
         try:
             request = schemas.LOOKUP_SCHEMA.load(uploads.json_part(upload, "request"))
         except ma.ValidationError as exc:

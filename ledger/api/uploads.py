@@ -5,6 +5,10 @@ photos must never be written anywhere, so the two evidence endpoints parse the b
 in-memory stream factory, under a body limit sized for 5 images of 10 MB (the rest of the API keeps the
 small JSON limit). A part over 10 MB is read and then refused with 422 naming the part, so the client
 learns which image was too large; only a body over the whole limit is a 413.
+
+An upload is charged before its body is read: `UPLOAD_COST` units (the request and the most images it
+may carry) come off the platform's bucket in the `requires` check, and `settle` returns the units of the
+images that were not sent. So a client out of quota never gets an image decoded.
 """
 
 from __future__ import annotations
@@ -23,12 +27,22 @@ from werkzeug.formparser import FormDataParser
 from ledger.errors import InvalidInput
 from ledger.evidence import MAX_IMAGE_BYTES
 from ledger.services.evidence import MAX_IMAGES
+from ledger.services.platforms import Principal, charge
+from ledger.services.runtime import Runtime
 
 # Room for MAX_IMAGES images of MAX_IMAGE_BYTES, one more (so a sixth image is named in a 422, not
 # refused as a 413), and the multipart framing and the JSON part.
 BODY_LIMIT = (MAX_IMAGES + 1) * MAX_IMAGE_BYTES + 1024 * 1024
 FORM_FIELD_LIMIT = 256 * 1024
 MAX_PARTS = 32
+UPLOAD_COST = 1 + MAX_IMAGES
+
+
+def settle(rt: Runtime, who: Principal, images: int) -> None:
+    """Give back the units charged in advance for images the upload did not carry."""
+    unused = MAX_IMAGES - min(images, MAX_IMAGES)
+    if unused:
+        charge(rt, who, -unused)
 
 
 def _in_memory(*_: Any, **__: Any) -> IO[bytes]:

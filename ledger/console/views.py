@@ -28,6 +28,7 @@ from ledger.console import catalogue
 from ledger.domain import labels
 from ledger.errors import Forbidden, InvalidInput, LedgerError, QuotaExceeded, Unauthorized, Unavailable
 from ledger.services import console, disputes, platforms, reliability
+from ledger.services.disputes import selecting_tokens
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import KeyResolver
 from ledger.services.runtime import Runtime
@@ -487,7 +488,8 @@ def desk_lookup() -> Response:
         items = _identifiers_from_form()
         if not items:
             raise InvalidInput(catalogue.text("desk.empty", lang))
-        tokens = [tok for _, tok in tokenize_all(items, rt.identity_key)]
+        # A device id never selects a consumer's entries (it is shared); tokens are stored re-keyed.
+        tokens = selecting_tokens(tokenize_all(items, rt.identity_key, token_key=rt.token_key))
     except InvalidInput as exc:
         errors = [
             catalogue.text("desk.invalid", lang, n=int(field.split(".")[1]) + 1, reason="; ".join(reasons))
@@ -507,7 +509,7 @@ def desk_report() -> Response:
     rt, session = _rt(), _session()
     if not session.desk_tokens:
         return cast(Response, redirect(url_for("console.desk")))
-    report = console.desk_report(rt, list(session.desk_tokens))
+    report = console.desk_report(rt, console.principal_of(_resolver(), session), list(session.desk_tokens))
     console.record(rt, session, "subject_report", "ok", {"incidents": len(report["incidents"])})
     return _page("report.html", report=report, done=request.args.get("opened"), by=request.args.get("by"))
 

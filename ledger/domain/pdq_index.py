@@ -404,15 +404,23 @@ class EvidenceIndex:
         )
 
     def hits(self, query: bytes, threshold: int | None = None) -> list[Hit]:
-        out: list[Hit] = []
+        """Every distinct (distance, platform, category) within the threshold. Rows that agree on all
+        three say nothing more to `summarise`, so they become one Hit: a platform that reports the same
+        hash 200,000 times costs this a numpy pass, not 200,000 Python objects."""
+        keys: list[npt.NDArray[np.int64]] = []
         for layer in (self.base, self.delta):
             positions, dist = layer.index.search(query, threshold)
-            live = layer.alive[positions]
-            for p, d in zip(positions[live].tolist(), dist[live].tolist(), strict=True):
-                out.append(
-                    Hit(d, int(layer.rows.platforms[p]), self.categories[int(layer.rows.categories[p])])
+            live = positions[layer.alive[positions]]
+            if live.size:
+                platforms = layer.rows.platforms[live].astype(np.int64)
+                categories = layer.rows.categories[live].astype(np.int64)
+                keys.append(
+                    (dist[layer.alive[positions]].astype(np.int64) << 48) | (platforms << 8) | categories
                 )
-        return out
+        if not keys:
+            return []
+        distinct = np.unique(np.concatenate(keys)).tolist()
+        return [Hit(k >> 48, (k >> 8) & ((1 << 40) - 1), self.categories[k & 0xFF]) for k in distinct]
 
     def match(
         self, query: bytes, threshold: int | None = None, severity: Mapping[str, float] | None = None

@@ -7,39 +7,75 @@ Everything is gathered for the whole consumer, not just for the identifiers type
 with an ID card is shown the lookups made with the phone reported together with it (《征信业管理条例》
 Art. 22, FCRA §609). `subjects.linked_tokens` widens the typed identifiers to every strong identifier
 linked to them; device ids are never followed.
+
+The most revealing read the service has, so: only the operator may ask for it (`dispute` scope), it
+draws on a small rate limit of its own, a device id never selects entries (a device is shared; it would
+pull in other people), and every report leaves an append-only record (`subject_reports`): who, when,
+and a salted commitment to the identifiers asked about.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ledger.services.disputes import incidents_about
+from ledger.errors import InvalidInput
+from ledger.services.disputes import incidents_about, selecting_tokens
 from ledger.services.identifiers import tokenize_all
+from ledger.services.platforms import Principal, charge_consumer_rights
 from ledger.services.runtime import Runtime
 from ledger.storage import access as access_store
 from ledger.storage import audit, disputes, evidence, scores, subjects
 
 
-def report(rt: Runtime, request: Mapping[str, Any]) -> dict[str, Any]:
-    typed = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
-    return report_for_tokens(rt, typed)
+def commitment(salt: bytes, tokens: Sequence[str]) -> str:
+    """SHA-256 over the salt and the sorted tokens: checkable given the identifiers, opaque without."""
+    digest = hashlib.sha256(salt)
+    for token in sorted(set(tokens)):
+        digest.update(b"\0" + token.encode())
+    return digest.hexdigest()
 
 
-def report_for_tokens(rt: Runtime, typed: list[str]) -> dict[str, Any]:
-    """As `report`, for identifiers already tokenised (the console's desk keeps only tokens)."""
+def report(rt: Runtime, principal: Principal, request: Mapping[str, Any]) -> dict[str, Any]:
+    typed = selecting_tokens(tokenize_all(request["identifiers"], rt.identity_key, token_key=rt.token_key))
+    return report_for_tokens(rt, principal, typed)
+
+
+def report_for_tokens(rt: Runtime, principal: Principal, typed: list[str]) -> dict[str, Any]:
+    """As `report`, for identifiers already tokenised (the console's desk keeps only tokens); `typed`
+    holds strong tokens only (`selecting_tokens`)."""
+    if not typed:
+        raise InvalidInput(
+            "a device id alone does not identify a consumer; give a phone, e-mail, ID card or payment account",
+            {"identifiers": ["needs at least one identifier other than device_id"]},
+        )
+    charge_consumer_rights(rt, principal)
     texts = rt.policy.reasons
-    since = datetime.now(UTC) - timedelta(days=rt.settings.audit_retention_days)
     profile = rt.settings.profile
     now = datetime.now(UTC)
+    since = now - timedelta(days=rt.settings.audit_retention_days)
     year = profile.year_of(now)
+    salt = os.urandom(16)
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
         tokens = subjects.linked_tokens(conn, typed)
         # This report counts too: the first `free_reports_per_year` of a calendar year are free (Art. 17),
         # per consumer: a report asked for under any identifier linked to them counts against them.
-        access_store.record(conn, uuid.uuid4(), tokens, now)
+        # It is also the audit record of who opened the consumer's file (append-only but for the erasure
+        # of `tokens`): the operator's key, and a salted commitment to the identifiers asked about.
+        access_store.record(
+            conn,
+            uuid.uuid4(),
+            tokens,
+            now,
+            principal.platform_id,
+            principal.key_id,
+            salt,
+            commitment(salt, typed),
+        )
         used = access_store.count_since(conn, tokens, profile.year_start(year))
         incidents = incidents_about(conn, tokens)
         names = {

@@ -346,8 +346,8 @@ def ledger_status(rt: Runtime) -> dict[str, Any]:
     return {"head": head, "verification": last}
 
 
-def desk_report(rt: Runtime, tokens: list[str]) -> dict[str, Any]:
-    return access.report_for_tokens(rt, tokens)
+def desk_report(rt: Runtime, principal: Principal, tokens: list[str]) -> dict[str, Any]:
+    return access.report_for_tokens(rt, principal, tokens)
 
 
 def safe_record(rt: Runtime, session: Session, action: str, outcome: str, detail: dict[str, Any]) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 from uuid import UUID
 
 from ledger.errors import Conflict, InvalidInput, NotFound
+from ledger.identity import WEAK_TYPES
 from ledger.services import reliability, webhooks
 from ledger.services.identifiers import tokenize_all
 from ledger.services.incidents import after_commit, change_status, notify_resolved, notify_retracted
-from ledger.services.platforms import Principal
+from ledger.services.platforms import Principal, charge_consumer_rights
 from ledger.services.runtime import Runtime
 from ledger.storage import disputes as store
 from ledger.storage import incidents as incident_store
@@ -28,9 +29,17 @@ REDISPUTE_COOLDOWN = timedelta(days=90)
 SLA_REASON = "DISPUTE_SLA_EXPIRED"
 
 
+def selecting_tokens(tokenized: list[tuple[str, str]]) -> list[str]:
+    """The tokens that may select a consumer's entries. A device id never does: many people share a
+    device, and the model never links people by one, so it must not pull another consumer's incidents
+    into this consumer's report or dispute."""
+    return [token for id_type, token in tokenized if id_type not in WEAK_TYPES]
+
+
 def incidents_about(conn: Any, tokens: list[str]) -> list[dict[str, Any]]:
     """Incidents concerning the consumer behind these tokens: by subject, or by a directly shared token.
-    Callers widen the tokens with `subjects.linked_tokens` first, so that incidents not linked yet count."""
+    Callers pass strong tokens only (`selecting_tokens`), widened with `subjects.linked_tokens`, so that
+    incidents not linked yet count and a device id never selects another consumer's entries."""
     return conn.execute(
         """SELECT i.* FROM incidents i
            WHERE i.subject_id IN (SELECT subject_id FROM identity_links WHERE token = ANY(%s))
@@ -41,20 +50,27 @@ def incidents_about(conn: Any, tokens: list[str]) -> list[dict[str, Any]]:
 
 
 def open_dispute(rt: Runtime, principal: Principal, request: Mapping[str, Any]) -> list[dict[str, Any]]:
-    tokens = [tok for _, tok in tokenize_all(request["identifiers"], rt.identity_key)]
+    tokens = selecting_tokens(tokenize_all(request["identifiers"], rt.identity_key, token_key=rt.token_key))
     return open_dispute_for_tokens(rt, principal, tokens, request)
 
 
 def open_dispute_for_tokens(
     rt: Runtime, principal: Principal, tokens: list[str], request: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
-    """As `open_dispute`, for identifiers already tokenised (the console's desk keeps only tokens)."""
+    """As `open_dispute`, for identifiers already tokenised (the console's desk keeps only tokens); strong
+    tokens only (`selecting_tokens`)."""
     wanted: UUID | None = request.get("incident_id")
     if (wanted is None) == (not request.get("all_entries", False)):
         raise InvalidInput(
             "give either incident_id or all_entries=true",
             {"incident_id": ["give incident_id or all_entries"]},
         )
+    if not tokens:
+        raise InvalidInput(
+            "a device id alone does not identify a consumer; give a phone, e-mail, ID card or payment account",
+            {"identifiers": ["needs at least one identifier other than device_id"]},
+        )
+    charge_consumer_rights(rt, principal)
     now = datetime.now(UTC)
     respond_by = now + timedelta(days=rt.settings.dispute_days)
     created: list[dict[str, Any]] = []
@@ -70,7 +86,13 @@ def open_dispute_for_tokens(
         if wanted is not None and not candidates:
             raise Conflict(f"the incident is {about[0]['status']} and cannot be disputed")
         for incident in candidates:
-            incident_store.get(conn, incident["id"], lock=True)
+            # Re-read under the lock: a retraction or expiry committed since the read above wins.
+            locked = incident_store.get(conn, incident["id"], lock=True)
+            if locked is None or locked["status"] not in ("active", "disputed"):
+                if wanted is not None:
+                    status = locked["status"] if locked else "gone"
+                    raise Conflict(f"the incident is {status} and cannot be disputed")
+                continue
             if store.open_for_incident(conn, incident["id"]) is not None:
                 if wanted is not None:
                     raise Conflict(
@@ -151,12 +173,15 @@ def respond(
             raise NotFound("no such dispute")
         if dispute["status"] != "open":
             raise Conflict(f"the dispute is already {dispute['status']}")
-        incident = incident_store.get(conn, dispute["incident_id"])
+        incident = incident_store.get(conn, dispute["incident_id"], lock=True)
         assert incident is not None
         notify_resolved(
             conn, dispute_id, dispute["incident_id"], principal.platform_id, incident["external_id"], outcome
         )
-        if outcome == "upheld":
+        if incident["status"] != "disputed":
+            # Expired (or retracted) meanwhile: the answer is recorded, but nothing brings the entry back.
+            store.resolve(conn, dispute_id, outcome, basis if outcome == "upheld" else None, now)
+        elif outcome == "upheld":
             store.resolve(conn, dispute_id, "upheld", basis, now)
             change_status(
                 dispute["incident_id"],
@@ -198,6 +223,9 @@ def expire_overdue(rt: Runtime, now: datetime | None = None, limit: int = 1000) 
     with rt.db.transaction() as conn:
         for dispute in store.overdue(conn, at, limit):
             store.resolve(conn, dispute["id"], "expired", None, at)
+            incident = incident_store.get(conn, dispute["incident_id"], lock=True)
+            if incident is None or incident["status"] != "disputed":
+                continue  # expired or retracted meanwhile: nothing to retract
             change_status(
                 dispute["incident_id"],
                 "retracted",

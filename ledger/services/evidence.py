@@ -23,7 +23,7 @@ from uuid import UUID
 
 from ledger.domain.pdq_index import DELTA_LIMIT, NO_MATCH, EvidenceIndex, EvidenceRows, summarise
 from ledger.errors import Conflict, InvalidInput, NotFound
-from ledger.evidence import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_image
+from ledger.evidence import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_images
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import events as event_store
@@ -222,11 +222,11 @@ def hash_uploads(images: Sequence[bytes], field: str = "images") -> list[ImageHa
         )
     hashed: list[ImageHash] = []
     errors: dict[str, list[str]] = {}
-    for position, image in enumerate(images):
-        try:
-            hashed.append(hash_image(image, MAX_IMAGE_BYTES))
-        except ImageRejected as exc:
-            errors[f"{field}.{position}"] = [exc.reason]
+    for position, result in enumerate(hash_images(list(images), MAX_IMAGE_BYTES)):
+        if isinstance(result, ImageRejected):
+            errors[f"{field}.{position}"] = [result.reason]
+        else:
+            hashed.append(result)
     if errors:
         raise InvalidInput("an uploaded image was rejected; nothing was stored", errors)
     return hashed

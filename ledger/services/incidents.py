@@ -90,7 +90,7 @@ def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
             f"unsupported currency; supported: {', '.join(sorted(rt.policy.currencies))}"
         ]
     try:
-        identifiers = tokenize_all(item["identifiers"], rt.identity_key)
+        identifiers = tokenize_all(item["identifiers"], rt.identity_key, token_key=rt.token_key)
     except InvalidInput as exc:
         errors.update(exc.errors)
         identifiers = []

@@ -64,7 +64,7 @@ def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
         purpose=request["purpose"],
         refund_ref=refund.get("reference"),
         kind=refund.get("kind"),
-        tokens=tokenize_all(request["identifiers"], rt.identity_key),
+        tokens=tokenize_all(request["identifiers"], rt.identity_key, token_key=rt.token_key),
         evidence=evidence.submitted(request),
         operator_ref=request.get("operator_ref"),
     )
@@ -158,16 +158,18 @@ def lookup_many(
     try:
         cached = rt.cache.lookup(
             all_tokens,
-            quota_key=principal.key_id,
+            quota_key=str(principal.platform_id),
             rate=principal.rate_per_second,
             burst=principal.burst,
-            cost=len(prepared),
+            # One unit per identifier, not per request: the bucket bounds how many identifiers a platform
+            # can test for presence in the ledger (docs/operations.md, "The existence oracle").
+            cost=sum(max(1, len(p.tokens)) for p in prepared.values()),
         )
         entries, pending, quota = cached.entries, cached.pending, cached.quota
         if not cached.quota.allowed:
             metrics.RATE_LIMITED.inc()
             raise QuotaExceeded(
-                "rate limit exceeded for this API key", cached.quota.retry_after, cached.quota.limit
+                "rate limit exceeded for this platform", cached.quota.retry_after, cached.quota.limit
             )
     except CacheUnavailable:
         entries, pending = _from_postgres(rt, all_tokens)
@@ -229,8 +231,8 @@ def lookup_many(
     # Counted only once recorded: a lookup whose audit record failed was never answered.
     for record in records:
         metrics.LOOKUPS.labels(record["tier"], record["purpose"]).inc()
-        if record["purpose"] == "refund_review" and not record["refund_ref"]:
-            metrics.FISHING.labels(principal.slug).inc()
+        if not record["refund_ref"]:
+            metrics.FISHING.labels(record["purpose"]).inc()
     return [o for o in outcomes if o is not None]
 
 
@@ -243,15 +245,30 @@ def get(rt: Runtime, principal: Principal, lookup_id: UUID) -> dict[str, Any]:
 
 
 def fishing_report(rt: Runtime, days: int = 30) -> list[dict[str, Any]]:
-    """Per platform: lookups, and refund_review lookups without a refund reference (purpose limitation)."""
+    """Per platform, over every purpose: lookups, and those naming no refund (purpose limitation).
+
+    Every purpose counts: a platform that fishes under `account_review` instead of `refund_review` shows
+    up the same way, and `by_purpose` shows where its lookups went. Most unreferenced first."""
     with rt.db.transaction() as conn:
         rows = audit.fishing_report(conn, datetime.now(UTC) - timedelta(days=days))
-    return [
+    platforms: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = platforms.setdefault(
+            r["slug"], {"slug": r["slug"], "lookups": 0, "without_reference": 0, "by_purpose": {}}
+        )
+        entry["lookups"] += r["lookups"]
+        entry["without_reference"] += r["without_reference"]
+        entry["by_purpose"][r["purpose"]] = {
+            "lookups": r["lookups"],
+            "without_reference": r["without_reference"],
+        }
+    report = [
         {
-            **r,
-            "share_without_reference": round(r["without_reference"] / r["lookups"], 4)
-            if r["lookups"]
+            **e,
+            "share_without_reference": round(e["without_reference"] / e["lookups"], 4)
+            if e["lookups"]
             else 0.0,
         }
-        for r in rows
+        for e in platforms.values()
     ]
+    return sorted(report, key=lambda e: (-e["without_reference"], e["slug"]))

@@ -1,4 +1,9 @@
-"""Member platforms, API keys and authentication.
+"""Member platforms, the operator, API keys and authentication.
+
+Two kinds of platform hold keys. Members report and look up (`report`, `lookup`). The consortium
+operator acts for consumers (`dispute`, `admin`): a subject report names every reporter and every
+platform that looked a consumer up, so these scopes are never issued to a member. The database refuses
+such a key as well (`api_keys_scopes_fit_platform` in schema.sql).
 
 A key looks like `ccl_<key id>_<secret>`. Only SHA-256 of the whole key is stored, found by its visible
 key id and compared in constant time. Resolved keys are cached per process for at most
@@ -16,15 +21,24 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ledger import metrics
 from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthorized
 from ledger.services.runtime import Runtime
 from ledger.storage import platforms as store
-from ledger.storage.cache import CacheUnavailable
+from ledger.storage.cache import CacheUnavailable, Quota
 
 SCOPES = ("report", "lookup", "dispute", "admin")
-# More than AUTH_FAILURES failed authentications from one client address within the window -> 429.
+MEMBER_SCOPES = frozenset({"report", "lookup"})
+OPERATOR_SCOPES = frozenset({"dispute", "admin"})
+RIGHTS_BUCKET = ":rights"
+# More than AUTH_FAILURES failed authentications from one client address within the window, and that
+# address's further *failures* are answered 429. A key that verifies is never refused by this: behind a
+# load balancer every member may share one address, and a stranger's bad keys must not lock them out.
 AUTH_FAILURES = 20
 AUTH_WINDOW_SECONDS = 60
+# Across all addresses, per process: key ids not in the cache are fetched from PostgreSQL by at most
+# this many threads at once, so unauthenticated traffic can hold at most this share of the pool.
+KEY_FETCH_CONCURRENCY = 2
 _KEY_RE = re.compile(r"\Accl_([0-9a-f]{12})_([A-Za-z0-9_-]{32,64})\Z")
 _SLUG_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{1,62}\Z")
 
@@ -37,10 +51,14 @@ class Principal:
     scopes: frozenset[str]
     rate_per_second: int
     burst: int
+    operator: bool = False
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
             raise Forbidden(f"this API key lacks the '{scope}' scope")
+        # A key issued before the operator was modelled may still carry an operator scope: never honoured.
+        if (scope in OPERATOR_SCOPES) != self.operator:
+            raise Forbidden(f"the '{scope}' scope is not available to this platform")
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,16 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
     return sorted(set(scopes), key=SCOPES.index)
 
 
+def _check_kind(scopes: list[str], operator: bool) -> None:
+    wrong = sorted(set(scopes) - (OPERATOR_SCOPES if operator else MEMBER_SCOPES), key=SCOPES.index)
+    if wrong:
+        who = "the operator" if operator else "a member platform"
+        raise InvalidInput(
+            f"{', '.join(wrong)} cannot be issued to {who}",
+            {"scopes": [f"{scope} is not for {who}" for scope in wrong]},
+        )
+
+
 def _issue(conn: Any, platform_id: int, slug: str, scopes: list[str]) -> IssuedKey:
     key_id = secrets.token_hex(6)
     key = f"ccl_{key_id}_{secrets.token_urlsafe(32)}"
@@ -72,14 +100,18 @@ def _issue(conn: Any, platform_id: int, slug: str, scopes: list[str]) -> IssuedK
     return IssuedKey(slug, key_id, key, tuple(scopes))
 
 
-def create_platform(rt: Runtime, slug: str, name: str, scopes: str | list[str]) -> IssuedKey:
+def create_platform(
+    rt: Runtime, slug: str, name: str, scopes: str | list[str], operator: bool = False
+) -> IssuedKey:
+    """Admit a member platform, or (`operator`) create the operator's own account for consumer rights."""
     if not _SLUG_RE.match(slug):
         raise InvalidInput("slug must be 2-63 lowercase letters, digits, '-' or '_'", {"slug": ["invalid"]})
     if not name.strip() or len(name) > 200:
         raise InvalidInput("name must be 1-200 characters", {"name": ["invalid length"]})
     wanted = parse_scopes(scopes)
+    _check_kind(wanted, operator)
     with rt.db.transaction() as conn:
-        platform_id = store.create_platform(conn, slug, name.strip())
+        platform_id = store.create_platform(conn, slug, name.strip(), operator)
         if platform_id < 0:
             raise Conflict(f"platform '{slug}' already exists")
         return _issue(conn, platform_id, slug, wanted)
@@ -93,11 +125,14 @@ def rotate_key(
         platform = store.platform_by_slug(conn, slug)
         if platform is None:
             raise NotFound(f"no platform '{slug}'")
+        operator = bool(platform["operator"])
         wanted = (
             parse_scopes(scopes)
             if scopes
-            else store.active_scopes(conn, platform["id"]) or ["report", "lookup"]
+            else store.active_scopes(conn, platform["id"])
+            or (["dispute"] if operator else ["report", "lookup"])
         )
+        _check_kind(wanted, operator)
         if revoke_old:
             store.revoke_platform_keys(conn, platform["id"])
         return _issue(conn, platform["id"], slug, wanted)
@@ -142,13 +177,14 @@ class KeyResolver:
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._blocked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._fetch_slots = threading.BoundedSemaphore(KEY_FETCH_CONCURRENCY)
 
     def _record(self, key_id: str) -> dict[str, Any] | None:
         now = time.monotonic()
         hit = self._cache.get(key_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        with self.rt.db.transaction() as conn:
+        with self._fetch_slots, self.rt.db.transaction() as conn:
             record = store.key_record(conn, key_id)
         with self._lock:
             if len(self._cache) > 10_000:
@@ -157,18 +193,18 @@ class KeyResolver:
         return record
 
     def resolve(self, authorization: str | None, client: str = "") -> Principal:
-        """Authenticate, with brute-force protection: a client address that keeps failing is refused with
-        429 for a while, before any key is checked."""
-        blocked_until = self._blocked.get(client, 0.0)
-        if blocked_until > time.monotonic():
-            raise QuotaExceeded(
-                "too many failed authentication attempts",
-                int(blocked_until - time.monotonic()) + 1,
-                AUTH_FAILURES,
-            )
+        """Authenticate first, then protect against brute force: a key that verifies is always accepted;
+        a failure from a client address that keeps failing is answered 429 instead of 401 for a while."""
         try:
             return self._resolve(authorization)
         except Unauthorized:
+            blocked_until = self._blocked.get(client, 0.0)
+            if blocked_until > time.monotonic():
+                raise QuotaExceeded(
+                    "too many failed authentication attempts",
+                    int(blocked_until - time.monotonic()) + 1,
+                    AUTH_FAILURES,
+                ) from None
             self._note_failure(client)
             raise
 
@@ -222,4 +258,32 @@ class KeyResolver:
             scopes=frozenset(record["scopes"]),
             rate_per_second=int(record["rate_per_second"] or settings.rate_limit_per_second),
             burst=int(record["rate_burst"] or settings.rate_limit_burst),
+            operator=bool(record["operator"]),
         )
+
+
+def charge(rt: Runtime, principal: Principal, cost: int = 1) -> Quota | None:
+    """Charge the platform's request bucket, shared by all its keys (429 when empty). While Redis is down
+    quotas are not enforced, as on the lookup path; None then."""
+    try:
+        quota = rt.cache.charge(str(principal.platform_id), principal.rate_per_second, principal.burst, cost)
+    except CacheUnavailable:
+        return None
+    if not quota.allowed:
+        metrics.RATE_LIMITED.inc()
+        raise QuotaExceeded("rate limit exceeded for this platform", quota.retry_after, quota.limit)
+    return quota
+
+
+def charge_consumer_rights(rt: Runtime, principal: Principal) -> None:
+    """Subject reports and disputes draw on their own, much smaller bucket: each one opens a consumer's
+    whole file, so even the operator's key must not be able to walk the ledger."""
+    per_minute = rt.settings.consumer_rights_per_minute
+    try:
+        quota = rt.cache.charge(str(principal.platform_id) + RIGHTS_BUCKET, per_minute / 60, per_minute, 1)
+    except CacheUnavailable:
+        # Unlike lookups, consumer-rights requests are rare and never urgent: refuse rather than go unbounded.
+        raise QuotaExceeded("the consumer-rights rate limit cannot be checked now", 5, per_minute) from None
+    if not quota.allowed:
+        metrics.RATE_LIMITED.inc()
+        raise QuotaExceeded("too many subject reports and disputes", quota.retry_after, quota.limit)

@@ -25,8 +25,9 @@ class Runtime:
 
     @cached_property
     def db(self) -> Database:
-        assert self.settings.database_url
-        return Database(self.settings.database_url, self.settings.pool_min, self.settings.pool_max)
+        settings = self.settings
+        assert settings.database_url
+        return Database(settings.database_url, settings.pool_min, settings.pool_max, settings.db_role)
 
     @cached_property
     def audit(self) -> GroupCommit:
@@ -61,6 +62,12 @@ class Runtime:
     def identity_key(self) -> str:
         assert self.settings.identity_key, "Settings.require_services() fills the identity key"
         return self.settings.identity_key
+
+    @cached_property
+    def token_key(self) -> bytes | None:
+        """The server-only key that stored tokens are keyed with again (None: stored as members make them)."""
+        key = self.settings.token_key
+        return key.encode() if key else None
 
     def close(self) -> None:
         if "db" in self.__dict__:

@@ -271,7 +271,11 @@ def rescore_platform(rt: Runtime, platform_id: int) -> int:
 def link_pending(rt: Runtime, limit: int = 5000) -> set[int]:
     """Link incidents that never got a subject (e.g. reports accepted while the broker was down)."""
     with rt.db.transaction() as conn:
-        rows = conn.execute("SELECT id FROM incidents WHERE subject_id IS NULL LIMIT %s", (limit,)).fetchall()
+        rows = conn.execute(
+            # Expired incidents are unlinked on purpose (retention) and have no identifiers left to link.
+            "SELECT id FROM incidents WHERE subject_id IS NULL AND status <> 'expired' LIMIT %s",
+            (limit,),
+        ).fetchall()
     return link_incidents(rt, [r["id"] for r in rows]) if rows else set()
 
 

@@ -231,7 +231,7 @@ def record_run(rt: Runtime, result: Verification) -> None:
 
 
 def _lookup_ok(row: dict[str, Any]) -> bool:
-    expected = audit_row_hash(
+    fields = (
         str(row["id"]),
         row["platform_id"],
         row["key_id"],
@@ -240,9 +240,9 @@ def _lookup_ok(row: dict[str, Any]) -> bool:
         row["tier"],
         row["reasons"],
         chain.format_time(row["at"]),
-        operator_ref=row["operator_ref"],
     )
-    if expected != row["row_hash"]:
+    operator_ref = row["operator_ref"]
+    if row["row_hash"] != audit_row_hash(*fields, operator_ref=operator_ref):
         return False
     if row["tokens"] is not None and row["salt"] is not None:
         return (

@@ -12,9 +12,22 @@ from uuid import UUID
 from ledger.storage.db import Connection
 
 
-def record(conn: Connection, report_id: UUID, tokens: Sequence[str], at: datetime) -> None:
+def record(
+    conn: Connection,
+    report_id: UUID,
+    tokens: Sequence[str],
+    at: datetime,
+    platform_id: int,
+    key_id: str,
+    salt: bytes,
+    tokens_commitment: str,
+) -> None:
+    """One report given out: who asked (the operator's platform and key), when, the tokens it counts
+    against, and a salted commitment to the identifiers asked about, which outlives the tokens' erasure."""
     conn.execute(
-        "INSERT INTO subject_reports (id, tokens, at) VALUES (%s, %s, %s)", (report_id, sorted(tokens), at)
+        """INSERT INTO subject_reports (id, tokens, at, platform_id, key_id, salt, tokens_commitment)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+        (report_id, sorted(tokens), at, platform_id, key_id, salt, tokens_commitment),
     )
 
 

@@ -91,9 +91,9 @@ def erase_before(conn: Connection, before: datetime, limit: int) -> int:
 
 def fishing_report(conn: Connection, since: datetime) -> list[dict[str, Any]]:
     return conn.execute(
-        """SELECT p.slug, count(*) AS lookups,
-                  count(*) FILTER (WHERE l.refund_ref IS NULL AND l.purpose = 'refund_review') AS without_reference
+        """SELECT p.slug, l.purpose, count(*) AS lookups,
+                  count(*) FILTER (WHERE l.refund_ref IS NULL) AS without_reference
            FROM lookups l JOIN platforms p ON p.id = l.platform_id WHERE l.at >= %s
-           GROUP BY p.slug ORDER BY without_reference DESC""",
+           GROUP BY p.slug, l.purpose ORDER BY p.slug, l.purpose""",
         (since,),
     ).fetchall()

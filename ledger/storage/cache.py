@@ -5,7 +5,9 @@ Keys (tokens are HMAC pseudonyms, never raw identifiers):
                   sequence it was computed from; a Lua script refuses to replace it with an older one (at an
                   equal sequence, with one computed earlier: its "o" field orders them)
   ccl:p:<token>   set while a recompute for that token is pending (report accepted, not yet scored)
-  ccl:q:<key_id>  token bucket of one API key
+  ccl:q:<platform> token bucket of one platform, shared by all its keys, charged by every authenticated
+                  request (a lookup costs one unit per identifier, an image one unit)
+  ccl:q:<platform>:rights  the operator's separate bucket for subject reports and disputes
   ccl:af:<digest> failed authentications from one (hashed) client address, for brute-force protection
   ccl:relay       the outbox relay's wake-up: a list of at most one element, pushed after every commit that
                   queued work, popped (BLPOP) by the relay in `ledger worker` (ledger/services/relay.py)
@@ -119,6 +121,32 @@ return {allowed, math.max(0, math.floor(tokens)), retry, redis.call('MGET', unpa
 """
 
 
+# A token bucket alone (KEYS[1]): the same arithmetic as _LOOKUP's. A negative cost returns units charged
+# in advance and not used (an upload that carried fewer images than the most it could).
+_CHARGE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local need = math.min(cost, burst)
+local allowed = 0
+if tokens >= need then
+  tokens = math.min(burst, tokens - cost)
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+local retry = 0
+if allowed == 0 then retry = math.max(1, math.ceil((need - tokens) / rate)) end
+return {allowed, math.max(0, math.floor(tokens)), retry}
+"""
+
+
 def _order(entry: Mapping[str, Any]) -> int:
     """When an entry was computed, in microseconds: orders two entries computed from one sequence."""
     at = entry.get("at")
@@ -178,6 +206,7 @@ class Cache:
         self._set_if_newer = self.client.register_script(_SET_IF_NEWER)
         self._mark_warm = self.client.register_script(_MARK_WARM)
         self._mark_pending = self.client.register_script(_MARK_PENDING)
+        self._charge = self.client.register_script(_CHARGE)
         self._seen_warm = False
         self._lookup_sha = hashlib.sha1(_LOOKUP.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
         self._breaker_seconds = breaker_seconds
@@ -244,6 +273,16 @@ class Cache:
         entries = {t: json.loads(v[SEQ_WIDTH:]) for t, v in zip(tokens, values[:n], strict=True) if v}
         pending = {t for t, v in zip(tokens, values[n : 2 * n], strict=True) if v}
         return CachedLookup(entries, pending, quota)
+
+    def charge(self, quota_key: str, rate: float, burst: int, cost: int = 1) -> Quota:
+        """Take `cost` units from a token bucket (give them back when negative), in one round trip."""
+        self._guard()
+        try:
+            allowed, remaining, retry = self._charge(keys=[QUOTA_KEY + quota_key], args=[rate, burst, cost])
+        except redis.RedisError as exc:
+            self._trip()
+            raise CacheUnavailable(str(type(exc).__name__)) from None
+        return Quota(bool(allowed), int(remaining), int(retry), burst)
 
     def count_auth_failure(self, client_digest: str, window_seconds: int) -> int:
         """Count one failed authentication for a (hashed) client address in a fixed window."""

@@ -26,9 +26,11 @@ Connection = psycopg.Connection[dict[str, Any]]
 class Database:
     """A lazily opened pool, so forked gunicorn and Celery workers each open their own connections."""
 
-    def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 8, role: str | None = None) -> None:
         self.url = url
         self._min, self._max = min_size, max_size
+        # Every pooled connection acts as this role (schema.sql: no UPDATE or DELETE on the history).
+        self._options = "-c statement_timeout=30000" + (f" -c role={role}" if role else "")
         self._pool: psycopg_pool.ConnectionPool | None = None
 
     @property
@@ -41,7 +43,7 @@ class Database:
                 kwargs={
                     "row_factory": dict_row,
                     "connect_timeout": 3,
-                    "options": "-c statement_timeout=30000",
+                    "options": self._options,
                 },
                 timeout=2.0,  # a request waits at most this long for a connection, then 503
                 # The background refill gives up at once when PostgreSQL is down; requests then open

@@ -163,7 +163,10 @@ def shred(conn: Connection, incident_ids: Sequence[UUID], tokens: Sequence[str])
     refers to any more (their identity links are deleted; the caller drops them from Redis)."""
     ids = list(incident_ids)
     conn.execute(
-        """UPDATE incidents SET status = 'expired', status_reason = 'retention', status_at = now(), salt = NULL
+        # subject_id too: through it an expired entry would stay attributable to the person whose other,
+        # live entries share the subject.
+        """UPDATE incidents SET status = 'expired', status_reason = 'retention', status_at = now(), salt = NULL,
+                  subject_id = NULL
            WHERE id = ANY(%s)""",
         (ids,),
     )

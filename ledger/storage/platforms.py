@@ -7,10 +7,11 @@ from typing import Any
 from ledger.storage.db import Connection
 
 
-def create_platform(conn: Connection, slug: str, name: str) -> int:
+def create_platform(conn: Connection, slug: str, name: str, operator: bool = False) -> int:
     row = conn.execute(
-        "INSERT INTO platforms (slug, name) VALUES (%s, %s) ON CONFLICT (slug) DO NOTHING RETURNING id",
-        (slug, name),
+        """INSERT INTO platforms (slug, name, operator) VALUES (%s, %s, %s)
+           ON CONFLICT (slug) DO NOTHING RETURNING id""",
+        (slug, name, operator),
     ).fetchone()
     return int(row["id"]) if row else -1
 
@@ -21,7 +22,7 @@ def platform_by_slug(conn: Connection, slug: str) -> dict[str, Any] | None:
 
 def list_platforms(conn: Connection) -> list[dict[str, Any]]:
     return conn.execute(
-        """SELECT p.id, p.slug, p.name, p.operator_trust, p.effective_trust, p.rate_per_second, p.rate_burst,
+        """SELECT p.id, p.slug, p.name, p.operator, p.operator_trust, p.effective_trust, p.rate_per_second, p.rate_burst,
                   p.created_at,
                   (SELECT count(*) FROM api_keys k WHERE k.platform_id = p.id AND k.revoked_at IS NULL) AS active_keys
            FROM platforms p ORDER BY p.slug"""
@@ -38,7 +39,7 @@ def insert_key(conn: Connection, key_id: str, platform_id: int, digest: bytes, s
 def key_record(conn: Connection, key_id: str) -> dict[str, Any] | None:
     return conn.execute(
         """SELECT k.key_id, k.digest, k.scopes, k.revoked_at, p.id AS platform_id, p.slug,
-                  p.rate_per_second, p.rate_burst
+                  p.rate_per_second, p.rate_burst, p.operator
            FROM api_keys k JOIN platforms p ON p.id = k.platform_id WHERE k.key_id = %s""",
         (key_id,),
     ).fetchone()

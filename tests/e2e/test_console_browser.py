@@ -146,7 +146,7 @@ def seed(served: ServedApp, rt: Runtime, alpha: Member, beta: Member) -> None:
 def test_an_operator_and_the_desk_work_through_every_page_offline(
     served: ServedApp, browser: Any, rt: Runtime, settings: Settings, database_url: str
 ) -> None:
-    issued = platform_service.create_platform(rt, "operator", "联盟运营方", "admin,dispute")
+    issued = platform_service.create_platform(rt, "operator", "联盟运营方", "admin,dispute", operator=True)
     operator = Member("operator", issued.key, issued.key_id)
     alpha = Member("alpha", *_issue(rt, "alpha", "阿尔法商城"))
     beta = Member("beta", *_issue(rt, "beta", "贝塔优选"))
@@ -256,7 +256,7 @@ def _issue(rt: Runtime, slug: str, name: str) -> tuple[str, str]:
 
 
 def test_the_desk_sees_only_the_desk(served: ServedApp, browser: Any, rt: Runtime) -> None:
-    platform_service.create_platform(rt, "operator", "联盟运营方", "admin")
+    platform_service.create_platform(rt, "operator", "联盟运营方", "admin", operator=True)
     issued = platform_service.rotate_key(rt, "operator", "dispute")
     context = browser.new_context(viewport={"width": 1200, "height": 700})
     recorder = Recorder(context)

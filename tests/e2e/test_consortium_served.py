@@ -114,7 +114,7 @@ def test_the_served_system_decides_every_consumer_as_the_simulator_does(served_s
         slug = f"sim-{spec.name.replace('_', '-')}"
         keys.append(platform_service.create_platform(rt, slug, spec.name, "report,lookup").key)
         platform_service.set_rate_limit(rt, slug, 100_000, 100_000)
-    operator = platform_service.create_platform(rt, "sim-operator", "Operator", "lookup,dispute").key
+    operator = platform_service.create_platform(rt, "sim-operator", "Operator", "dispute", operator=True).key
     platform_service.set_rate_limit(rt, "sim-operator", 100_000, 100_000)
 
     worker = WorkerProcess(served_settings, concurrency=2).start()

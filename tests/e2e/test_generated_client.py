@@ -88,7 +88,8 @@ def module(package: types.ModuleType, name: str) -> Any:
 
 
 def key(rt: Runtime, slug: str, scopes: str) -> str:
-    return platform_service.create_platform(rt, slug, slug.title(), scopes).key
+    operator = set(scopes.split(",")) <= platform_service.OPERATOR_SCOPES  # consumer rights: the operator's
+    return platform_service.create_platform(rt, slug, slug.title(), scopes, operator=operator).key
 
 
 @pytest.mark.timeout(180)

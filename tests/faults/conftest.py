@@ -298,7 +298,10 @@ class Stack:
         return Runtime(self.settings.require_services())
 
     def member(self, slug: str, scopes: str = "report,lookup") -> Member:
-        issued = platform_service.create_platform(self.rt, slug, slug.title(), scopes)
+        operator = (
+            set(scopes.split(",")) <= platform_service.OPERATOR_SCOPES
+        )  # consumer rights: the operator's
+        issued = platform_service.create_platform(self.rt, slug, slug.title(), scopes, operator=operator)
         return Member(slug, issued.key, issued.key_id)
 
     def query(self, sql: str, params: Any = None) -> list[dict[str, Any]]:

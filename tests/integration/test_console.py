@@ -90,7 +90,7 @@ def test_the_session_cookie_is_secure_outside_demo_and_test(settings: Settings, 
     app = create_app(settings.with_(environment="production", log_key=base64.b64encode(bytes(32)).decode()))
     try:
         rt = app.extensions["ledger.runtime"]
-        issued = platform_service.create_platform(rt, "operator", "Operator", "admin")
+        issued = platform_service.create_platform(rt, "operator", "Operator", "admin", operator=True)
         response = sign_in(app.test_client(), issued.key)
         cookie = next(h for h in response.headers.getlist("Set-Cookie") if h.startswith("ccl_console="))
         assert "Secure" in cookie

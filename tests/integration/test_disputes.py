@@ -23,7 +23,7 @@ OTHER_PHONE = {"type": "phone", "value": "13900139000"}
 
 @pytest.fixture
 def operator(make_platform: Any) -> Member:
-    return make_platform("operator", "dispute")  # type: ignore[no-any-return]
+    return make_platform("operator", "dispute", operator=True)  # type: ignore[no-any-return]
 
 
 def lookup(client: Any, member: Member, *identifiers: dict[str, str]) -> dict[str, Any]:
@@ -295,8 +295,10 @@ def test_expiry_shreds_the_link_and_the_chain_still_verifies(
         for table in ("incident_identifiers", "identity_links", "incident_evidence"):
             row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             assert row == (0,), table
-        salt = conn.execute("SELECT salt, status FROM incidents").fetchone()
-        assert salt == (None, "expired")
+        salt = conn.execute("SELECT salt, status, subject_id FROM incidents").fetchone()
+        assert salt == (None, "expired", None)  # nor does the subject tie it to the person (L4)
+        leftovers = conn.execute("SELECT count(*) FROM outbox WHERE done_at IS NOT NULL AND args ? 'forget'")
+        assert leftovers.fetchone() == (0,)  # erased tokens leave the outbox once the cache dropped them
     assert lookup(client, beta, PHONE)["decision"] == {
         "tier": "clear",
         "restrictions": [],

@@ -19,6 +19,9 @@ from ledger.services.runtime import Runtime
 from tests.conftest import Member, incident_body
 
 SCOPES = ("report", "lookup", "dispute", "admin")
+MEMBER_SCOPES = ("report", "lookup")
+OPERATOR_SCOPES = ("dispute", "admin")
+OPERATOR = "consortium-operator"
 PLATFORMS = ("acme-mall", "bazaar-hub", "cedar-shop")
 UNKNOWN = "00000000-0000-4000-8000-00000000abcd"
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -34,11 +37,17 @@ def world(client: Any, make_platform: Callable[..., Member], rt: Runtime) -> dic
     """Three platforms, each with one key per single scope, one incident, one lookup and one dispute."""
     keys: dict[tuple[str, str], Member] = {}
     for slug in PLATFORMS:
-        owner = make_platform(slug, "report,lookup,dispute,admin")
+        owner = make_platform(slug, "report,lookup")
         keys[(slug, "all")] = owner
-        for scope in SCOPES:
+        for scope in MEMBER_SCOPES:
             issued = platform_service.rotate_key(rt, slug, scope)
             keys[(slug, scope)] = Member(slug, issued.key, issued.key_id)
+    # The operator's keys stand in for the member's operator scopes: a member can hold neither.
+    make_platform(OPERATOR, "dispute,admin", operator=True)
+    for scope in OPERATOR_SCOPES:
+        issued = platform_service.rotate_key(rt, OPERATOR, scope)
+        for slug in PLATFORMS:
+            keys[(slug, scope)] = Member(OPERATOR, issued.key, issued.key_id)
     owned: dict[str, dict[str, str]] = {}
     for n, slug in enumerate(PLATFORMS):
         phone = {"type": "phone", "value": f"1380013800{n}"}
@@ -197,12 +206,58 @@ def test_brute_force_is_rate_limited(client: Any, world: dict[str, Any]) -> None
         statuses.append(client.get("/v1/disputes", headers=guess).status_code)
     assert statuses[:20] == [401] * 20
     assert statuses[-1] == 429
-    # Even the right key is refused from that address while it is blocked; another address is not.
+    # The right key is never refused by the block (tests/integration/test_auth_lockout.py); further
+    # guesses from that address are, and another address's are not.
     good = world["keys"][(PLATFORMS[0], "report")].headers
-    blocked = client.get("/v1/disputes", headers=good)
+    assert client.get("/v1/disputes", headers=good).status_code == 200
+    blocked = client.get("/v1/disputes", headers={"Authorization": "Bearer ccl_00000000ffff_" + "C" * 43})
     assert blocked.status_code == 429
     assert int(blocked.headers["Retry-After"]) > 0
+    guess = {"Authorization": "Bearer ccl_00000000fffe_" + "C" * 43}
     assert (
-        client.get("/v1/disputes", headers=good, environ_base={"REMOTE_ADDR": "192.0.2.200"}).status_code
-        == 200
+        client.get("/v1/disputes", headers=guess, environ_base={"REMOTE_ADDR": "192.0.2.200"}).status_code
+        == 401
     )
+
+
+@pytest.mark.parametrize("scopes", ["dispute", "admin", "report,dispute", "lookup,admin"])
+def test_a_member_cannot_be_given_an_operator_scope(rt: Runtime, scopes: str) -> None:
+    from ledger.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        platform_service.create_platform(rt, "greedy-shop", "Greedy", scopes)
+    platform_service.create_platform(rt, "greedy-shop", "Greedy", "report,lookup")
+    with pytest.raises(InvalidInput):
+        platform_service.rotate_key(rt, "greedy-shop", scopes)
+
+
+def test_the_database_refuses_an_operator_scope_on_a_member(rt: Runtime, alpha: Member) -> None:
+    """Even a key written straight into the table (a script, a migration gone wrong) cannot carry it."""
+    import psycopg
+
+    with pytest.raises(psycopg.errors.CheckViolation), rt.db.transaction() as conn:
+        conn.execute(
+            """INSERT INTO api_keys (key_id, platform_id, digest, scopes)
+               SELECT 'aaaaaaaaaaaa', id, '\\x00', ARRAY['report', 'dispute'] FROM platforms WHERE slug = 'alpha'"""
+        )
+
+
+def test_a_member_key_with_an_old_operator_scope_is_not_honoured(
+    client: Any, alpha: Member, database_url: str
+) -> None:
+    """A key issued before the operator was modelled: the scope is in the row, and still refused."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:  # as the owner: only it can disable the trigger
+        conn.execute("ALTER TABLE api_keys DISABLE TRIGGER api_keys_scopes_fit")
+        conn.execute(
+            "UPDATE api_keys SET scopes = ARRAY['report', 'lookup', 'dispute'] WHERE key_id = %s",
+            (alpha.key_id,),
+        )
+        conn.execute("ALTER TABLE api_keys ENABLE TRIGGER api_keys_scopes_fit")
+    response = client.post("/v1/subjects/report", json={"identifiers": [PHONE]}, headers=alpha.headers)
+    assert response.status_code == 403
+    opened = client.post(
+        "/v1/disputes", json={"identifiers": [PHONE], "all_entries": True}, headers=alpha.headers
+    )
+    assert opened.status_code == 403

@@ -129,8 +129,10 @@ def test_free_subject_reports_are_counted_per_consumer_and_year(
     # Another consumer has their own two.
     assert report({"type": "phone", "value": "13900139000"})["used"] == 1
     # Last year's reports do not count this year.
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(database_url) as conn:  # the owner moves time: the record is append-only
+        conn.execute("ALTER TABLE subject_reports DISABLE TRIGGER subject_reports_append_only")
         conn.execute("UPDATE subject_reports SET at = at - interval '400 days'")
+        conn.execute("ALTER TABLE subject_reports ENABLE TRIGGER subject_reports_append_only")
     assert report(PHONE)["used"] == 1
     page = client.post(
         "/v1/subjects/report/html", json={"identifiers": [PHONE]}, headers=operator.headers
@@ -184,7 +186,11 @@ def us_client(settings: Settings, database_url: str) -> Iterator[tuple[Any, Memb
     reset_state(database_url)
     app = create_app(settings.with_(jurisdiction="us"))
     rt: Runtime = app.extensions["ledger.runtime"]
-    issued = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup,dispute")
+    issued = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup")
+    # The consumer-rights scope is the operator's alone: its own account (the test keeps the name `alpha`
+    # for the member's key and reaches the operator's through `us_operator`).
+    operator = platform_service.create_platform(rt, "operator", "Operator", "dispute", operator=True)
+    app.config["US_OPERATOR"] = Member("operator", operator.key, operator.key_id)
     yield app.test_client(), Member("alpha", issued.key, issued.key_id)
     rt.close()
 
@@ -202,11 +208,17 @@ def test_the_us_profile_keeps_the_fcra_values(us_client: tuple[Any, Member]) -> 
         is None
     )
     opened = client.post(
-        "/v1/disputes", json={"identifiers": [PHONE], "all_entries": True}, headers=alpha.headers
+        "/v1/disputes",
+        json={"identifiers": [PHONE], "all_entries": True},
+        headers=client.application.config["US_OPERATOR"].headers,
     )
     assert opened.status_code == 201, opened.get_json()
     respond_by = datetime.fromisoformat(opened.get_json()["disputes"][0]["respond_by"])
     assert timedelta(days=29) < respond_by - datetime.now(UTC) <= timedelta(days=30)
-    report = client.post("/v1/subjects/report", json={"identifiers": [PHONE]}, headers=alpha.headers)
+    report = client.post(
+        "/v1/subjects/report",
+        json={"identifiers": [PHONE]},
+        headers=client.application.config["US_OPERATOR"].headers,
+    )
     assert report.get_json()["free_reports"]["free_per_year"] == 1
     assert report.get_json()["jurisdiction"] == "us"

@@ -27,7 +27,6 @@ import pytest
 
 from ledger import create_app
 from ledger.config import Settings
-from ledger.identity import tokenize
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.relay import OutboxRelay, relay_once
@@ -36,11 +35,11 @@ from ledger.storage import outbox
 from ledger.storage.cache import RELAY_WAKE_KEY, SEQ_WIDTH, TOKEN_KEY
 from ledger.storage.queue import PROCESS_OUTBOX, PROCESS_OUTBOX_BATCH
 from tests.conftest import (
-    IDENTITY_KEY,
     Member,
     WorkerProcess,
     incident_body,
     ledger_json,
+    stored_token,
     wait_for,
 )
 from tests.private_services import REDIS_PORTS, RedisServer, free_port
@@ -51,7 +50,7 @@ QUEUE = "ledger"  # kombu's Redis transport keeps the queue as a list under its 
 
 
 def token_of(identifier: dict[str, str]) -> str:
-    return tokenize(identifier["type"], identifier["value"], IDENTITY_KEY)
+    return stored_token(identifier["type"], identifier["value"])
 
 
 class PrivateRedis(RedisServer):

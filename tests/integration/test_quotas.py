@@ -53,7 +53,10 @@ def test_over_the_limit_is_429_with_retry_after_and_ratelimit_headers(
     assert post_lookup(client, alpha).status_code == 200
 
 
-def test_the_limit_is_per_key(client: Any, alpha: Member, beta: Member, rt: Runtime) -> None:
+def test_the_limit_is_per_platform_across_its_keys(
+    client: Any, alpha: Member, beta: Member, rt: Runtime
+) -> None:
+    """A platform cannot multiply its quota by asking for more keys (the existence oracle, M5)."""
     platform_service.set_rate_limit(rt, "alpha", 1, 2)
     rotated = platform_service.rotate_key(rt, "alpha")  # the old key stays valid
     second = Member("alpha", rotated.key, rotated.key_id)
@@ -63,11 +66,28 @@ def test_the_limit_is_per_key(client: Any, alpha: Member, beta: Member, rt: Runt
     other_platform = [post_lookup(client, beta).status_code for _ in range(3)]
 
     assert first_key == [200, 200, 429]
-    assert second_key == [200, 200, 429]
+    assert second_key == [429, 429, 429]
     assert other_platform == [200, 200, 200]
     with rt.db.transaction() as conn:
         keys = conn.execute("SELECT key_id, count(*) AS n FROM lookups GROUP BY key_id").fetchall()
-    assert {r["key_id"]: r["n"] for r in keys} == {alpha.key_id: 2, second.key_id: 2, beta.key_id: 3}
+    assert {r["key_id"]: r["n"] for r in keys} == {alpha.key_id: 2, beta.key_id: 3}
+
+
+def test_the_quota_counts_identifiers_not_requests(client: Any, alpha: Member, rt: Runtime) -> None:
+    """One lookup of ten identifiers used to cost what one of a single identifier did."""
+    platform_service.set_rate_limit(rt, "alpha", 1, 10)
+    ten = [{"type": "phone", "value": f"1380013{n:04d}"} for n in range(10)]
+    first = client.post(
+        "/v1/lookups", json={"identifiers": ten, "purpose": "refund_review"}, headers=alpha.headers
+    )
+    assert first.status_code == 200
+    assert first.headers["RateLimit-Remaining"] == "0"
+    assert post_lookup(client, alpha).status_code == 429
+    # A batch is charged for every identifier of every item.
+    time.sleep(3)
+    batch = {"lookups": [{"identifiers": ten[:2], "purpose": "refund_review"}] * 3}
+    answered = client.post("/v1/lookups/batch", json=batch, headers=alpha.headers)
+    assert answered.status_code == 429
 
 
 def test_the_operator_sets_the_limit_from_the_cli(
@@ -100,41 +120,45 @@ def test_a_batch_spends_one_token_per_item(client: Any, alpha: Member, rt: Runti
 
 
 # -- fishing -------------------------------------------------------------------------------------------
-def test_refund_review_without_a_reference_is_reported_as_fishing(
+def test_lookups_without_a_reference_are_reported_as_fishing_under_every_purpose(
     client: Any, settings: Settings, make_platform: Any
 ) -> None:
     fisher = make_platform("fisher-shop")
     honest = make_platform("honest-shop")
-    flagged_before = metric(client, "ledger_lookups_without_refund_reference_total", platform="fisher-shop")
-    honest_before = metric(client, "ledger_lookups_without_refund_reference_total", platform="honest-shop")
+    name = "ledger_lookups_without_refund_reference_total"
+    before = {p: metric(client, name, purpose=p) for p in ("refund_review", "account_review")}
 
     for _ in range(4):
         assert post_lookup(client, fisher).status_code == 200
     assert post_lookup(client, fisher, refund={"reference": "R-1"}).status_code == 200
-    assert post_lookup(client, fisher, purpose="account_review").status_code == 200
+    # Switching purpose does not hide the fishing.
+    for _ in range(3):
+        assert post_lookup(client, fisher, purpose="account_review").status_code == 200
     batch = [{"identifiers": [PHONE], "purpose": "refund_review"}] * 2
     assert (
         client.post("/v1/lookups/batch", json={"lookups": batch}, headers=fisher.headers).status_code == 200
     )
     for i in range(3):
         assert post_lookup(client, honest, refund={"reference": f"H-{i}"}).status_code == 200
-    assert post_lookup(client, honest, purpose="dispute_investigation").status_code == 200
 
     report = {row["slug"]: row for row in ledger_json(settings, "lookups", "fishing")}
 
     assert set(report) == {"fisher-shop", "honest-shop"}
-    assert report["fisher-shop"]["lookups"] == 8
-    assert report["fisher-shop"]["without_reference"] == 6
-    assert report["fisher-shop"]["share_without_reference"] == 0.75
-    assert report["honest-shop"]["lookups"] == 4
+    assert report["fisher-shop"]["lookups"] == 10
+    assert report["fisher-shop"]["without_reference"] == 9
+    assert report["fisher-shop"]["share_without_reference"] == 0.9
+    assert report["fisher-shop"]["by_purpose"] == {
+        "refund_review": {"lookups": 7, "without_reference": 6},
+        "account_review": {"lookups": 3, "without_reference": 3},
+    }
+    assert report["honest-shop"]["lookups"] == 3
     assert report["honest-shop"]["without_reference"] == 0
-    assert metric(client, "ledger_lookups_without_refund_reference_total", platform="fisher-shop") == (
-        flagged_before + 6
-    )
-    assert (
-        metric(client, "ledger_lookups_without_refund_reference_total", platform="honest-shop")
-        == honest_before
-    )
+    assert metric(client, name, purpose="refund_review") == before["refund_review"] + 6
+    assert metric(client, name, purpose="account_review") == before["account_review"] + 3
+    # /metrics never names a member (L5).
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "fisher-shop" not in text
+    assert "honest-shop" not in text
 
 
 def test_a_batch_larger_than_the_burst_goes_through_and_is_paid_back(

@@ -26,13 +26,13 @@ import redis
 from ledger import create_app
 from ledger.config import Settings
 from ledger.domain.policy import load_policy
-from ledger.identity import id_card_check_digit, tokenize
+from ledger.identity import id_card_check_digit
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage import scores, subjects
 from ledger.storage.cache import SEQ_WIDTH, TOKEN_KEY
-from tests.conftest import IDENTITY_KEY, Member, WorkerProcess, incident_body, wait_for
+from tests.conftest import Member, WorkerProcess, incident_body, stored_token, wait_for
 
 POLICY = load_policy()
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -46,7 +46,7 @@ def phone(i: int) -> dict[str, str]:
 
 
 def token_of(identifier: dict[str, str]) -> str:
-    return tokenize(identifier["type"], identifier["value"], IDENTITY_KEY)
+    return stored_token(identifier["type"], identifier["value"])
 
 
 def lookup(client: Any, member: Member, *identifiers: dict[str, str]) -> dict[str, Any]:

@@ -39,7 +39,8 @@ def stack(isolated_settings: Settings) -> Iterator[tuple[Any, Any]]:
 
 
 def member(rt: Any, slug: str, scopes: str, name: str | None = None) -> Member:
-    issued = platform_service.create_platform(rt, slug, name or slug.title(), scopes)
+    operator = scopes == "dispute"  # the consumer-rights scope is the operator's alone
+    issued = platform_service.create_platform(rt, slug, name or slug.title(), scopes, operator=operator)
     return Member(slug, issued.key, issued.key_id)
 
 
@@ -122,7 +123,7 @@ def test_page_speaks_chinese_or_english_and_names_the_zone(client: Any, make_pla
     """Every code shown as its label; every time in Beijing time, saying so. (tests/e2e/test_report_page.py
     checks the same in a real browser, with its fonts.)"""
     shop = make_platform("shop", "report,lookup")
-    operator = make_platform("operator", "dispute")
+    operator = make_platform("operator", "dispute", operator=True)
     with rt.db.transaction() as conn:
         conn.execute("UPDATE platforms SET name = '甲商城' WHERE slug = 'shop'")
     incident = post(

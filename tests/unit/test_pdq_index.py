@@ -190,7 +190,10 @@ def test_changes_keep_the_index_equal_to_a_model(
             assert len(index.delta) == 0
         live = [row for rows in model.values() for row in rows]
         assert len(index) == len(live)
-        want = sorted((hamming(h, query), p, CATEGORIES[c]) for h, _, p, c in live if hamming(h, query) <= 31)
+        # Hits are the distinct (distance, platform, category) of the live rows in range: all summarise uses.
+        want = sorted(
+            {(hamming(h, query), p, CATEGORIES[c]) for h, _, p, c in live if hamming(h, query) <= 31}
+        )
         got = sorted((hit.distance, hit.platform, hit.category) for hit in index.hits(query))
         assert got == want
 
@@ -230,3 +233,19 @@ def test_summary_counts_distinct_platforms_and_prefers_the_closest_then_most_sev
     assert found.matched
     assert summarise([], severity) == NO_MATCH
     assert not NO_MATCH.matched
+
+
+def test_a_flood_of_identical_reported_hashes_costs_one_hit_per_platform() -> None:
+    """L1: a platform reported one hash 200,000 times (hex hashes skip the quality gate, since the server
+    never saw the image). A query near it used to build 200,000 Hit objects (0.8 s, 229 MB); now the
+    identical rows collapse before any Python object is made, and the answer is unchanged."""
+    query = os.urandom(32)
+    flood = 200_000
+    owners = [uuid.UUID(int=n + 1).bytes for n in range(flood + 2)]
+    hashes = [query] * flood + [flip(query, [1, 2]), flip(query, [5])]
+    rows = EvidenceRows.of(hashes, owners, [7] * flood + [8, 9], [1] * flood + [2, 1])
+    index = EvidenceIndex.build(rows, CATEGORIES)
+    hits = index.hits(query)
+    assert sorted((h.distance, h.platform) for h in hits) == [(0, 7), (1, 9), (2, 8)]
+    found = index.match(query)
+    assert (found.best_distance, found.platforms) == (0, 3)
