@@ -194,6 +194,8 @@ def _decode(image_bytes: bytes) -> tuple[Image.Image, Image.Image | None, int, i
         stored, displayed = _views(image, orientation)
         stored = _reduced(stored)
         displayed = _reduced(displayed) if displayed is not None else None
+    except ImageRejected:
+        raise  # the decoded-size bound, said as such (ImageRejected is a ValueError)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         # Pillow reports a cut-off file as OSError("image file is truncated ...").
         raise ImageRejected("the image is truncated or corrupt") from None
