@@ -41,10 +41,15 @@ def served(settings: Settings) -> Iterator[ServedApp]:
 
 @pytest.fixture
 def keys(rt: Runtime) -> dict[str, str]:
-    return {
-        slug: platform_service.create_platform(rt, slug, slug.title(), scopes).key
-        for slug, scopes in (("alpha", "report,lookup"), ("beta", "report,lookup"), ("operator", "dispute"))
+    members = {
+        slug: platform_service.create_platform(rt, slug, slug.title(), "report,lookup").key
+        for slug in ("alpha", "beta")
     }
+    # Consumer rights belong to the operator's own account only (issue 22, M3).
+    members["operator"] = platform_service.create_platform(
+        rt, "operator", "Operator", "dispute", operator=True
+    ).key
+    return members
 
 
 def _photo(seed: int) -> bytes:

@@ -125,7 +125,7 @@ def test_subject_report_page_reads_as_chinese_in_beijing_time(
 ) -> None:
     shop = platform_service.create_platform(rt, "jia", "甲商城", "report,lookup")
     market = platform_service.create_platform(rt, "yi", "乙优选", "report,lookup")
-    operator = platform_service.create_platform(rt, "desk", "联盟消费者服务台", "dispute")
+    operator = platform_service.create_platform(rt, "desk", "联盟消费者服务台", "dispute", operator=True)
     assert (
         post(served, "/v1/incidents", shop.key, incident_body("r-1", identifiers=[PHONE, ID_CARD]))[0] == 201
     )

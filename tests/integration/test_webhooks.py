@@ -237,7 +237,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_counted(
     client = app.test_client()
     try:
         alpha_key = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup")
-        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute")
+        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute", operator=True)
         alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
         receiver.scripts["/down"] = Script(fail=1000)
         endpoint = register(client, alpha, f"{receiver.base}/down", ["dispute.opened"])
@@ -313,7 +313,7 @@ def test_ssrf_is_checked_again_at_delivery(
     client = app.test_client()
     try:
         alpha_key = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup")
-        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute")
+        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute", operator=True)
         alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
         endpoint = register(client, alpha, f"{receiver.base}/later-refused", ["dispute.opened"])
         open_dispute(client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha))
@@ -346,7 +346,7 @@ def test_a_worker_killed_mid_delivery_still_delivers(
     dying = survivor = None
     try:
         alpha_key = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup")
-        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute")
+        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute", operator=True)
         alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
         receiver.scripts["/killed"] = Script(hang=1, hang_seconds=30)
         endpoint = register(client, alpha, f"{receiver.base}/killed", ["dispute.opened"])
@@ -382,7 +382,7 @@ def test_finished_deliveries_are_purged_after_thirty_days(
     client = app.test_client()
     try:
         alpha_key = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup")
-        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute")
+        operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute", operator=True)
         alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
         register(client, alpha, f"{receiver.base}/kept", ["dispute.opened"])
         open_dispute(client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha))
