@@ -38,9 +38,12 @@ from ledger.config import Settings
 from ledger.embedded import EmbeddedPostgres, EmbeddedRedis, pid_alive
 from ledger.errors import Conflict, LedgerError
 
+# (slug, name, scopes, operator): two member platforms and the operator's own consumer desk, which alone
+# may hold the consumer-rights scope (members never can).
 PLATFORMS = (
-    ("demo-shop", "Demo Shop", "report,lookup"),
-    ("demo-market", "Demo Market", "report,lookup"),
+    ("demo-shop", "Demo Shop", "report,lookup", False),
+    ("demo-market", "Demo Market", "report,lookup", False),
+    ("demo-desk", "Demo Consumer Desk", "dispute", True),
 )
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -206,9 +209,9 @@ class Demo:
         rt = Runtime(settings)
         keys = []
         try:
-            for slug, name, scopes in PLATFORMS:
+            for slug, name, scopes, operator in PLATFORMS:
                 try:
-                    issued = platform_service.create_platform(rt, slug, name, scopes)
+                    issued = platform_service.create_platform(rt, slug, name, scopes, operator=operator)
                 except Conflict:
                     issued = platform_service.rotate_key(rt, slug, scopes, revoke_old=True)
                 keys.append(
@@ -272,7 +275,7 @@ class Demo:
             time.sleep(0.2)
 
     def _announce(self, env: dict[str, str], keys: list[dict[str, Any]]) -> None:
-        shop, market = keys[0], keys[1]
+        shop, market, desk = keys[0], keys[1], keys[2]
         report_body = {
             # A fresh reference per run: the ledger keeps the last run's report, and the same reference with
             # another body (another date) would rightly be a 409.
@@ -292,7 +295,7 @@ class Demo:
             "purpose": "refund_review",
             "refund": {"reference": "demo-refund-1", "kind": "refund_only"},
         }
-        exports = self._write_env(env, shop, market)
+        exports = self._write_env(env, shop, market, desk)
         report = _curl(f"{self.base_url}/v1/incidents", shop["key"], report_body)
         lookup = _curl(f"{self.base_url}/v1/lookups", market["key"], lookup_body)
         embedded = {
@@ -352,7 +355,9 @@ class Demo:
     def env_file(self) -> Path:
         return self.state_dir / "env"
 
-    def _write_env(self, env: dict[str, str], shop: dict[str, Any], market: dict[str, Any]) -> dict[str, str]:
+    def _write_env(
+        self, env: dict[str, str], shop: dict[str, Any], market: dict[str, Any], desk: dict[str, Any]
+    ) -> dict[str, str]:
         """The variables another shell needs to use this demo, also written to `.ledger/env` (mode 0600:
         it holds the demo's keys) for `. .ledger/env`. Removed when the demo stops."""
         exports = {
@@ -362,6 +367,7 @@ class Demo:
             "LEDGER_API": self.base_url,
             "DEMO_SHOP_KEY": shop["key"],
             "DEMO_MARKET_KEY": market["key"],
+            "DEMO_DESK_KEY": desk["key"],
         }
         text = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in exports.items())
         descriptor = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

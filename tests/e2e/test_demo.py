@@ -135,7 +135,14 @@ def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_pat
         pgids = set(announced["processes"].values())
         assert announced["embedded"] == {"postgres": None, "redis": None}, "both URLs are set"
         keys = {k["platform"]: k["key"] for k in announced["platforms"]}
-        assert set(keys) == {"demo-shop", "demo-market"}
+        assert set(keys) == {"demo-shop", "demo-market", "demo-desk"}
+        scopes = {k["platform"]: set(k["scopes"]) for k in announced["platforms"]}
+        # Consumer-rights access is the operator desk's alone: no member platform holds it.
+        assert scopes == {
+            "demo-shop": {"report", "lookup"},
+            "demo-market": {"report", "lookup"},
+            "demo-desk": {"dispute"},
+        }
         api = announced["api"]
 
         status, created = _post(
