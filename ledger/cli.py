@@ -759,8 +759,8 @@ def demo(bind: str, workers: int, state_dir: str, as_json: bool) -> None:
 @json_option
 @handled
 def hash_images(images: tuple[str, ...], as_json: bool) -> None:
+    from ledger.domain.pdq_hash import ImageRejected, hash_image
     from ledger.domain.policy import load_policy
-    from ledger.evidence import ImageRejected, hash_image
 
     min_quality = load_policy(Settings.from_env().policy_path).evidence_min_quality
     results: list[dict[str, Any]] = []

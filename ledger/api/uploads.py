@@ -24,8 +24,8 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.formparser import FormDataParser
 
+from ledger.domain.pdq_hash import MAX_IMAGE_BYTES
 from ledger.errors import InvalidInput
-from ledger.evidence import MAX_IMAGE_BYTES
 from ledger.services.evidence import MAX_IMAGES
 from ledger.services.platforms import Principal, charge
 from ledger.services.runtime import Runtime

@@ -1,7 +1,7 @@
 """Evidence use cases: add photos to an incident, and match a lookup's evidence against confirmed fraud.
 
 Only PDQ hashes and their quality are ever stored; uploaded images are decoded and hashed in memory
-(`ledger.evidence`) and dropped with the request.
+(`ledger.domain.pdq_hash`) and dropped with the request.
 
 Matching runs against an in-memory `EvidenceIndex` held once per process (per Runtime). The first
 lookup with evidence loads it from PostgreSQL; after that a lookup with evidence first applies the
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from ledger.domain.pdq_hash import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_images
 from ledger.domain.pdq_index import DELTA_LIMIT, NO_MATCH, EvidenceIndex, EvidenceRows, summarise
 from ledger.errors import Conflict, InvalidInput, NotFound
-from ledger.evidence import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_images
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import events as event_store
@@ -70,6 +70,11 @@ class Matcher:
         self._merge_thread: threading.Thread | None = None
 
     @property
+    def built(self) -> bool:
+        """Whether the index was loaded: only the first lookup with evidence loads it."""
+        return self._index is not None
+
+    @property
     def merging(self) -> bool:
         return self._replay is not None
 
@@ -106,8 +111,7 @@ class Matcher:
             # Cursor first: a change committed between the two reads is applied again by the next
             # refresh, which is harmless (changes are applied as "replace this incident's entries").
             cursor = store.change_cursor(conn)
-            columns = store.load_matchable(conn, categories[1:], policy.evidence_min_quality)
-        rows = EvidenceRows(columns.hashes, columns.owners, columns.platforms, columns.categories)
+            rows = store.load_matchable(conn, categories[1:], policy.evidence_min_quality)
         self._index = EvidenceIndex.build(rows, categories, policy.evidence_threshold, self._delta_limit)
         self._cursor, self._checked = cursor, time.monotonic()
 
@@ -155,18 +159,6 @@ class Matcher:
             self._replay = None
 
 
-_MATCHER_LOCK = threading.Lock()
-
-
-def matcher(rt: Runtime) -> Matcher:
-    """The Runtime's matcher. Kept in the Runtime instance so it lives exactly as long as it does."""
-    found: Matcher | None = rt.__dict__.get("_evidence_matcher")
-    if found is None:
-        with _MATCHER_LOCK:
-            found = rt.__dict__.setdefault("_evidence_matcher", Matcher(rt))
-    return found
-
-
 # -- lookups ---------------------------------------------------------------------------------------------
 
 
@@ -180,7 +172,7 @@ def match(rt: Runtime, asked: Sequence[Submitted]) -> list[dict[str, Any]]:
     """Per submitted hash: the best distance, the closest match's category and how many distinct
     platforms hold a match. Never a platform's name, never an incident id."""
     policy = rt.policy
-    index = matcher(rt).current()
+    index = rt.evidence_matcher.current()
     out = []
     for item in asked:
         low = item.quality is not None and item.quality < policy.evidence_min_quality

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from ledger.config import Settings
 from ledger.domain.note import Signer
@@ -17,6 +18,9 @@ from ledger.storage.cache import Cache
 from ledger.storage.db import Database
 from ledger.storage.group_commit import GroupCommit, Rows
 from ledger.storage.queue import TaskQueue
+
+if TYPE_CHECKING:
+    from ledger.services.evidence import Matcher as EvidenceMatcher
 
 
 @dataclass
@@ -57,6 +61,14 @@ class Runtime:
     def log_signer(self) -> Signer:
         """The transparency log's Ed25519 key; its name is the log's origin (C2SP tlog-checkpoint)."""
         return Signer.from_seed(self.settings.log_origin, self.settings.log_signer_seed())
+
+    @cached_property
+    def evidence_matcher(self) -> EvidenceMatcher:
+        """The process's evidence index (`services.evidence.Matcher`). Creating it reads nothing: the
+        first lookup with evidence loads the index, so a process that never sees one never pays for it."""
+        from ledger.services.evidence import Matcher  # evidence's use cases take a Runtime themselves
+
+        return Matcher(self)
 
     @property
     def identity_key(self) -> str:

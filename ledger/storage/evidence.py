@@ -12,13 +12,13 @@ the hash's PDQ quality reaches the policy minimum (low-quality hashes are kept b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import numpy as np
 import numpy.typing as npt
 
+from ledger.domain.pdq_index import EvidenceRows
 from ledger.storage.db import Connection
 
 MATCHABLE = ["active", "disputed"]
@@ -41,14 +41,6 @@ _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _EXPECTED = {"fields": 4, "owner_len": 16, "pdq_len": 32, "platform_len": 8, "category_len": 4}
 
 
-@dataclass(frozen=True)
-class EvidenceColumns:
-    owners: npt.NDArray[np.void]
-    hashes: npt.NDArray[np.uint8]
-    platforms: npt.NDArray[np.int64]
-    categories: npt.NDArray[np.int16]
-
-
 def counts_for_incidents(conn: Connection, incident_ids: Sequence[UUID]) -> dict[UUID, int]:
     """How many evidence image hashes each incident holds (the subject report shows the count)."""
     rows = conn.execute(
@@ -63,8 +55,9 @@ def change_cursor(conn: Connection) -> int:
     return int(row["top"]) if row else 0
 
 
-def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int) -> EvidenceColumns:
-    """Every matchable hash. Category is returned as its 1-based position in `categories`, 0 if absent."""
+def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int) -> EvidenceRows:
+    """Every matchable hash, as the index's own row type. Category is returned as its 1-based position
+    in `categories`, 0 if absent."""
     reader = _CopyReader()
     conn.execute("SET LOCAL work_mem = '64MB'")  # one in-memory hash join instead of batches on disk
     with (
@@ -86,9 +79,9 @@ def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int
                 batch.clear()
         reader.feed(b"".join(batch))
     rows = reader.finish()
-    return EvidenceColumns(
-        owners=rows["owner"].copy(),
+    return EvidenceRows(
         hashes=np.ascontiguousarray(rows["pdq"]),
+        owners=rows["owner"].copy(),
         platforms=rows["platform"].astype(np.int64),
         categories=rows["category"].astype(np.int16),
     )

@@ -27,8 +27,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from ledger import create_app
 from ledger.config import Settings
+from ledger.domain.pdq_hash import hash_image, pdq_hash
 from ledger.domain.pdq_index import EvidenceIndex, hamming
-from ledger.evidence import hash_image, pdq_hash
 from ledger.services import retention
 from ledger.services.evidence import Matcher
 from ledger.services.runtime import Runtime
@@ -601,9 +601,9 @@ def test_batch_lookups_match_evidence_per_item(client: Any, alpha: Member, beta:
 def test_a_lookup_without_evidence_never_builds_the_index(client: Any, alpha: Member, rt: Runtime) -> None:
     report(client, alpha, "order-1", evidence={"pdq": [FORGED_HASH]})
     assert lookup(client, alpha)["evidence_matches"] == []
-    assert "_evidence_matcher" not in rt.__dict__
+    assert not rt.evidence_matcher.built
     lookup(client, alpha, FORGED_HASH)
-    assert "_evidence_matcher" in rt.__dict__
+    assert rt.evidence_matcher.built
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import sys
 from functools import cache
 from typing import Any
 
-from ledger.evidence import MAX_DECODED_BYTES
+from ledger.domain.pdq_hash import MAX_DECODED_BYTES
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
 from tests.bombs import png_bomb
@@ -73,7 +73,7 @@ def test_the_quota_is_charged_before_the_body_is_read(client: Any, alpha: Member
 
 PROBE = """
 import resource, sys
-from ledger.evidence import hash_images
+from ledger.domain.pdq_hash import hash_images
 from tests.bombs import png_bomb
 images = [png_bomb(int(side), orientation=6) for side in sys.argv[1].split(",")]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
+from ledger.domain.pdq_hash import ImageHash, hash_image
 from ledger.domain.pdq_index import hamming
-from ledger.evidence import ImageHash, hash_image
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "threatexchange"
 MATCH = 31
