@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import die_with_parent, wait_for
+from tests.support import die_with_parent, wait_for
 
 REDIS_PORTS = (16300, 16399)
 POSTGRES_PORTS = (15500, 15599)

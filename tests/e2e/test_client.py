@@ -25,8 +25,8 @@ from PIL import Image
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import IDENTITY_KEY, ServedApp, free_port, integrate, wait_for
 from tests.receiver import Receiver
+from tests.support import IDENTITY_KEY, ServedApp, free_port, integrate, wait_for
 
 PHONE = "+86 138 0013 8000"
 OCCURRED = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0).isoformat()

@@ -25,7 +25,7 @@ import pytest
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import ROOT, Member, ServedApp, incident_body, run_ledger, wait_for
+from tests.support import ROOT, Member, ServedApp, incident_body, run_ledger, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "build" / "screenshots"

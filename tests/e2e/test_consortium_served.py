@@ -40,7 +40,7 @@ from ledger.domain.policy import DEFAULT_POLICY_PATH, load_policy
 from ledger.services import platforms as platform_service
 from ledger.services import reliability, scoring
 from ledger.services.runtime import Runtime
-from tests.conftest import ServedApp, WorkerProcess, free_port, incident_body, run_ledger, wait_for
+from tests.support import ServedApp, WorkerProcess, free_port, incident_body, run_ledger, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -30,7 +30,7 @@ import pytest
 import redis
 
 from ledger.domain import merkle, note
-from tests.conftest import PG_SERVER, ROOT, wait_for
+from tests.support import PG_SERVER, ROOT, wait_for
 
 REDIS_URL = os.environ.get("TEST_DEMO_REDIS_URL", "redis://127.0.0.1:6379/6")
 PHONE = {"type": "phone", "value": "13900139000"}

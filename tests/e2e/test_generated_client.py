@@ -29,7 +29,7 @@ import pytest
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import ServedApp, WorkerProcess, incident_body, wait_for
+from tests.support import ServedApp, WorkerProcess, incident_body, wait_for
 
 PACKAGE = "ccl_generated_client"
 PHONE = {"type": "phone", "value": "13800138000"}

@@ -26,7 +26,7 @@ from ledger.config import Settings
 from ledger.identity import id_card_check_digit
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import ROOT, ServedApp, incident_body, wait_for
+from tests.support import ROOT, ServedApp, incident_body, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "build" / "screenshots"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ledger.config import Settings
-from tests.conftest import ServedApp, env_for, incident_body, run_ledger
+from tests.support import ServedApp, env_for, incident_body, run_ledger
 
 SECRET_PASSWORD = "pw-Zq8vY3nT1kL"  # trust auth accepts any password, so it can ride in the URL
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ledger.config import Settings
-from tests.conftest import ServedApp
+from tests.support import ServedApp
 
 SLOW_SOCKETS = 32
 PROBES = 6

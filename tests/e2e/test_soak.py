@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PG_SERVER, ROOT
+from tests.support import PG_SERVER, ROOT
 
 
 @pytest.mark.timeout(360)

@@ -28,11 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Member, wait_for
-from tests.faults.conftest import (
+from tests.faults.support import (
     Http,
-    PostgresServer,
-    RedisServer,
     Stack,
     create_database,
     fault_settings,
@@ -40,7 +37,8 @@ from tests.faults.conftest import (
     phone,
     rows,
 )
-from tests.private_services import children_of
+from tests.private_services import PostgresServer, RedisServer, children_of
+from tests.support import Member, wait_for
 
 CLIENTS = 4
 SERVERS = ("gunicorn", "granian")

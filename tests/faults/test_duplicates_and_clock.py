@@ -25,15 +25,11 @@ from ledger.services import scoring
 from ledger.services.platforms import KeyResolver
 from ledger.services.runtime import Runtime
 from ledger.storage.queue import PROCESS_OUTBOX, TaskQueue
-from tests.conftest import Member, wait_for
-from tests.faults.conftest import (
-    REDIS_PORTS,
+from tests.faults.support import (
     Http,
-    RedisServer,
     Stack,
     count,
     email,
-    free_port,
     half_written,
     lookup_body,
     phone,
@@ -42,6 +38,8 @@ from tests.faults.conftest import (
     score_mismatches,
     wait_settled,
 )
+from tests.private_services import REDIS_PORTS, RedisServer, free_port
+from tests.support import Member, wait_for
 
 PROBLEM = "application/problem+json"
 ORPHAN_SUBJECTS = """SELECT count(*) FROM subjects s WHERE s.merged_into IS NULL

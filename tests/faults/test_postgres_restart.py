@@ -22,11 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Member, wait_for
-from tests.faults.conftest import (
+from tests.faults.support import (
     Http,
-    PostgresServer,
-    RedisServer,
     Reply,
     Stack,
     create_database,
@@ -36,6 +33,8 @@ from tests.faults.conftest import (
     report_body,
     rows,
 )
+from tests.private_services import PostgresServer, RedisServer
+from tests.support import Member, wait_for
 
 CLIENTS = 4
 PROBLEM = "application/problem+json"

@@ -17,10 +17,8 @@ from typing import Any
 import pytest
 
 from ledger.storage.cache import QUOTA_KEY, WARM_KEY
-from tests.conftest import Member, wait_for
-from tests.faults.conftest import (
+from tests.faults.support import (
     Http,
-    RedisServer,
     Stack,
     email,
     half_written,
@@ -31,6 +29,8 @@ from tests.faults.conftest import (
     score_mismatches,
     wait_settled,
 )
+from tests.private_services import RedisServer
+from tests.support import Member, wait_for
 
 SCORED_BEFORE = range(3)
 DURING = range(3, 15)

@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.faults.conftest import (
-    RedisServer,
+from tests.faults.support import (
     Stack,
     count,
     email,
@@ -27,6 +25,8 @@ from tests.faults.conftest import (
     score_mismatches,
     wait_settled,
 )
+from tests.private_services import RedisServer
+from tests.support import wait_for
 
 BATCHES = 14
 BATCH = 80

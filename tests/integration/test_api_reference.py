@@ -20,7 +20,7 @@ from PIL import Image
 from ledger.api import examples
 from ledger.api.examples import EXAMPLES
 from ledger.services import scoring
-from tests.conftest import integrate
+from tests.support import integrate
 
 # Operations documented without a worked example, and why.
 NO_EXAMPLE = {

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ledger.services import verification
 from ledger.services.runtime import Runtime
 from ledger.storage import audit
-from tests.conftest import Member
+from tests.support import Member
 
 THREADS, PER_THREAD = 16, 12
 

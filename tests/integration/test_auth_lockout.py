@@ -16,7 +16,7 @@ import pytest
 from ledger import create_app
 from ledger.config import Settings
 from ledger.services.platforms import AUTH_FAILURES
-from tests.conftest import Member
+from tests.support import Member
 
 PROXY = {"REMOTE_ADDR": "10.0.0.1"}  # the load balancer every member shares
 PHONE = {"type": "phone", "value": "13800138000"}

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from ledger.cli import main
 from ledger.config import Settings
-from tests.conftest import ROOT, env_for, incident_body, wait_for
+from tests.support import ROOT, env_for, incident_body, wait_for
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 KEY_RE = re.compile(r"\Accl_[0-9a-f]{12}_[A-Za-z0-9_-]{32,64}\Z")

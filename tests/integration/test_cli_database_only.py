@@ -15,8 +15,8 @@ from typing import Any
 
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
-from tests.conftest import incident_body
 from tests.integration.test_cli import run
+from tests.support import incident_body
 
 
 def only_database(settings: Settings) -> dict[str, str]:

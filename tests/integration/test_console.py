@@ -19,7 +19,7 @@ from ledger import create_app
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import REDIS_URL, Member, incident_body, run_ledger
+from tests.support import REDIS_URL, Member, incident_body, run_ledger
 
 PHONE = "13800138000"
 PAGES = (

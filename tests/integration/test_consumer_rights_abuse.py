@@ -25,7 +25,7 @@ from ledger.identity import tokenize
 from ledger.services import access, disputes, retention
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
-from tests.conftest import IDENTITY_KEY, Member, incident_body, stored_token, wait_for
+from tests.support import IDENTITY_KEY, Member, incident_body, stored_token, wait_for
 
 PHONE_A = {"type": "phone", "value": "13800138000"}
 PHONE_B = {"type": "phone", "value": "13900139000"}

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, incident_body
+from tests.support import Member, incident_body
 
 ATTACKS = [
     "UPDATE ledger_events SET payload = '{}'",

@@ -15,7 +15,7 @@ import pytest
 from ledger.config import Settings
 from ledger.services import reliability, scoring, verification
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, incident_body, run_ledger, wait_for
+from tests.support import Member, incident_body, run_ledger, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 OTHER_PHONE = {"type": "phone", "value": "13900139000"}

@@ -32,7 +32,7 @@ from ledger.domain.pdq_index import EvidenceIndex, hamming
 from ledger.services import retention
 from ledger.services.evidence import Matcher
 from ledger.services.runtime import Runtime
-from tests.conftest import REDIS_URL, ROOT, Member, env_for, incident_body, wait_for
+from tests.support import REDIS_URL, ROOT, Member, env_for, incident_body, wait_for
 
 PROBLEM = "application/problem+json"
 UNKNOWN_BUYER = {"type": "phone", "value": "13700137000"}  # never reported: a fresh account

@@ -13,7 +13,7 @@ import psycopg
 
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, incident_body
+from tests.support import Member, incident_body
 
 PAYLOADS = [
     "'; DROP TABLE incidents; --",

@@ -19,7 +19,7 @@ from ledger.domain.pdq_hash import MAX_DECODED_BYTES
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
 from tests.bombs import png_bomb
-from tests.conftest import ROOT, Member, audit_count
+from tests.support import ROOT, Member, audit_count
 
 PHONE = {"type": "phone", "value": "13800138000"}
 REQUEST = json.dumps({"identifiers": [PHONE], "purpose": "refund_review"})

@@ -21,7 +21,7 @@ from ledger.config import Settings
 from ledger.identity import tokenize
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import IDENTITY_KEY, Member, check_receipt, incident_body, wait_for
+from tests.support import IDENTITY_KEY, Member, check_receipt, incident_body, wait_for
 
 PROBLEM = "application/problem+json"
 COUNTED = ("incidents", "incident_identifiers", "incident_evidence", "ledger_events", "log_pending", "outbox")

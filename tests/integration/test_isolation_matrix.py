@@ -16,7 +16,7 @@ import pytest
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, incident_body
+from tests.support import Member, incident_body
 
 SCOPES = ("report", "lookup", "dispute", "admin")
 MEMBER_SCOPES = ("report", "lookup")

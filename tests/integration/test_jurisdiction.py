@@ -19,7 +19,7 @@ from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services import verification
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, incident_body, reset_state
+from tests.support import Member, incident_body, reset_state
 
 PROBLEM = "application/problem+json"
 PHONE = {"type": "phone", "value": "13800138000"}

@@ -16,7 +16,7 @@ import pytest
 
 from ledger.domain import merkle, note
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, check_receipt, incident_body, integrate, metric
+from tests.support import Member, check_receipt, incident_body, integrate, metric
 
 PROBLEM = "application/problem+json"
 

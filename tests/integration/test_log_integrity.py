@@ -19,7 +19,7 @@ from ledger.config import Settings
 from ledger.domain import merkle, note
 from ledger.services import verification
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, check_receipt, incident_body, integrate, run_ledger
+from tests.support import Member, check_receipt, incident_body, integrate, run_ledger
 
 THREADS = 8
 PER_THREAD = 25  # 20 single reports and one batch of 5
@@ -323,7 +323,7 @@ def test_verify_with_only_the_database_uses_the_recorded_key(
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.support import ROOT
 
     report_many(client, alpha, "dbonly", 3)
     integrate(rt)

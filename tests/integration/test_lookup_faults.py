@@ -28,8 +28,8 @@ from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
-from tests.conftest import Member, WorkerProcess, audit_count, incident_body, metric, wait_for
 from tests.private_services import PostgresServer, RedisServer
+from tests.support import Member, WorkerProcess, audit_count, incident_body, metric, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 UNKNOWN = {"type": "phone", "value": "13700137000"}

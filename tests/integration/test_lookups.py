@@ -19,7 +19,7 @@ from ledger.api import schemas
 from ledger.services import platforms as platform_service
 from ledger.services import verification
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, incident_body, stored_token, wait_for
+from tests.support import Member, incident_body, stored_token, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 OTHER_PHONE = {"type": "phone", "value": "13900139000"}

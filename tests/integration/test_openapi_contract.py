@@ -15,7 +15,7 @@ from openapi_spec_validator import validate
 
 from ledger.api import schemas
 from ledger.domain.policy import load_policy
-from tests.conftest import Member, incident_body
+from tests.support import Member, incident_body
 
 # Generated clients name their methods after these: renaming one breaks every member's code.
 OPERATION_IDS = {

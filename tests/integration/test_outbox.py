@@ -34,7 +34,8 @@ from ledger.services.runtime import Runtime
 from ledger.storage import outbox
 from ledger.storage.cache import RELAY_WAKE_KEY, SEQ_WIDTH, TOKEN_KEY
 from ledger.storage.queue import PROCESS_OUTBOX, PROCESS_OUTBOX_BATCH
-from tests.conftest import (
+from tests.private_services import REDIS_PORTS, RedisServer, free_port
+from tests.support import (
     Member,
     WorkerProcess,
     incident_body,
@@ -42,7 +43,6 @@ from tests.conftest import (
     stored_token,
     wait_for,
 )
-from tests.private_services import REDIS_PORTS, RedisServer, free_port
 
 PHONE = {"type": "phone", "value": "13800138000"}
 EMAIL = {"type": "email", "value": "other-buyer@example.com"}

@@ -22,7 +22,7 @@ import redis
 
 from ledger.config import Settings
 from ledger.identity import id_card_check_digit, tokenize
-from tests.conftest import (
+from tests.support import (
     IDENTITY_KEY,
     REDIS_URL,
     ROOT,

@@ -21,7 +21,7 @@ import pytest
 from ledger.api.problems import PROBLEM_TYPE, vocabulary_markdown
 from ledger.errors import PROBLEM_TYPES, LedgerError
 from ledger.services import platforms as platform_service
-from tests.conftest import Member, incident_body
+from tests.support import Member, incident_body
 
 ROOT = Path(__file__).resolve().parents[2]
 PHONE = {"type": "phone", "value": "13800138000"}

@@ -14,7 +14,7 @@ from typing import Any
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, audit_count, ledger_json, metric
+from tests.support import Member, audit_count, ledger_json, metric
 
 PHONE = {"type": "phone", "value": "13800138000"}
 PROBLEM = "application/problem+json"

@@ -32,7 +32,7 @@ from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage import scores, subjects
 from ledger.storage.cache import SEQ_WIDTH, TOKEN_KEY
-from tests.conftest import Member, WorkerProcess, incident_body, stored_token, wait_for
+from tests.support import Member, WorkerProcess, incident_body, stored_token, wait_for
 
 POLICY = load_policy()
 PHONE = {"type": "phone", "value": "13800138000"}

@@ -21,7 +21,7 @@ from ledger.config import Settings
 from ledger.domain import merkle, note
 from ledger.services import transparency, verification
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, SequencerProcess, check_receipt, incident_body, wait_for
+from tests.support import Member, SequencerProcess, check_receipt, incident_body, wait_for
 
 CLIENTS = 8
 PER_CLIENT = 30

@@ -21,7 +21,7 @@ from ledger.domain import labels
 from ledger.identity import id_card_check_digit
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
-from tests.conftest import Member, incident_body
+from tests.support import Member, incident_body
 
 PHONE = {"type": "phone", "value": "13800138000"}
 ID_CARD = {"type": "id_card", "value": "11010519491231002" + id_card_check_digit("11010519491231002")}

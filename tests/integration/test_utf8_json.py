@@ -8,7 +8,7 @@ from typing import Any
 
 from ledger.domain.chain import canonical
 from ledger.services import scoring
-from tests.conftest import Member, incident_body
+from tests.support import Member, incident_body
 
 PHONE = {"type": "phone", "value": "13800138000"}
 STATEMENT = "商品到货时外箱破损"

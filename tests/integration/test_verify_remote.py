@@ -21,7 +21,7 @@ from ledger.config import Settings
 from ledger.domain import note
 from ledger.services import verify_remote
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, ServedApp, incident_body, integrate, run_ledger
+from tests.support import Member, ServedApp, incident_body, integrate, run_ledger
 
 
 @pytest.fixture

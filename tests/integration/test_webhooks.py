@@ -22,9 +22,9 @@ from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, WorkerProcess, incident_body, run_ledger, wait_for
 from tests.private_services import RedisServer
 from tests.receiver import Receiver, Script
+from tests.support import Member, WorkerProcess, incident_body, run_ledger, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 ALL_EVENTS = ["dispute.opened", "dispute.resolved", "incident.retracted", "subject.cleared"]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.api import fastload, schemas
-from tests.conftest import incident_body
+from tests.support import incident_body
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FastLoad = Callable[[object], dict[str, Any] | None]
