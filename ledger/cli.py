@@ -579,9 +579,10 @@ def webhooks() -> None:
 
 def _platform_id(rt: Any, slug: str) -> int:
     from ledger.errors import NotFound
+    from ledger.storage.platforms import platform_by_slug
 
     with rt.db.transaction() as conn:
-        row = conn.execute("SELECT id FROM platforms WHERE slug = %s", (slug,)).fetchone()
+        row = platform_by_slug(conn, slug)
     if row is None:
         raise NotFound(f"no platform {slug!r}")
     return int(row["id"])

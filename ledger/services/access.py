@@ -24,12 +24,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.errors import InvalidInput
-from ledger.services.disputes import incidents_about, selecting_tokens
+from ledger.services.disputes import selecting_tokens
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal, charge_consumer_rights
 from ledger.services.runtime import Runtime
 from ledger.storage import access as access_store
 from ledger.storage import audit, disputes, evidence, scores, subjects
+from ledger.storage import incidents as incident_store
+from ledger.storage import platforms as platform_store
 
 
 def commitment(salt: bytes, tokens: Sequence[str]) -> str:
@@ -77,11 +79,8 @@ def report_for_tokens(rt: Runtime, principal: Principal, typed: list[str]) -> di
             commitment(salt, typed),
         )
         used = access_store.count_since(conn, tokens, profile.year_start(year))
-        incidents = incidents_about(conn, tokens)
-        names = {
-            r["id"]: (r["slug"], r["name"])
-            for r in conn.execute("SELECT id, slug, name FROM platforms").fetchall()
-        }
+        incidents = incident_store.about_tokens(conn, tokens)
+        names = platform_store.names(conn)
         subject_ids = sorted({int(i["subject_id"]) for i in incidents if i["subject_id"] is not None})
         score_rows = scores.for_subjects(conn, subject_ids)
         dispute_rows = disputes.for_incidents(conn, [i["id"] for i in incidents])

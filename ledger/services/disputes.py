@@ -36,19 +36,6 @@ def selecting_tokens(tokenized: list[tuple[str, str]]) -> list[str]:
     return [token for id_type, token in tokenized if id_type not in WEAK_TYPES]
 
 
-def incidents_about(conn: Any, tokens: list[str]) -> list[dict[str, Any]]:
-    """Incidents concerning the consumer behind these tokens: by subject, or by a directly shared token.
-    Callers pass strong tokens only (`selecting_tokens`), widened with `subjects.linked_tokens`, so that
-    incidents not linked yet count and a device id never selects another consumer's entries."""
-    return conn.execute(
-        """SELECT i.* FROM incidents i
-           WHERE i.subject_id IN (SELECT subject_id FROM identity_links WHERE token = ANY(%s))
-              OR i.id IN (SELECT incident_id FROM incident_identifiers WHERE token = ANY(%s))
-           ORDER BY i.occurred_at""",
-        (tokens, tokens),
-    ).fetchall()
-
-
 def open_dispute(rt: Runtime, principal: Principal, request: Mapping[str, Any]) -> list[dict[str, Any]]:
     tokens = selecting_tokens(tokenize_all(request["identifiers"], rt.identity_key, token_key=rt.token_key))
     return open_dispute_for_tokens(rt, principal, tokens, request)
@@ -76,7 +63,7 @@ def open_dispute_for_tokens(
     created: list[dict[str, Any]] = []
     with rt.db.transaction() as conn:
         tokens = subjects.linked_tokens(conn, tokens)
-        about = incidents_about(conn, tokens)
+        about = incident_store.about_tokens(conn, tokens)
         if wanted is not None:
             about = [i for i in about if i["id"] == wanted]
             if not about:

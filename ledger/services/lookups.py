@@ -32,6 +32,7 @@ from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.services.scoring import cache_entry
 from ledger.storage import audit, scores, subjects
+from ledger.storage import incidents as incident_store
 from ledger.storage.cache import CacheUnavailable, Quota
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,7 @@ def _from_postgres(rt: Runtime, tokens: Sequence[str]) -> tuple[dict[str, dict[s
         for token, count in subjects.device_subject_counts(conn, tokens).items():
             if count and token not in entries:
                 entries[token] = {"d": count}
-        pending = {
-            r["token"]
-            for r in conn.execute(
-                """SELECT DISTINCT ii.token FROM incident_identifiers ii JOIN incidents i ON i.id = ii.incident_id
-                   WHERE ii.token = ANY(%s) AND i.subject_id IS NULL""",
-                (list(tokens),),
-            ).fetchall()
-        }
+        pending = incident_store.pending_tokens(conn, tokens)
     return entries, pending
 
 

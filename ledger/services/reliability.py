@@ -35,17 +35,7 @@ def effective_trust(
 def stats(rt: Runtime) -> list[dict[str, Any]]:
     policy = rt.policy
     with rt.db.transaction() as conn:
-        rows = conn.execute(
-            """SELECT p.id, p.slug, p.name, p.operator_trust, p.effective_trust,
-                      (SELECT count(*) FROM incidents i WHERE i.platform_id = p.id
-                         AND i.reported_at > now() - make_interval(days => %(w)s)) AS reported,
-                      (SELECT count(*) FROM disputes d WHERE d.platform_id = p.id
-                         AND d.opened_at > now() - make_interval(days => %(w)s)) AS disputed,
-                      (SELECT count(*) FROM disputes d WHERE d.platform_id = p.id AND d.status IN ('retracted', 'expired')
-                         AND d.opened_at > now() - make_interval(days => %(w)s)) AS overturned
-               FROM platforms p ORDER BY p.slug""",
-            {"w": policy.trust_window_days},
-        ).fetchall()
+        rows = platform_store.reliability_counts(conn, policy.trust_window_days)
     out = []
     for r in rows:
         rate = (r["overturned"] + policy.trust_prior_a) / (

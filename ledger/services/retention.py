@@ -15,7 +15,7 @@ from typing import Any
 from ledger.services import webhooks
 from ledger.services.incidents import after_commit
 from ledger.services.runtime import Runtime
-from ledger.storage import access, audit, disputes, outbox
+from ledger.storage import access, audit, disputes, outbox, scores
 from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
 from ledger.storage import subjects as subject_store
@@ -67,13 +67,7 @@ def expire_incidents(rt: Runtime, now: datetime | None = None, chunk: int = 500)
 def _notify_cleared(conn: Any, subject_ids: list[int], expiring: list[Any], at: datetime) -> None:
     """subject.cleared for the consumers whose last counting entries expire now and who were restricted,
     while their tokens still exist to find the lookups by (the rescore after shredding could not)."""
-    rows = conn.execute(
-        """SELECT r.subject_id FROM risk_scores r WHERE r.subject_id = ANY(%s) AND r.tier <> 'clear'
-           AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.subject_id = r.subject_id
-                           AND i.status IN ('active', 'disputed') AND NOT (i.id = ANY(%s)))""",
-        (subject_ids, expiring),
-    ).fetchall()
-    cleared = [int(r["subject_id"]) for r in rows]
+    cleared = scores.restricted_without_live_incidents(conn, subject_ids, expiring)
     for tokens in subject_store.strong_tokens(conn, cleared).values():
         webhooks.emit_cleared(conn, tokens, at)
 

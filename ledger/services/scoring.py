@@ -39,10 +39,7 @@ def link_incidents(rt: Runtime, incident_ids: Sequence[UUID]) -> set[int]:
     """Give every incident a subject, merging subjects its strong identifiers connect. Returns the roots."""
     with rt.db.transaction() as conn:
         subjects.lock_linking(conn)
-        rows = conn.execute(
-            "SELECT id, subject_id FROM incidents WHERE id = ANY(%s) ORDER BY reported_at, id",
-            (list(incident_ids),),
-        ).fetchall()
+        rows = incident_store.subjects_of(conn, incident_ids)
         unlinked = [r["id"] for r in rows if r["subject_id"] is None]
         tokens_by_incident: dict[UUID, list[tuple[str, str]]] = {}
         for t in incident_store.tokens_of(conn, unlinked):
@@ -62,10 +59,7 @@ def link_incidents(rt: Runtime, incident_ids: Sequence[UUID]) -> set[int]:
                 subjects.merge(conn, root, [s for s in found if s != root])
             subjects.link_tokens(conn, root, pairs)
             incident_store.set_subject(conn, [incident_id], root)
-        final = conn.execute(
-            "SELECT DISTINCT subject_id FROM incidents WHERE id = ANY(%s)", (list(incident_ids),)
-        )
-        return {int(r["subject_id"]) for r in final.fetchall() if r["subject_id"] is not None}
+        return incident_store.subject_ids_of(conn, incident_ids)
 
 
 def _facts(row: dict[str, Any]) -> IncidentFacts:
@@ -137,16 +131,7 @@ def _rescore_once(rt: Runtime, ids: list[int], now: datetime | None) -> int:
     at = now or datetime.now(UTC)
     with rt.db.transaction(isolation="REPEATABLE READ") as conn:
         seq = event_store.head_seq(conn)
-        live = {
-            int(r["id"])
-            for r in conn.execute(
-                # FOR SHARE: a merge committed after this snapshot makes the lock fail (Contention, and
-                # the retry sees the merge); a merge still running waits for us, then deletes the score
-                # we wrote for the subject it merges away. Without it that score would outlive the merge.
-                "SELECT id FROM subjects WHERE id = ANY(%s) AND merged_into IS NULL ORDER BY id FOR SHARE",
-                (ids,),
-            )
-        }
+        live = subjects.share_live(conn, ids)  # a concurrent merge makes this raise Contention
         before = {int(r["subject_id"]): r["tier"] for r in scores.for_subjects(conn, list(live))}
         by_subject: dict[int, list[IncidentFacts]] = {s: [] for s in live}
         for row in incident_store.facts_for_subjects(conn, list(live)):
@@ -256,14 +241,9 @@ def rescore_platform(rt: Runtime, platform_id: int) -> int:
     total, after = 0, 0
     while True:
         with rt.db.transaction() as conn:
-            rows = conn.execute(
-                """SELECT DISTINCT subject_id FROM incidents WHERE platform_id = %s AND subject_id > %s
-                   AND subject_id IS NOT NULL ORDER BY subject_id LIMIT %s""",
-                (platform_id, after, CHUNK),
-            ).fetchall()
-        if not rows:
+            ids = incident_store.subjects_reported_by(conn, platform_id, after, CHUNK)
+        if not ids:
             return total
-        ids = [int(r["subject_id"]) for r in rows]
         total += rescore(rt, ids)
         after = ids[-1]
 
@@ -271,12 +251,8 @@ def rescore_platform(rt: Runtime, platform_id: int) -> int:
 def link_pending(rt: Runtime, limit: int = 5000) -> set[int]:
     """Link incidents that never got a subject (e.g. reports accepted while the broker was down)."""
     with rt.db.transaction() as conn:
-        rows = conn.execute(
-            # Expired incidents are unlinked on purpose (retention) and have no identifiers left to link.
-            "SELECT id FROM incidents WHERE subject_id IS NULL AND status <> 'expired' LIMIT %s",
-            (limit,),
-        ).fetchall()
-    return link_incidents(rt, [r["id"] for r in rows]) if rows else set()
+        ids = incident_store.unlinked(conn, limit)
+    return link_incidents(rt, ids) if ids else set()
 
 
 def rescore_all(rt: Runtime, chunk: int = CHUNK) -> int:
@@ -327,12 +303,7 @@ def sweep_outbox(rt: Runtime, limit: int = 500) -> int:
 def flush_outbox(rt: Runtime, limit: int = 10_000) -> int:
     """Process every pending outbox row synchronously in this process (no broker needed)."""
     with rt.db.transaction() as conn:
-        ids = [
-            int(r["id"])
-            for r in conn.execute(
-                "SELECT id FROM outbox WHERE done_at IS NULL ORDER BY id LIMIT %s", (limit,)
-            ).fetchall()
-        ]
+        ids = outbox.pending_ids(conn, limit)
     done = 0
     for outbox_id in ids:
         try:

@@ -175,11 +175,7 @@ def wait_for_inclusion(
             latest = log_store.latest_checkpoint(conn)
             found: dict[bytes, dict[str, Any]] = {}
             if latest is not None:
-                # By hash only (log_leaves_hash); a bound on idx in SQL could tempt a primary-key range scan.
-                rows = conn.execute(
-                    "SELECT idx, leaf_hash FROM log_leaves WHERE leaf_hash = ANY(%s)", (wanted,)
-                ).fetchall()
-                for row in rows:
+                for row in log_store.leaves_by_hash(conn, wanted):
                     if int(row["idx"]) < int(latest["tree_size"]):
                         found.setdefault(bytes(row["leaf_hash"]), row)
             if len(found) == len(wanted) or time.monotonic() >= deadline:
@@ -231,10 +227,8 @@ def add_cosignature(rt: Runtime, who: Principal, tree_size: int, vkey: str, line
 def lag(rt: Runtime) -> dict[str, Any]:
     """How far the sequencer is behind: the age of the oldest pending leaf, against the MMD."""
     with rt.db.transaction() as conn:
-        oldest = log_store.oldest_pending(conn)
-        now = conn.execute("SELECT clock_timestamp() AS now").fetchone()
+        seconds = log_store.pending_age_seconds(conn)
         latest = log_store.latest_checkpoint(conn)
-    seconds = 0.0 if oldest is None or now is None else max(0.0, (now["now"] - oldest).total_seconds())
     return {
         "lag_seconds": round(seconds, 3),
         "mmd_seconds": rt.settings.log_mmd_seconds,

@@ -75,7 +75,7 @@ def verify(rt: Runtime, batch: int = 5000) -> Verification:
                     f"log cut: a checkpoint was signed at size {top} but only {compact.size} leaves remain",
                     compact.size,
                 )
-            events = _count(conn, "SELECT count(*) AS n FROM ledger_events")
+            events = event_store.count(conn)
             if events != compact.size + pending:
                 raise _Bad(
                     f"{events} events but {compact.size} leaves and {pending} pending: an event row was added "
@@ -110,11 +110,6 @@ def verify(rt: Runtime, batch: int = 5000) -> Verification:
     return Verification(**{**result.as_dict(), "lookups": lookups})
 
 
-def _count(conn: Connection, sql: str) -> int:
-    row = conn.execute(sql).fetchone()
-    return int(row["n"]) if row else 0
-
-
 def _check_checkpoint_notes(checkpoints: list[dict[str, Any]], verifiers: list[note.Verifier]) -> None:
     """Each checkpoint is signed by a log key, and its origin is that key's name (the log's origin)."""
     if checkpoints and not verifiers:
@@ -146,13 +141,7 @@ def _walk_leaves(
     chain_prev, chain_seq = chain.GENESIS_HASH, 1
     after = -1
     while True:
-        rows = conn.execute(
-            """SELECT l.idx, l.leaf_hash AS stored, e.id, e.kind, e.incident_id, e.platform_id, e.at, e.payload,
-                      e.leaf_hash, e.prev_hash, e.entry_hash
-               FROM log_leaves l LEFT JOIN ledger_events e ON e.id = l.event_id
-               WHERE l.idx > %s ORDER BY l.idx LIMIT %s""",
-            (after, batch),
-        ).fetchall()
+        rows = log_store.leaves_with_events(conn, after, batch)
         if not rows:
             return
         created: list[tuple[int, int, bytes]] = []

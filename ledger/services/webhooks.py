@@ -34,6 +34,7 @@ from ledger.errors import Conflict, InvalidInput, NotFound
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
+from ledger.storage import platforms as platform_store
 from ledger.storage import webhooks as store
 from ledger.storage.queue import DELIVER_WEBHOOK, DELIVER_WEBHOOKS, PROCESS_OUTBOX
 
@@ -82,7 +83,7 @@ def register(rt: Runtime, platform_id: int, url: str, events: Sequence[str]) -> 
     check_target(rt, url)
     secret = rules.new_secret()
     with rt.db.transaction() as conn:
-        conn.execute("SELECT id FROM platforms WHERE id = %s FOR UPDATE", (platform_id,))  # serialise the cap
+        platform_store.lock(conn, platform_id)  # serialise the cap
         if store.count_endpoints(conn, platform_id) >= rt.settings.webhook_max_endpoints:
             raise Conflict(f"a platform may register at most {rt.settings.webhook_max_endpoints} endpoints")
         created = store.add_endpoint(conn, uuid.uuid4(), platform_id, url, sorted(set(events)), secret)

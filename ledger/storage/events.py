@@ -84,6 +84,11 @@ def head_seq(conn: Connection) -> int:
     return int(row["id"]) if row else 0
 
 
+def count(conn: Connection) -> int:
+    row = conn.execute("SELECT count(*) AS n FROM ledger_events").fetchone()
+    return int(row["n"]) if row else 0
+
+
 def _stored(row: dict[str, Any]) -> StoredEvent:
     return StoredEvent(
         row["id"],

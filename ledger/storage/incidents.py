@@ -133,6 +133,64 @@ def set_status(conn: Connection, incident_id: UUID, status: str, reason: str | N
     )
 
 
+def about_tokens(conn: Connection, tokens: Sequence[str]) -> list[dict[str, Any]]:
+    """Incidents concerning the consumer behind these tokens, oldest first: by subject, or by a directly
+    shared token, so that incidents not linked yet count. Callers pass strong tokens only, widened with
+    `subjects.linked_tokens`, so that a device id never selects another consumer's entries."""
+    return conn.execute(
+        """SELECT i.* FROM incidents i
+           WHERE i.subject_id IN (SELECT subject_id FROM identity_links WHERE token = ANY(%s))
+              OR i.id IN (SELECT incident_id FROM incident_identifiers WHERE token = ANY(%s))
+           ORDER BY i.occurred_at""",
+        (list(tokens), list(tokens)),
+    ).fetchall()
+
+
+def pending_tokens(conn: Connection, tokens: Sequence[str]) -> set[str]:
+    """The tokens among these carried by an incident not linked to a subject yet: scoring has not seen it."""
+    rows = conn.execute(
+        """SELECT DISTINCT ii.token FROM incident_identifiers ii JOIN incidents i ON i.id = ii.incident_id
+           WHERE ii.token = ANY(%s) AND i.subject_id IS NULL""",
+        (list(tokens),),
+    ).fetchall()
+    return {r["token"] for r in rows}
+
+
+def subjects_of(conn: Connection, incident_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+    """Each incident's id and subject (None while unlinked), oldest report first: the order linking uses."""
+    return conn.execute(
+        "SELECT id, subject_id FROM incidents WHERE id = ANY(%s) ORDER BY reported_at, id",
+        (list(incident_ids),),
+    ).fetchall()
+
+
+def subject_ids_of(conn: Connection, incident_ids: Sequence[UUID]) -> set[int]:
+    """The subjects these incidents belong to; unlinked incidents add none."""
+    rows = conn.execute(
+        "SELECT DISTINCT subject_id FROM incidents WHERE id = ANY(%s)", (list(incident_ids),)
+    ).fetchall()
+    return {int(r["subject_id"]) for r in rows if r["subject_id"] is not None}
+
+
+def subjects_reported_by(conn: Connection, platform_id: int, after: int, limit: int) -> list[int]:
+    """A page of the subjects a platform reported, in id order after `after`."""
+    rows = conn.execute(
+        """SELECT DISTINCT subject_id FROM incidents WHERE platform_id = %s AND subject_id > %s
+           AND subject_id IS NOT NULL ORDER BY subject_id LIMIT %s""",
+        (platform_id, after, limit),
+    ).fetchall()
+    return [int(r["subject_id"]) for r in rows]
+
+
+def unlinked(conn: Connection, limit: int) -> list[UUID]:
+    """Incidents that never got a subject. Expired incidents are unlinked on purpose (retention) and
+    have no identifiers left to link, so they are not among them."""
+    rows = conn.execute(
+        "SELECT id FROM incidents WHERE subject_id IS NULL AND status <> 'expired' LIMIT %s", (limit,)
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
 def set_subject(conn: Connection, incident_ids: Sequence[UUID], subject_id: int) -> None:
     conn.execute("UPDATE incidents SET subject_id = %s WHERE id = ANY(%s)", (subject_id, list(incident_ids)))
 

@@ -85,6 +85,17 @@ def oldest_pending(conn: Connection) -> datetime | None:
     return row["at"] if row else None
 
 
+def pending_age_seconds(conn: Connection) -> float:
+    """How long the oldest pending event has waited, by the server's clock now (not the transaction's
+    start); 0 with nothing pending."""
+    row = conn.execute(
+        """SELECT coalesce(extract(epoch FROM clock_timestamp() - min(e.at)), 0)::float8 AS age
+           FROM (SELECT event_id FROM log_pending ORDER BY event_id LIMIT 1) p
+           JOIN ledger_events e ON e.id = p.event_id"""
+    ).fetchone()
+    return max(0.0, float(row["age"])) if row else 0.0
+
+
 def pending_count(conn: Connection) -> int:
     row = conn.execute("SELECT count(*) AS n FROM log_pending").fetchone()
     return int(row["n"]) if row else 0
@@ -173,6 +184,26 @@ def leaf_for_platform(
 
 def leaf_of_event(conn: Connection, event_id: int) -> dict[str, Any] | None:
     return conn.execute("SELECT idx, leaf_hash FROM log_leaves WHERE event_id = %s", (event_id,)).fetchone()
+
+
+def leaves_by_hash(conn: Connection, leaf_hashes: Sequence[bytes]) -> list[dict[str, Any]]:
+    """Every stored leaf (idx, leaf_hash) with one of these hashes. By hash only (log_leaves_hash); a bound
+    on idx in SQL could tempt a primary-key range scan, so callers compare the index themselves."""
+    return conn.execute(
+        "SELECT idx, leaf_hash FROM log_leaves WHERE leaf_hash = ANY(%s)", (list(leaf_hashes),)
+    ).fetchall()
+
+
+def leaves_with_events(conn: Connection, after: int, batch: int) -> list[dict[str, Any]]:
+    """A page of leaves after index `after`, each with its event row's columns (None where the event
+    row is gone) and the stored leaf hash as `stored`: what `ledger verify` re-derives and compares."""
+    return conn.execute(
+        """SELECT l.idx, l.leaf_hash AS stored, e.id, e.kind, e.incident_id, e.platform_id, e.at, e.payload,
+                  e.leaf_hash, e.prev_hash, e.entry_hash
+           FROM log_leaves l LEFT JOIN ledger_events e ON e.id = l.event_id
+           WHERE l.idx > %s ORDER BY l.idx LIMIT %s""",
+        (after, batch),
+    ).fetchall()
 
 
 def iter_leaves(conn: Connection, after: int, batch: int) -> list[dict[str, Any]]:

@@ -27,6 +27,14 @@ def get_many(conn: Connection, outbox_ids: list[int]) -> list[dict[str, Any]]:
     return conn.execute("SELECT * FROM outbox WHERE id = ANY(%s) ORDER BY id", (outbox_ids,)).fetchall()
 
 
+def pending_ids(conn: Connection, limit: int) -> list[int]:
+    """Rows not done, oldest first, whether sent or not."""
+    rows = conn.execute(
+        "SELECT id FROM outbox WHERE done_at IS NULL ORDER BY id LIMIT %s", (limit,)
+    ).fetchall()
+    return [int(r["id"]) for r in rows]
+
+
 def claim_unsent(conn: Connection, limit: int) -> list[int]:
     """Rows never sent, locked until the caller's transaction ends. SKIP LOCKED lets several relays run
     at once: each claims other rows, and none waits for another."""

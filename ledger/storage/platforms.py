@@ -29,6 +29,32 @@ def list_platforms(conn: Connection) -> list[dict[str, Any]]:
     ).fetchall()
 
 
+def lock(conn: Connection, platform_id: int) -> None:
+    """Lock the platform's row until the transaction ends, to serialise a check-then-insert on it."""
+    conn.execute("SELECT id FROM platforms WHERE id = %s FOR UPDATE", (platform_id,))
+
+
+def names(conn: Connection) -> dict[int, tuple[str, str]]:
+    """Every platform's (slug, name) by id."""
+    return {r["id"]: (r["slug"], r["name"]) for r in conn.execute("SELECT id, slug, name FROM platforms")}
+
+
+def reliability_counts(conn: Connection, window_days: int) -> list[dict[str, Any]]:
+    """Per platform, by slug: its trust and how many reports, disputes and overturned disputes (retracted
+    or expired) it had within the window."""
+    return conn.execute(
+        """SELECT p.id, p.slug, p.name, p.operator_trust, p.effective_trust,
+                  (SELECT count(*) FROM incidents i WHERE i.platform_id = p.id
+                     AND i.reported_at > now() - make_interval(days => %(w)s)) AS reported,
+                  (SELECT count(*) FROM disputes d WHERE d.platform_id = p.id
+                     AND d.opened_at > now() - make_interval(days => %(w)s)) AS disputed,
+                  (SELECT count(*) FROM disputes d WHERE d.platform_id = p.id AND d.status IN ('retracted', 'expired')
+                     AND d.opened_at > now() - make_interval(days => %(w)s)) AS overturned
+           FROM platforms p ORDER BY p.slug""",
+        {"w": window_days},
+    ).fetchall()
+
+
 def insert_key(conn: Connection, key_id: str, platform_id: int, digest: bytes, scopes: list[str]) -> None:
     conn.execute(
         "INSERT INTO api_keys (key_id, platform_id, digest, scopes) VALUES (%s, %s, %s, %s)",

@@ -70,6 +70,20 @@ def stale_policy(conn: Connection, version: str, after: int, limit: int) -> list
     return [int(r["subject_id"]) for r in rows]
 
 
+def restricted_without_live_incidents(
+    conn: Connection, subject_ids: Sequence[int], expiring: Sequence[Any]
+) -> list[int]:
+    """The subjects among these scored above `clear` that keep no active or disputed incident once the
+    `expiring` incidents are gone."""
+    rows = conn.execute(
+        """SELECT r.subject_id FROM risk_scores r WHERE r.subject_id = ANY(%s) AND r.tier <> 'clear'
+           AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.subject_id = r.subject_id
+                           AND i.status IN ('active', 'disputed') AND NOT (i.id = ANY(%s)))""",
+        (list(subject_ids), list(expiring)),
+    ).fetchall()
+    return [int(r["subject_id"]) for r in rows]
+
+
 def iter_all(conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:
     return conn.execute(
         "SELECT * FROM risk_scores WHERE subject_id > %s ORDER BY subject_id LIMIT %s", (after, limit)

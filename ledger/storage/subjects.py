@@ -28,6 +28,18 @@ def subjects_of_tokens(conn: Connection, tokens: Sequence[str]) -> dict[str, int
     return {r["token"]: int(r["subject_id"]) for r in rows}
 
 
+def share_live(conn: Connection, subject_ids: Sequence[int]) -> set[int]:
+    """The subjects among these not merged away, each locked FOR SHARE until the transaction ends. A
+    merge committed after the caller's snapshot makes the lock fail (`Contention` from the transaction;
+    the caller retries on a newer snapshot); a merge still running waits for the caller, then deletes the
+    score it wrote for the subject it merges away. Without the lock that score would outlive the merge."""
+    rows = conn.execute(
+        "SELECT id FROM subjects WHERE id = ANY(%s) AND merged_into IS NULL ORDER BY id FOR SHARE",
+        (list(subject_ids),),
+    ).fetchall()
+    return {int(r["id"]) for r in rows}
+
+
 def new_subject(conn: Connection) -> int:
     row = conn.execute("INSERT INTO subjects DEFAULT VALUES RETURNING id").fetchone()
     assert row is not None
