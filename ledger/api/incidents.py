@@ -60,6 +60,13 @@ PREFER_DOC = {
 }
 
 
+def _status(outcome: incidents.Outcome) -> int:
+    """201 for a new incident, 200 for a replay, the error's own status (409, 422) for a refusal."""
+    if outcome.error is not None:
+        return outcome.error.status
+    return 201 if outcome.created else 200
+
+
 @blp.route("")
 class IncidentCollection(MethodView):
     @blp.doc(security=SECURITY, operationId="report_incident", **PREFER_DOC)
@@ -86,14 +93,14 @@ class IncidentCollection(MethodView):
         [outcome] = incidents.report(runtime(), principal(), [incident])
         if outcome.error is not None:
             raise outcome.error
-        if outcome.status == 201:
+        if outcome.created:
             metrics.INCIDENTS.inc()
         wait = _prefer_wait()
         if wait is None:
-            return outcome.body, outcome.status
+            return outcome.body, _status(outcome)
         body = dict(outcome.body)
         _with_inclusion([body], wait)
-        return body, outcome.status, {"Preference-Applied": f"wait={wait}"}
+        return body, _status(outcome), {"Preference-Applied": f"wait={wait}"}
 
 
 @blp.route("/batch")
@@ -120,18 +127,20 @@ class IncidentBatch(MethodView):
             except ma.ValidationError as exc:
                 items.append(InvalidInput("the incident is invalid", flatten(exc.messages)))
         outcomes = incidents.report(runtime(), principal(), items)
-        metrics.INCIDENTS.inc(sum(1 for o in outcomes if o.status == 201))
+        metrics.INCIDENTS.inc(sum(1 for o in outcomes if o.created))
         wait = _prefer_wait()
         if wait is not None:
             bodies = [dict(o.body) for o in outcomes if o.error is None]
             _with_inclusion(bodies, wait)
             it = iter(bodies)
-            outcomes = [o if o.error is not None else incidents.Outcome(o.status, next(it)) for o in outcomes]
+            outcomes = [
+                o if o.error is not None else incidents.Outcome(next(it), created=o.created) for o in outcomes
+            ]
         result = {
             "results": [
-                {"kind": "incident", "index": i, "status": o.status, "incident": o.body}
+                {"kind": "incident", "index": i, "status": _status(o), "incident": o.body}
                 if o.error is None
-                else {"kind": "problem", "index": i, "status": o.status, "problem": _problem_body(o.error)}
+                else {"kind": "problem", "index": i, "status": _status(o), "problem": _problem_body(o.error)}
                 for i, o in enumerate(outcomes)
             ]
         }

@@ -92,12 +92,12 @@ class LookupBatch(MethodView):
         return (
             {
                 "results": [
-                    {"kind": "lookup", "index": i, "status": o.status, "lookup": o.body}
+                    {"kind": "lookup", "index": i, "status": 200, "lookup": o.body}
                     if o.error is None
                     else {
                         "kind": "problem",
                         "index": i,
-                        "status": o.status,
+                        "status": o.error.status,
                         "problem": json.loads(problem_for(o.error).get_data()),
                     }
                     for i, o in enumerate(outcomes)

@@ -55,9 +55,12 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: int  # 201 created, 200 replayed, 409 conflict, 422 invalid
+    """One item's outcome: a new incident (`created`), a replay of an earlier identical report, or
+    refused with `error` (a Conflict or an InvalidInput) and an empty body. The API picks the status."""
+
     body: dict[str, Any]
     error: LedgerError | None = None
+    created: bool = False
 
 
 def prepare(rt: Runtime, item: Mapping[str, Any], now: datetime) -> Prepared:
@@ -148,12 +151,12 @@ def report(
     prepared: dict[int, Prepared] = {}
     for index, item in enumerate(items):
         if isinstance(item, LedgerError):
-            outcomes[index] = Outcome(item.status, {}, item)
+            outcomes[index] = Outcome({}, item)
             continue
         try:
             prepared[index] = prepare(rt, item, now)
         except InvalidInput as exc:
-            outcomes[index] = Outcome(422, {}, exc)
+            outcomes[index] = Outcome({}, exc)
 
     # Within one batch the first occurrence of an external_id wins; later ones replay or conflict.
     first: dict[str, int] = {}
@@ -172,12 +175,11 @@ def report(
         for index, p in prepared.items():
             row = existing[p.external_id]
             if row["created"] and first[p.external_id] == index:
-                outcomes[index] = Outcome(201, public_view(rt, row))
+                outcomes[index] = Outcome(public_view(rt, row), created=True)
             elif row["request_digest"] == p.digest:
-                outcomes[index] = Outcome(200, public_view(rt, row))
+                outcomes[index] = Outcome(public_view(rt, row))
             else:
-                error = _conflict(p.external_id)
-                outcomes[index] = Outcome(409, {}, error)
+                outcomes[index] = Outcome({}, _conflict(p.external_id))
     if tokens_to_flag:  # new incidents were committed (each has at least one identifier)
         after_commit(rt, tokens_to_flag)
     return [o for o in outcomes if o is not None]

@@ -52,11 +52,13 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: int
+    """One lookup's outcome: an answer, or refused with `error` (nothing recorded). The API picks the
+    status."""
+
     body: dict[str, Any]
     error: LedgerError | None = None
     quota: Quota | None = None  # the key's bucket after this call, for RateLimit headers
-    body_json: str = ""  # set on every answer (200): `body` as JSON text, as the audit trail records it
+    body_json: str = ""  # set on every answer: `body` as JSON text, as the audit trail records it
 
 
 def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
@@ -139,12 +141,12 @@ def lookup_many(
     prepared: dict[int, Prepared] = {}
     for index, request in enumerate(requests):
         if isinstance(request, LedgerError):
-            outcomes[index] = Outcome(request.status, {}, request)
+            outcomes[index] = Outcome({}, request)
             continue
         try:
             prepared[index] = prepare(rt, request)
         except InvalidInput as exc:
-            outcomes[index] = Outcome(422, {}, exc)
+            outcomes[index] = Outcome({}, exc)
     if not prepared:
         return [o for o in outcomes if o is not None]
 
@@ -218,7 +220,7 @@ def lookup_many(
                 ),
             }
         )
-        outcomes[index] = Outcome(200, body, quota=quota, body_json=body_json)
+        outcomes[index] = Outcome(body, quota=quota, body_json=body_json)
     # Durable before the answer: one autocommit INSERT shared with the process's concurrent lookups
     # (group commit, docs/audit.md).
     rt.audit.write(records)
