@@ -1,5 +1,10 @@
-"""Shared fixtures: a private PostgreSQL database and Redis database per test session, reset before
-each test, an app and client wired to them, and a real Celery worker process when a test needs one.
+"""Shared fixtures: private PostgreSQL and Redis databases per test session, reset before each test, an
+app and client wired to them, and a real Celery worker process when a test needs one.
+
+Two databases: the tests that take the `worker` run on the worker's database and Redis database, every
+other test on a database that no worker watches. So a test without the worker never meets a task or
+an outbox relay it did not start, and the worker tests run one after another on a worker that has
+finished the previous test's work (`WorkerProcess.settle`).
 
 The plain helpers (request bodies, `report`, `lookup`, the subprocess wrappers) are in tests/support.py.
 """
@@ -19,7 +24,16 @@ from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
-from tests.support import IDENTITY_KEY, PG_SERVER, REDIS_URL, TOKEN_KEY, Member, WorkerProcess, reset_state
+from tests.support import (
+    IDENTITY_KEY,
+    PG_SERVER,
+    REDIS_URL,
+    TOKEN_KEY,
+    WORKER_REDIS_URL,
+    Member,
+    WorkerProcess,
+    reset_state,
+)
 
 
 def _db_url(name: str) -> str:
@@ -39,25 +53,27 @@ def _session_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def session_database_url() -> Iterator[str]:
+    """The database of every test that does not take the `worker`: no worker process ever watches it."""
     yield from _session_database()
 
 
 @pytest.fixture(scope="session")
-def second_database_url() -> Iterator[str]:
+def worker_database_url() -> Iterator[str]:
+    """The database of the session's Celery worker, and of the tests that take it."""
     yield from _session_database()
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
+def base_settings(session_database_url: str) -> Settings:
     return Settings(
-        database_url=database_url,
+        database_url=session_database_url,
         redis_url=REDIS_URL,
         identity_key=IDENTITY_KEY,
         token_key=TOKEN_KEY,
-        db_role="ledger_app",
+        db_role="ledger_app",  # the suite runs as the application's restricted role, as production should
         # Far above what any test but the rate-limit attack needs (that one builds its own app).
-        consumer_rights_per_minute=100_000,  # the suite runs as the application's restricted role, as production should
+        consumer_rights_per_minute=100_000,
         environment="test",
         outbox_grace_seconds=1,
         pool_max=16,
@@ -68,20 +84,59 @@ def settings(database_url: str) -> Settings:
     )
 
 
-@pytest.fixture
-def clean(database_url: str) -> None:
-    reset_state(database_url)
+@pytest.fixture(scope="session")
+def worker_settings(base_settings: Settings, worker_database_url: str) -> Settings:
+    """The session worker's settings: a database and a Redis database (its broker and cache) of its own,
+    so that its outbox relay and tasks never touch the state of a test that did not ask for it."""
+    return base_settings.with_(database_url=worker_database_url, redis_url=WORKER_REDIS_URL)
+
+
+@pytest.fixture(scope="session")
+def worker_process(worker_settings: Settings) -> Iterator[WorkerProcess]:
+    proc = WorkerProcess(worker_settings).start()
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture
-def isolated_settings(settings: Settings, second_database_url: str) -> Settings:
-    """The test settings on a second database, emptied for this test.
+def worker(worker_process: WorkerProcess) -> Iterator[WorkerProcess]:
+    """A real `ledger worker`, shared by the tests that take this fixture (they run on its database).
 
-    The session worker's outbox relay sends every unsent row of the main database to the session broker
-    within a second. A test that wires the API to a broker of its own (a private redis-server), or to no
-    broker, and expects its rows to wait for the worker or sweep it starts, uses this database instead."""
-    reset_state(second_database_url)
-    return settings.with_(database_url=second_database_url)
+    When the test ends, the worker has finished the work the test gave it, or it is replaced by a new
+    one: the next test starts on an idle worker and an empty database, and never waits for a lock."""
+    yield worker_process
+    worker_process.settle()
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+    """This test's settings: the worker's (its database and Redis) for a test that takes the `worker`,
+    else the session database, which no worker watches."""
+    if "worker" in request.fixturenames:
+        return request.getfixturevalue("worker_settings")  # type: ignore[no-any-return]
+    return base_settings
+
+
+@pytest.fixture
+def database_url(settings: Settings) -> str:
+    """This test's database (see `settings`)."""
+    assert settings.database_url is not None
+    return settings.database_url
+
+
+@pytest.fixture
+def clean(settings: Settings) -> None:
+    reset_state(settings)
+
+
+@pytest.fixture
+def isolated_settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+    """The session database's settings, emptied, for a test that builds its own app and processes on
+    them (a broker of its own, or none) and expects its outbox rows to wait for the worker or sweep it
+    starts itself: no worker watches this database."""
+    assert not {"app", "worker"} & set(request.fixturenames), "isolated_settings is for a test's own stack"
+    reset_state(base_settings)
+    return base_settings
 
 
 @pytest.fixture
@@ -122,11 +177,3 @@ def alpha(make_platform: Callable[..., Member]) -> Member:
 @pytest.fixture
 def beta(make_platform: Callable[..., Member]) -> Member:
     return make_platform("beta", "report,lookup")
-
-
-@pytest.fixture(scope="session")
-def worker(settings: Settings) -> Iterator[WorkerProcess]:
-    """One worker for the session; tests that need it take this fixture."""
-    proc = WorkerProcess(settings).start()
-    yield proc
-    proc.stop()

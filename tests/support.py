@@ -24,15 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import psycopg.errors
 import redis
 
 from ledger.config import Settings
 from ledger.services.runtime import Runtime
 
+
+def _next_database(url: str) -> str:
+    base, _, number = url.rpartition("/")
+    return f"{base}/{(int(number or 0) + 1) % 16}"
+
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_SERVER = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# The session worker's broker and cache: the next Redis database after TEST_REDIS_URL's, unless set.
+WORKER_REDIS_URL = os.environ.get("TEST_WORKER_REDIS_URL") or _next_database(REDIS_URL)
 IDENTITY_KEY = "test-identity-key-0123456789abcdef"
 TOKEN_KEY = "test-server-token-key-0123456789abcdef"  # the server-only re-keying secret
 
@@ -68,36 +75,33 @@ def env_for(settings: Settings) -> dict[str, str]:
     return env
 
 
-def reset_state(database_url: str) -> None:
-    """Empty every table and restart every sequence. DELETE under the replica role (which also skips the
-    append-only and foreign-key triggers) is several times faster than TRUNCATE for small tables."""
-    # A session-wide worker may still be finishing the previous test's tasks: retry on lock conflicts.
-    for attempt in range(20):
-        try:
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                conn.execute("SET session_replication_role = replica")
-                conn.execute("SET lock_timeout = '2s'")
-                with conn.transaction():
-                    tables = [
-                        r[0]
-                        for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-                    ]
-                    for table in tables:
-                        conn.execute(f'DELETE FROM "{table}"')
-                    for (sequence,) in conn.execute(
-                        "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
-                    ):
-                        conn.execute("SELECT setval(%s, 1, false)", (sequence,))
-            break
-        except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
-            if attempt == 19:
-                raise
-            time.sleep(0.1)
+def reset_state(settings: Settings) -> None:
+    """Empty every table of `settings`' database, restart every sequence, and drop the ledger's keys
+    from its Redis database. DELETE under the replica role (which also skips the append-only and
+    foreign-key triggers) is several times faster than TRUNCATE for small tables. No other process
+    writes to the database meanwhile (tests/conftest.py), so this takes no lock anyone else holds."""
+    assert settings.database_url is not None
+    assert settings.redis_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        with conn.transaction():
+            tables = [
+                r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            ]
+            for table in tables:
+                conn.execute(f'DELETE FROM "{table}"')
+            for (sequence,) in conn.execute(
+                "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
+            ):
+                conn.execute("SELECT setval(%s, 1, false)", (sequence,))
     # Only our own keys: flushing would also drop Celery's queue bindings under a running worker.
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match="ccl:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        keys = list(client.scan_iter(match="ccl:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @dataclass
@@ -212,6 +216,40 @@ class WorkerProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def idle(self) -> bool:
+        """No task queued or taken and unacknowledged (tasks are acks_late, so a running task is still
+        unacknowledged), and no outbox row the relay has yet to send or the worker to finish."""
+        assert self.settings.redis_url is not None
+        assert self.settings.database_url is not None
+        broker = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            if broker.llen("ledger") or broker.hlen("unacked"):
+                return False
+        finally:
+            broker.close()
+        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM outbox WHERE done_at IS NULL").fetchone()
+        return row is not None and row[0] == 0
+
+    def settle(self, timeout: float = 30) -> None:
+        """Return once the worker has finished the work it was given. Work that cannot finish (a test
+        cut its broker or its database, or left a task failing) gets a new worker on an empty queue
+        instead, so that the next test starts on an idle worker either way."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                wait_for(self.idle, timeout=timeout, interval=0.1)
+                return
+            except AssertionError:
+                pass
+        self.stop()
+        assert self.settings.redis_url is not None
+        broker = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            broker.delete("ledger", "unacked", "unacked_index")
+        finally:
+            broker.close()
+        self.start()
 
 
 def die_with_parent() -> None:

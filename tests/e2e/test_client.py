@@ -32,9 +32,13 @@ PHONE = "+86 138 0013 8000"
 OCCURRED = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0).isoformat()
 
 
+# Every test here runs on the worker's database, which the module's one served app uses.
+pytestmark = pytest.mark.usefixtures("worker")
+
+
 @pytest.fixture(scope="module")
-def served(settings: Settings) -> Iterator[ServedApp]:
-    app = ServedApp(settings, workers=1).start()
+def served(worker_settings: Settings) -> Iterator[ServedApp]:
+    app = ServedApp(worker_settings, workers=1).start()
     yield app
     app.stop()
 

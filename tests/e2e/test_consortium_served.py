@@ -57,7 +57,7 @@ def _pings(client: redis.Redis) -> bool:
 
 @pytest.fixture
 def served_settings(isolated_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    """The second database and a private broker (the session worker must not take these tasks), and the
+    """A database no worker watches and a private broker (only this test's worker takes these tasks), and the
     default policy with a reliability window longer than the simulated run."""
     text = DEFAULT_POLICY_PATH.read_text()
     assert "window_days = 365" in text

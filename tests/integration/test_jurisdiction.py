@@ -182,8 +182,8 @@ def test_a_report_older_than_five_years_from_the_act_is_refused(client: Any, alp
 
 
 @pytest.fixture
-def us_client(settings: Settings, database_url: str) -> Iterator[tuple[Any, Member]]:
-    reset_state(database_url)
+def us_client(settings: Settings) -> Iterator[tuple[Any, Member]]:
+    reset_state(settings)
     app = create_app(settings.with_(jurisdiction="us"))
     rt: Runtime = app.extensions["ledger.runtime"]
     issued = platform_service.create_platform(rt, "alpha", "Alpha", "report,lookup")

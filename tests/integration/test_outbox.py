@@ -9,7 +9,7 @@ and the CLI twins of the periodic jobs (`ledger rescore`, `ledger cache rebuild`
 synchronously.
 
 Broker outages use a private redis-server that each test starts and kills, never the shared one. The
-tests run on a second database (`isolated_settings`), out of reach of the session worker's relay.
+tests run on the session database (`isolated_settings`), which no worker watches.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from ledger.config import Settings
 from ledger.identity import id_card_check_digit, tokenize
 from tests.support import (
     IDENTITY_KEY,
-    REDIS_URL,
     ROOT,
     Member,
     env_for,
@@ -226,7 +225,7 @@ def test_no_raw_identifier_is_at_rest_or_in_any_log(
     ).stdout
     assert "CREATE TABLE public.incident_identifiers" in dump  # the dump is real and complete
     assert stored_token("phone", REPORTED["phone"][0]) in dump  # tokens are what is kept
-    redis_text = redis_dump(REDIS_URL)
+    redis_text = redis_dump(settings.redis_url or "")
     assert "ccl:t:" + stored_token("phone", REPORTED["phone"][0]) in redis_text
     # M6: a member's identity key, leaked, does not turn the dumps back into phone numbers. The tokens a
     # member computes (and an attacker holding its key would compute by enumeration) are nowhere.

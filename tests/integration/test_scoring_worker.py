@@ -426,7 +426,7 @@ class Stack:
 
 @pytest.fixture
 def private_stack(isolated_settings: Settings) -> Iterator[Stack]:
-    """On the second database too: the session worker's relay must not send this stack's rows."""
+    """On a database no worker watches: only this stack's workers send and take its rows."""
     port = free_port()
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

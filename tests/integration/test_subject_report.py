@@ -3,7 +3,7 @@
 A consumer reported with a phone and an ID card, looked up by phone, asks for their report with the ID
 card alone: the lookup, the evidence and the disputes made through the phone are all in it
 (《征信业管理条例》 Art. 22, FCRA §609). Checked both before the worker has linked the incidents into a
-subject and after, on a database the session worker never touches, so "before" really is before.
+subject and after, on a database no worker watches, so "before" really is before.
 A device id shared with somebody else never pulls that person's records in.
 """
 

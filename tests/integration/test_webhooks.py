@@ -230,7 +230,7 @@ def test_a_hanging_receiver_is_timed_out(
 def test_an_endpoint_that_keeps_failing_is_disabled_and_counted(
     isolated_settings: Settings, receiver: Receiver
 ) -> None:
-    """On the second database, so that only this process attempts (the session worker never sees it)."""
+    """On a database no worker watches, so that only this process attempts."""
     from ledger.services import webhooks
 
     app = create_app(isolated_settings.with_(webhook_disable_after=3, webhook_backoff_ms=1))
@@ -307,8 +307,8 @@ def test_ssrf_targets_are_refused_at_registration(
 def test_ssrf_is_checked_again_at_delivery(
     isolated_settings: Settings, receiver: Receiver, tmp_path: Any
 ) -> None:
-    """Registered while the operator allowed loopback; the allowance withdrawn, delivery refuses it. The
-    second database keeps the session worker out: the attempts run in `ledger webhooks sweep --here`."""
+    """Registered while the operator allowed loopback; the allowance withdrawn, delivery refuses it. No
+    worker watches the database: the attempts run in `ledger webhooks sweep --here`."""
     app = create_app(isolated_settings)
     rt: Runtime = app.extensions["ledger.runtime"]
     client = app.test_client()
@@ -336,7 +336,7 @@ def test_ssrf_is_checked_again_at_delivery(
 def test_a_worker_killed_mid_delivery_still_delivers(
     isolated_settings: Settings, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """A private broker and the second database, so that only this test's workers take the delivery. The
+    """A private broker, on a database no worker watches, so that only this test's workers deliver. The
     first worker is SIGKILLed while the receiver holds its request; its lease runs out, and a new worker
     with the sweep delivers the same event."""
     broker = RedisServer(tmp_path).start()
