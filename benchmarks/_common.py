@@ -1,7 +1,8 @@
 """Shared plumbing for the benchmark scripts: a throw-away database, Redis database 7, servers started as
 subprocesses, wrk runs parsed into numbers, and the machine load printed next to every figure.
 
-Benchmarks are never part of the test run. Each script starts what it needs and removes it afterwards;
+Benchmarks are not part of the test run, apart from the soak's 45-second run in tests/e2e/test_soak.py.
+Each script starts what it needs and removes it afterwards;
 traffic goes to 127.0.0.1 only and every run is bounded in time.
 """
 

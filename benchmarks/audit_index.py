@@ -10,7 +10,7 @@ CPU from /proc/<pid>/stat before and after, so the figures are PostgreSQL's work
 writer's share, not counted). It also times the subject report's query (`for_tokens`) with and without
 the index over the rows written.
 
-    /work/venv/bin/python benchmarks/audit_index.py [--records 20000] [--batch 1,8]
+    .venv/bin/python benchmarks/audit_index.py [--records 20000] [--batch 1,8]
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ worker processes and their request threads), each writing audit records shaped b
 writer sees it), throughput (lookups/s of writers that build a record and write it, nothing else), for
 group commit the records per INSERT, and for (b) the drain rate and the backlog left at the end.
 
-    /work/venv/bin/python benchmarks/audit_options.py [--seconds 10] [--writers 2] [--threads 4]
+    .venv/bin/python benchmarks/audit_options.py [--seconds 10] [--writers 2] [--threads 4]
 """
 
 from __future__ import annotations

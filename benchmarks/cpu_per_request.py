@@ -4,13 +4,13 @@ A diagnostic for the two throughput targets, not a target of its own. Each WSGI 
 (no HTTP server, no load generator), so the figures are the application's own CPU per request, measured
 with `time.process_time` over N requests after a warm-up. The gap between these ratios and the served
 ratios of lookup.py and ingest.py is what the server, PostgreSQL and Redis add under load
-(docs/performance.md, "Why the two misses remain").
+(docs/performance.md, "What bounds the missed targets").
 
 Setup: a fresh database (default `bench_cpu`, dropped afterwards) with 30,000 synthetic incidents over
 10,000 scored subjects, and Redis database 7. Lookup bodies are lookup.py's (90% unknown consumers,
 2 to 3 raw identifiers); report bodies are ingest.py's (phone, e-mail and device id, all raw).
 
-    /work/venv/bin/python benchmarks/cpu_per_request.py [-n 2000]
+    .venv/bin/python benchmarks/cpu_per_request.py [-n 2000]
 """
 
 from __future__ import annotations

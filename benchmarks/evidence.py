@@ -17,8 +17,8 @@ Printed, with the machine load next to them:
   * with --postgres: the cold start of an API process, loading every hash from PostgreSQL.
 Targets: p99 <= 5 ms per query at 1,000,000 hashes; recall 100 %; memory <= 200 MB.
 
-    /work/venv/bin/python benchmarks/evidence.py --dry-run        # 100,000 hashes, quick
-    /work/venv/bin/python benchmarks/evidence.py --compare --postgres
+    .venv/bin/python benchmarks/evidence.py --dry-run        # 100,000 hashes, quick
+    .venv/bin/python benchmarks/evidence.py --compare --postgres
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from receiving the 201 to receiving that answer; its resolution is one lookup ro
 baseline (the floor a synchronous implementation could reach).
 Target: p99 <= 500 ms.
 
-    /work/venv/bin/python benchmarks/freshness.py [--reports 500]
+    .venv/bin/python benchmarks/freshness.py [--reports 500]
 """
 
 from __future__ import annotations

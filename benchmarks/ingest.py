@@ -17,7 +17,7 @@ and the task send; scoring is measured by freshness.py and rescore.py. After the
 --once` integrates every pending leaf and `ledger verify` re-checks the whole log. Bodies carry raw identifiers (a phone number, an e-mail, a device id),
 so normalisation and HMAC tokenisation are part of every measured request.
 
-    /work/venv/bin/python benchmarks/ingest.py [--seconds 20] [--batches 30]
+    .venv/bin/python benchmarks/ingest.py [--seconds 20] [--batches 30]
 """
 
 from __future__ import annotations

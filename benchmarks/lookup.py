@@ -18,9 +18,9 @@ answer, i.e. the two round trips every ledger lookup must make (decision read, d
 and the "unaudited" ledger, the ledger's own app with its audit INSERT replaced by nothing, an upper
 bound for any way of writing the audit record (baseline_app.py --mode unaudited; never the product).
 
-    /work/venv/bin/python benchmarks/lookup.py                   # the chosen server configuration
-    /work/venv/bin/python benchmarks/lookup.py --sweep           # sync 2-5 workers and gthread variants
-    /work/venv/bin/python benchmarks/lookup.py --keep / --reuse  # keep the loaded database / reuse it
+    .venv/bin/python benchmarks/lookup.py                   # the chosen server configuration
+    .venv/bin/python benchmarks/lookup.py --sweep           # sync 2-5 workers and gthread variants
+    .venv/bin/python benchmarks/lookup.py --keep / --reuse  # keep the loaded database / reuse it
 """
 
 from __future__ import annotations

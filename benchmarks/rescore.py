@@ -9,8 +9,8 @@ Baseline, same run and data: the same chunked reads (`facts_for_subjects` for th
 scoring and no writes, the floor set by PostgreSQL and the driver.
 Target (2 cores): the full recompute in <= 5 minutes.
 
-    /work/venv/bin/python benchmarks/rescore.py --dry-run      # 50,000 incidents over 15,000 subjects
-    /work/venv/bin/python benchmarks/rescore.py                # the full size
+    .venv/bin/python benchmarks/rescore.py --dry-run      # 50,000 incidents over 15,000 subjects
+    .venv/bin/python benchmarks/rescore.py                # the full size
 """
 
 from __future__ import annotations
