@@ -217,6 +217,13 @@ EXAMPLES: dict[tuple[str, str], Example] = {
                     "best_distance": 0,
                     "category": "fabricated_evidence",
                     "platforms": 1,
+                    "findings": {
+                        "labels": [],
+                        "capture_time": "2026-11-20T10:12:03+08:00",
+                        "software": None,
+                        "malformed": [],
+                        "predates_delivery": False,
+                    },
                 }
             ],
         },

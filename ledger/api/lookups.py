@@ -147,8 +147,15 @@ class LookupEvidence(MethodView):
         5 `images` parts. The server hashes each image with PDQ in memory and never stores it; the answer is
         the same as POST /v1/lookups, with one `evidence_matches` entry per `evidence.pdq` hash and then per
         image. Any match within 31 bits of confirmed forged evidence adds the reason `EVIDENCE_REUSED` and
-        raises the tier to at least `review`, even for identifiers the ledger has never seen. You can also
-        hash on your side (`ledger hash`) and send only `evidence.pdq` to POST /v1/lookups.
+        raises the tier to at least `review`, even for identifiers the ledger has never seen.
+
+        Each image's metadata is checked too, and reported in its entry's `findings`: an AI-content label
+        (GB 45438-2025 Annex E in XMP, EXIF UserComment or a PNG text chunk; C2PA; IPTC DigitalSourceType)
+        that says generated or edited by AI gives `EVIDENCE_AI_LABELLED`; an EXIF capture time before
+        `refund.delivered_at` gives `EVIDENCE_PREDATES_DELIVERY`; EXIF Software is reported, not a reason.
+        Each such reason raises the tier to the policy's floor for it (`review`), also for unknown
+        identifiers. A malformed label is reported as malformed. You can also hash on your side
+        (`ledger hash`, `ledger inspect`) and send only `evidence.pdq` to POST /v1/lookups.
         """
         started = time.perf_counter()
         upload = uploads.read_upload("images", ("request",))

@@ -356,6 +356,13 @@ class RefundSchema(Strict):
     )
     amount = ma.fields.Nested(AmountSchema)
     kind = ma.fields.String(validate=REFUND_KIND)
+    delivered_at = ma.fields.AwareDateTime(
+        format="iso",
+        metadata={
+            "description": "RFC 3339: when the goods were delivered. An uploaded photo whose EXIF capture time "
+            "is certainly earlier gets EVIDENCE_PREDATES_DELIVERY (docs/evidence.md)"
+        },
+    )
 
 
 class LookupSchema(Strict):
@@ -634,6 +641,69 @@ class SubjectReportSchema(ma.Schema):
 # -- evidence images (docs/evidence.md) -------------------------------------------------------------------
 
 
+class LabelFindingSchema(ma.Schema):
+    """One AI-content label found in an uploaded image's metadata."""
+
+    source = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "Where it was found: `xmp:TC260:AIGC` (GB 45438-2025 Annex E in XMP), "
+            "`exif:UserComment`, `png:tEXt`, `png:zTXt`, `png:iTXt`, `xmp:Iptc4xmpExt:DigitalSourceType` or `c2pa`"
+        },
+    )
+    label = ma.fields.String(
+        required=True,
+        allow_none=True,
+        validate=Choice("AiLabel", ("ai_generated", "ai_edited", "possibly", "suspected")),
+        metadata={"description": "What the label says; null when it is malformed"},
+    )
+    producer = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "The label's content producer or generator"}
+    )
+    signature_valid = ma.fields.Boolean(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "C2PA only: whether the manifest's signature and hashes check out (not whether the "
+            "signer is trusted: the ledger holds no trust list); null for unsigned carriers"
+        },
+    )
+    malformed = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why a label that is present could not be read; null when it was read"},
+    )
+
+
+class ImageFindingsSchema(ma.Schema):
+    """What an uploaded image's own metadata says. Never stored apart from the lookup's answer."""
+
+    labels = ma.fields.List(ma.fields.Nested(LabelFindingSchema), required=True)
+    capture_time = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "EXIF DateTimeOriginal, with OffsetTimeOriginal when the file has it (ISO 8601; "
+            "local time without an offset otherwise)"
+        },
+    )
+    software = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "EXIF Software, such as an editor's name: information, not a reason"},
+    )
+    malformed = ma.fields.List(
+        ma.fields.String(), required=True, metadata={"description": "Metadata blocks that could not be read"}
+    )
+    predates_delivery = ma.fields.Boolean(
+        required=True,
+        metadata={
+            "description": "The capture time is before `refund.delivered_at` whatever its time zone "
+            "(EVIDENCE_PREDATES_DELIVERY)"
+        },
+    )
+
+
 class EvidenceMatchSchema(ma.Schema):
     """What a lookup learns about one submitted hash. Never which platform holds the match, never its
     incident."""
@@ -679,6 +749,11 @@ class EvidenceMatchSchema(ma.Schema):
     platforms = ma.fields.Integer(
         required=True,
         metadata={"description": "How many distinct platforms hold confirmed evidence within the threshold"},
+    )
+    findings = ma.fields.Nested(
+        ImageFindingsSchema,
+        allow_none=True,
+        metadata={"description": "An uploaded image's metadata findings; null for a submitted hash"},
     )
 
 

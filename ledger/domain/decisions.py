@@ -49,7 +49,11 @@ def decide(
     kind: str | None,
     policy: Policy,
     evidence_matched: bool = False,
+    evidence_findings: Sequence[str] = (),
 ) -> Decision:
+    """The decision for one lookup. `evidence_findings` are the claim photos' own reason codes
+    (EVIDENCE_AI_LABELLED, ...): each raises the tier to the policy's `evidence.min_tiers` entry for it
+    (the reuse tier when the policy names none), like a reuse match, even without any record."""
     unique = {s.subject_id: s for s in subjects}
     views = sorted(unique.values(), key=lambda s: (-policy.rank(s.tier), -s.score, s.subject_id))
     clear = policy.tiers[-1].name
@@ -67,6 +71,11 @@ def decide(
         reasons.append("EVIDENCE_REUSED")
         if policy.rank(tier) < policy.rank(policy.evidence_min_tier):
             tier = policy.evidence_min_tier
+    for code in dict.fromkeys(evidence_findings):
+        reasons.append(code)
+        floor = policy.evidence_min_tiers.get(code, policy.evidence_min_tier)
+        if policy.rank(tier) < policy.rank(floor):
+            tier = floor
     restrictions = policy.tier(tier).restrictions
     if kind == "return_and_refund":
         restrictions = tuple(r for r in restrictions if r not in SATISFIED_BY_RETURN)

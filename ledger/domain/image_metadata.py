@@ -135,7 +135,7 @@ class ImageMetadata:
     def as_json(self) -> dict[str, Any]:
         return {
             "labels": [f.as_json() for f in self.labels],
-            "captured_at": self.captured.isoformat() if self.captured else None,
+            "capture_time": self.captured.isoformat() if self.captured else None,
             "software": self.software,
             "malformed": list(self.malformed),
         }

@@ -22,11 +22,14 @@ def _template() -> dict[str, str]:
         return {k: str(v) for k, v in tomllib.load(handle).items()}
 
 
-def adverse_action(tier: str, dispute_days: int) -> dict[str, str]:
+def adverse_action(tier: str, dispute_days: int, photo_check: bool = False) -> dict[str, str]:
+    """The notice. With `photo_check` (the claim's own photos raised the tier), the text says so, since no
+    consortium record need have been involved."""
     t = _template()
+    zh, en = ("evidence_zh", "evidence_en") if photo_check else ("zh", "en")
     return {
-        "text_zh": t["zh"].format(tier=label("tier", tier, "zh"), dispute_days=dispute_days),
-        "text_en": t["en"].format(tier=label("tier", tier, "en"), dispute_days=dispute_days),
+        "text_zh": t[zh].format(tier=label("tier", tier, "zh"), dispute_days=dispute_days),
+        "text_en": t[en].format(tier=label("tier", tier, "en"), dispute_days=dispute_days),
         "decided_by": "platform",
         "how_to_get_report_zh": t["how_to_report_zh"],
         "how_to_get_report_en": t["how_to_report_en"],

@@ -18,9 +18,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from ledger.domain.image_metadata import ImageMetadata, read_metadata
 from ledger.domain.pdq_hash import MAX_IMAGE_BYTES, ImageHash, ImageRejected, hash_images
 from ledger.domain.pdq_index import DELTA_LIMIT, NO_MATCH, EvidenceIndex, EvidenceRows, summarise
 from ledger.errors import Conflict, InvalidInput, NotFound
@@ -49,6 +51,22 @@ class Submitted:
     displayed: bytes | None = (
         None  # an uploaded image's hash as displayed, when it differs (docs/evidence.md)
     )
+    metadata: ImageMetadata | None = None  # what an uploaded image's metadata says; None for a hash
+
+
+# The claim-photo findings that are reasons (policy `evidence.min_tiers`), in the order they are given.
+AI_LABELLED = "EVIDENCE_AI_LABELLED"
+PREDATES_DELIVERY = "EVIDENCE_PREDATES_DELIVERY"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A lookup's evidence, checked: one answer entry per submitted hash or image, whether any matched
+    confirmed forged evidence, and the photos' own findings as reason codes."""
+
+    matches: list[dict[str, Any]]
+    reused: bool
+    findings: tuple[str, ...]
 
 
 class Matcher:
@@ -201,6 +219,27 @@ def match(rt: Runtime, asked: Sequence[Submitted]) -> list[dict[str, Any]]:
     return out
 
 
+def check(rt: Runtime, asked: Sequence[Submitted], delivered_at: datetime | None = None) -> Checked:
+    """Match every submitted hash, and read every uploaded image's findings: an AI label (GB 45438, C2PA,
+    IPTC), a capture time before `delivered_at`, the editing software (information only). Findings name
+    no platform; the audit record keeps them with the answer, never the image."""
+    matches = match(rt, asked)
+    findings: list[str] = []
+    for item, entry in zip(asked, matches, strict=True):
+        if item.metadata is None:
+            entry["findings"] = None
+            continue
+        meta = item.metadata
+        predates = bool(meta.captured and delivered_at and meta.captured.before(delivered_at))
+        entry["findings"] = {**meta.as_json(), "predates_delivery": predates}
+        if meta.ai_labelled:
+            findings.append(AI_LABELLED)
+        if predates:
+            findings.append(PREDATES_DELIVERY)
+    order = (AI_LABELLED, PREDATES_DELIVERY)
+    return Checked(matches, any(m["matched"] for m in matches), tuple(c for c in order if c in findings))
+
+
 # -- uploads ---------------------------------------------------------------------------------------------
 
 
@@ -225,9 +264,13 @@ def hash_uploads(images: Sequence[bytes], field: str = "images") -> list[ImageHa
 
 
 def submitted_images(images: Sequence[bytes], field: str = "images") -> tuple[Submitted, ...]:
+    """Hash each image and read its metadata (labels, capture time, software), in memory."""
+    hashed = hash_uploads(images, field)  # every image is a usable one past this point
     return tuple(
-        Submitted(h.digest, h.quality, bytes.fromhex(h.displayed) if h.displayed else None)
-        for h in hash_uploads(images, field)
+        Submitted(
+            h.digest, h.quality, bytes.fromhex(h.displayed) if h.displayed else None, read_metadata(image)
+        )
+        for h, image in zip(hashed, images, strict=True)
     )
 
 

@@ -48,6 +48,7 @@ class Prepared:
     tokens: list[tuple[str, str]]
     evidence: tuple[evidence.Submitted, ...] = ()
     operator_ref: str | None = None  # the agent behind a manual review (征信业管理条例 Art. 22)
+    delivered_at: datetime | None = None  # the claim's delivery: a photo taken before it is a finding
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
         tokens=tokenize_all(request["identifiers"], rt.identity_key, token_key=rt.token_key),
         evidence=evidence.submitted(request),
         operator_ref=request.get("operator_ref"),
+        delivered_at=refund.get("delivered_at"),
     )
 
 
@@ -127,7 +129,11 @@ def response_body(rt: Runtime, lookup_id: UUID, decision: Decision, stale: bool)
         "computed_at": decision.computed_at,
         "stale": stale,
         "consumer_statement": "CONSUMER_STATEMENT_PRESENT" in decision.reasons,
-        "adverse_action": adverse_action(decision.tier, rt.settings.dispute_days)
+        "adverse_action": adverse_action(
+            decision.tier,
+            rt.settings.dispute_days,
+            photo_check=any(code in rt.policy.evidence_min_tiers for code in decision.reasons),
+        )
         if decision.restrictions
         else None,
     }
@@ -178,8 +184,16 @@ def lookup_many(
         found = [entries[tok] for _, tok in p.tokens if tok in entries]
         views = [_view(e) for e in found if "s" in e]
         devices = [int(e["d"]) for e in found if "d" in e]
-        matches = evidence.match(rt, p.evidence) if p.evidence else []
-        decision = decide(views, devices, p.kind, rt.policy, any(m["matched"] for m in matches))
+        checked = evidence.check(rt, p.evidence, p.delivered_at) if p.evidence else None
+        decision = decide(
+            views,
+            devices,
+            p.kind,
+            rt.policy,
+            checked is not None and checked.reused,
+            checked.findings if checked is not None else (),
+        )
+        matches = checked.matches if checked is not None else []
         stale = any(tok in pending for _, tok in p.tokens) or any(
             v.policy_version != rt.policy.version for v in views
         )
