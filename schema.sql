@@ -372,8 +372,10 @@ CREATE TABLE IF NOT EXISTS risk_scores (
 CREATE INDEX IF NOT EXISTS risk_scores_review ON risk_scores (review_at) WHERE review_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS risk_scores_policy ON risk_scores (policy_version);
 
--- Lookup audit trail: append-only; each row carries a digest of its own canonical content so that
--- `ledger verify` detects a rewritten row. Erasure after the retention period removes only the tokens.
+-- Lookup audit trail (the inquiry trail): append-only. Each row is a leaf of the inquiry log below, whose
+-- leaf (ledger/domain/decisions.py `inquiry_leaf`) covers the parts never erased and a digest of the answer
+-- as sent, so `ledger verify` detects a rewritten, cut or deleted row. Erasure after the retention period
+-- removes only the tokens, the refund reference and the salt.
 CREATE TABLE IF NOT EXISTS lookups (
     id           uuid PRIMARY KEY,
     platform_id  bigint NOT NULL REFERENCES platforms (id),
@@ -387,7 +389,7 @@ CREATE TABLE IF NOT EXISTS lookups (
     reasons      text[] NOT NULL,
     response     jsonb NOT NULL,
     at           timestamptz NOT NULL,
-    row_hash     text NOT NULL
+    leaf_hash    bytea NOT NULL CHECK (length(leaf_hash) = 32)
 );
 -- The platform's reference for the agent behind a manual review (征信业管理条例 Art. 22: who queried).
 ALTER TABLE lookups ADD COLUMN IF NOT EXISTS operator_ref text CHECK (length(operator_ref) <= 128);
@@ -399,8 +401,8 @@ BEGIN
     -- Only the retention job may touch a row, and only to erase its tokens.
     IF TG_OP = 'UPDATE' AND current_setting('ledger.erasure', true) = 'on'
        AND NEW.tokens IS NULL AND NEW.refund_ref IS NULL AND NEW.salt IS NULL
-       AND (NEW.id, NEW.platform_id, NEW.key_id, NEW.purpose, NEW.tokens_commitment, NEW.tier, NEW.reasons, NEW.at, NEW.row_hash, NEW.operator_ref)
-           IS NOT DISTINCT FROM (OLD.id, OLD.platform_id, OLD.key_id, OLD.purpose, OLD.tokens_commitment, OLD.tier, OLD.reasons, OLD.at, OLD.row_hash, OLD.operator_ref)
+       AND (NEW.id, NEW.platform_id, NEW.key_id, NEW.purpose, NEW.tokens_commitment, NEW.tier, NEW.reasons, NEW.at, NEW.leaf_hash, NEW.operator_ref, NEW.response)
+           IS NOT DISTINCT FROM (OLD.id, OLD.platform_id, OLD.key_id, OLD.purpose, OLD.tokens_commitment, OLD.tier, OLD.reasons, OLD.at, OLD.leaf_hash, OLD.operator_ref, OLD.response)
     THEN
         RETURN NEW;
     END IF;
@@ -410,6 +412,48 @@ END $$;
 DROP TRIGGER IF EXISTS lookups_append_only ON lookups;
 CREATE TRIGGER lookups_append_only BEFORE UPDATE OR DELETE ON lookups
     FOR EACH ROW EXECUTE FUNCTION lookups_guard();
+
+-- The inquiry log: a second Merkle log, with its own origin, over the lookup trail. Its leaves are the
+-- lookups' `leaf_hash`es: salted commitments and digests only, never a token or an identifier. A lookup's
+-- audit write inserts its row and a pending row in one statement (ledger/storage/audit.py) and takes no
+-- lock; `ledger sequencer` gives pending rows contiguous indices, as for the event log above. `seq` orders
+-- them (the commit order of concurrent writers does not matter: the sequencer takes what is committed).
+CREATE TABLE IF NOT EXISTS inquiry_pending (
+    seq       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lookup_id uuid NOT NULL,
+    leaf_hash bytea NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS inquiry_leaves (
+    idx           bigint PRIMARY KEY CHECK (idx >= 0),
+    lookup_id     uuid NOT NULL UNIQUE REFERENCES lookups (id),
+    leaf_hash     bytea NOT NULL CHECK (length(leaf_hash) = 32),
+    integrated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS inquiry_nodes (
+    level smallint NOT NULL CHECK (level BETWEEN 1 AND 63),
+    idx   bigint NOT NULL CHECK (idx >= 0),
+    hash  bytea NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (level, idx)
+);
+
+CREATE TABLE IF NOT EXISTS inquiry_checkpoints (
+    tree_size bigint PRIMARY KEY CHECK (tree_size >= 0),
+    root_hash bytea NOT NULL CHECK (length(root_hash) = 32),
+    note      text NOT NULL,
+    signed_at timestamptz NOT NULL DEFAULT now()
+);
+
+DROP TRIGGER IF EXISTS inquiry_leaves_append_only ON inquiry_leaves;
+CREATE TRIGGER inquiry_leaves_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON inquiry_leaves
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+DROP TRIGGER IF EXISTS inquiry_nodes_append_only ON inquiry_nodes;
+CREATE TRIGGER inquiry_nodes_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON inquiry_nodes
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+DROP TRIGGER IF EXISTS inquiry_checkpoints_append_only ON inquiry_checkpoints;
+CREATE TRIGGER inquiry_checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON inquiry_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
 
 -- Subject access reports given out, counted per consumer and calendar year (征信业管理条例 Art. 17: two free
 -- a year). `tokens` is erased with the lookup trail's (ledger/services/retention.py). Each row is also the
@@ -601,7 +645,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_endpoint ON webhook_attempts (endpoi
 -- The application's database role. Triggers refuse changes to the append-only tables, but a table's
 -- owner can disable its triggers; so the service runs as `ledger_app` (LEDGER_DB_ROLE, set on every
 -- pooled connection), which does not own the tables and holds neither UPDATE nor DELETE on the ledger's
--- history: the chain's events, the log's leaves and nodes, the subject-report record and the console's action log. On `lookups` and
+-- history: the chain's events, the logs' leaves, nodes and checkpoints, the subject-report record and the console's action log. On `lookups` and
 -- `subject_reports` it may update only the columns the retention job erases (the triggers check the rest). Everything else is the projection or
 -- working state the service maintains. `ledger db init` runs as the owner and grants these.
 -- Creating the role needs CREATEROLE; without it, create `ledger_app` once by hand (docs/operations.md).
@@ -622,7 +666,7 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ledger_app;
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ledger_app;
         REVOKE UPDATE, DELETE, TRUNCATE ON ledger_events, log_leaves, log_nodes, subject_reports, lookups,
-            console_actions FROM ledger_app;
+            console_actions, log_checkpoints, inquiry_leaves, inquiry_nodes, inquiry_checkpoints FROM ledger_app;
         GRANT UPDATE (tokens, refund_ref, salt) ON lookups TO ledger_app;
         GRANT UPDATE (tokens) ON subject_reports TO ledger_app;
     END IF;

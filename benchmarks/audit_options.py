@@ -15,7 +15,7 @@ i.e. what the hot path costs without any audit write.
 
 Each option runs for --seconds with --writers processes of --threads threads (a stand-in for the API's
 worker processes and their request threads), each writing audit records shaped by the real code
-(`decide`, `response_body`, `audit_row_hash`). Printed: per-lookup cost (p50/p99 of the write as the
+(`decide`, `response_body`, `inquiry_leaf`). Printed: per-lookup cost (p50/p99 of the write as the
 writer sees it), throughput (lookups/s of writers that build a record and write it, nothing else), for
 group commit the records per INSERT, and for (b) the drain rate and the backlog left at the end.
 
@@ -71,8 +71,8 @@ def runtime(url: str, pool_max: int = 2) -> Any:
 
 def make_record(rt: Any, platform_id: int, n: int) -> dict[str, Any]:
     """One audit record as ledger/services/lookups.py builds it, for an unknown consumer."""
-    from ledger.domain import chain
-    from ledger.domain.decisions import audit_row_hash, decide, lookup_commitment
+    from ledger.domain import chain, merkle
+    from ledger.domain.decisions import decide, inquiry_leaf, lookup_commitment
     from ledger.services.lookups import response_body
 
     lookup_id = uuid.uuid4()
@@ -82,6 +82,12 @@ def make_record(rt: Any, platform_id: int, n: int) -> dict[str, Any]:
     refund_ref = f"RF{n:010d}"
     commitment = lookup_commitment(salt, tokens, refund_ref)
     now = datetime.now(UTC)
+    response = json.dumps(
+        response_body(rt, lookup_id, decision, False),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return {
         "id": lookup_id,
         "platform_id": platform_id,
@@ -93,17 +99,21 @@ def make_record(rt: Any, platform_id: int, n: int) -> dict[str, Any]:
         "tokens_commitment": commitment,
         "tier": decision.tier,
         "reasons": list(decision.reasons),
-        "response": json.dumps(response_body(rt, lookup_id, decision, False), sort_keys=True),
+        "response": response,
         "at": now,
-        "row_hash": audit_row_hash(
-            str(lookup_id),
-            platform_id,
-            "0123456789ab",
-            "refund_review",
-            commitment,
-            decision.tier,
-            decision.reasons,
-            chain.format_time(now),
+        "leaf_hash": merkle.leaf_hash(
+            inquiry_leaf(
+                str(lookup_id),
+                platform_id,
+                "0123456789ab",
+                "refund_review",
+                commitment,
+                decision.tier,
+                decision.reasons,
+                chain.format_time(now),
+                None,
+                response.encode(),
+            )
         ),
     }
 
@@ -114,6 +124,7 @@ def encode(record: dict[str, Any]) -> str:
             **record,
             "id": str(record["id"]),
             "salt": record["salt"].hex(),
+            "leaf_hash": record["leaf_hash"].hex(),
             "at": record["at"].isoformat(),
         },
         separators=(",", ":"),
@@ -124,6 +135,7 @@ def decode(raw: bytes) -> dict[str, Any]:
     record = json.loads(raw)
     record["id"] = uuid.UUID(record["id"])
     record["salt"] = bytes.fromhex(record["salt"])
+    record["leaf_hash"] = bytes.fromhex(record["leaf_hash"])
     record["at"] = datetime.fromisoformat(record["at"])
     return record
 

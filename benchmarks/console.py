@@ -68,11 +68,11 @@ def add_console_data(url: str, lookups: int, disputes: int) -> None:
         first = conn.execute("SELECT min(id) FROM platforms").fetchone()[0]  # type: ignore[index]
         conn.execute(
             """INSERT INTO lookups (id, platform_id, key_id, purpose, refund_ref, tokens_commitment, tier,
-                                    reasons, response, at, row_hash)
+                                    reasons, response, at, leaf_hash)
                SELECT gen_random_uuid(), %s + g %% 8, 'bench', 'refund_review',
                       CASE WHEN g %% 7 = 0 THEN NULL ELSE 'RF-' || g END, 'bench',
                       (ARRAY['clear', 'clear', 'clear', 'review', 'return_required', 'hold'])[1 + g %% 6],
-                      '{}', '{}'::jsonb, now() - g * (interval '1 day' / %s), 'bench'
+                      '{}', '{}'::jsonb, now() - g * (interval '1 day' / %s), sha256(g::text::bytea)
                FROM generate_series(1, %s) AS g""",
             (first, lookups, lookups),
         )

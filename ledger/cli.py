@@ -352,7 +352,14 @@ def sequencer(once: bool, as_json: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if as_json:
-        emit(True, {"sequencer": True, "origin": rt.settings.log_origin})
+        emit(
+            True,
+            {
+                "sequencer": True,
+                "origin": rt.settings.log_origin,
+                "inquiry_origin": rt.settings.inquiry_log_origin,
+            },
+        )
     try:
         svc.run(rt, stop)
     except svc.TreeMismatch as exc:
@@ -364,7 +371,8 @@ def sequencer(once: bool, as_json: bool) -> None:
 @main.command(
     "verify",
     help="Re-verify the transparency log (every leaf against its event, every stored node, every signed "
-    "checkpoint) and the lookup audit trail. Exit 1 names the first bad entry.",
+    "checkpoint) and the inquiry log (every leaf against its lookup record, likewise). Exit 1 names the first "
+    "bad entry.",
 )
 @json_option
 @handled
@@ -379,7 +387,9 @@ def verify(as_json: bool) -> None:
             as_json,
             result.as_dict(),
             f"ok: {result.leaves} leaves (root {result.root_hash}), {result.pending} pending, "
-            f"{result.checkpoints} checkpoints; {result.lookups} lookup records",
+            f"{result.checkpoints} checkpoints; inquiry log: {result.lookups} lookup records, "
+            f"{result.inquiry_tree_size} leaves (root {result.inquiry_root_hash}), {result.inquiry_pending} "
+            f"pending, {result.inquiry_checkpoints} checkpoints",
         )
         return
     emit(as_json, result.as_dict(), f"FAILED: first bad {result.problem}")

@@ -238,6 +238,12 @@ class Settings:
             settings = replace(settings, log_key=demo_log_key(settings.identity_key or DEMO_IDENTITY_KEY))
         return settings
 
+    @property
+    def inquiry_log_origin(self) -> str:
+        """The inquiry log's origin: the event log's, with `/inquiries` appended (a different key name, so
+        no checkpoint of one log can pass for the other's)."""
+        return f"{self.log_origin}/inquiries"
+
     def log_signer_seed(self) -> bytes:
         """The log key's seed; demo and test settings without one derive it (see `demo_log_key`)."""
         key = self.log_key

@@ -73,6 +73,25 @@ FIRST_CHECKPOINT_NOTE = (
     f"{LOG_ORIGIN}\n1\nE/CFA4+zTMqYBW8WOrmalIhI9aENgX4B8mhUS8BDIEE=\n\n\u2014 {LOG_ORIGIN} "
     "G2TQU7LMgHStw7FE6YLWKyj3W6MeUjlEGlvRV/kOnflLxlLRXNphdoxa+LaTjG7f6G0NIgjuAlD5uZ7w12hywTotYAU=\n"
 )
+# The inquiry log's, likewise: the demo key under the inquiry origin, over the leaf of the lookup example.
+INQUIRY_ORIGIN = f"{LOG_ORIGIN}/inquiries"
+INQUIRY_LEAF = (
+    '{"at":"2026-12-07T19:37:37.803681Z","id":"9e2f5661-8080-47c9-a9b6-805438b35ffa","key_id":"k_3f9a1c2e",'
+    '"operator_ref":null,"platform_id":2,"purpose":"refund_review","reasons":["FABRICATED_EVIDENCE_RECENT"],'
+    '"response":"11ce66a0809332596815cdeb1269608595ccfdace84c13570f53feb2d42b99d8","tier":"return_required",'
+    '"tokens":"b13a389dcb5abf1de1d86087b669bcef6b12f3116b97b28f98df7a64dd755fcc"}'
+)
+INQUIRY_LEAF_HASH = "15ec99b797a78f6fa628046e68845e13b03080368af8e928e4de8e016e843b66"
+INQUIRY_SECOND_LEAF = "1e54ecddb2a998087fcbb94813e74f7382373b913ee3d5ff26cfe8c859d421d9"
+INQUIRY_ROOT_HASH = "1238d11513bc56f007848e011f63560719b0484108614c19ecc0d39f114043e7"
+INQUIRY_CHECKPOINT_NOTE = (
+    f"{INQUIRY_ORIGIN}\n2\nEjjRFRO8VvAHhI4BH2NWBxmwSEEIYUwZ7MDTnxFAQ+c=\n\n\u2014 {INQUIRY_ORIGIN} "
+    "Cli4rGL8N5SQIWoUyA4juhiEO49+eFqbZsowgXWBUa/SxQFstbwAtVRtaedoAfH8G6A3O8fp3oUyXjGFJLZ9y42yRgo=\n"
+)
+INQUIRY_FIRST_CHECKPOINT_NOTE = (
+    f"{INQUIRY_ORIGIN}\n1\nFeyZt5enj2+mKARuaIReE7AwgDaK+Oko5N6OAW6EO2Y=\n\n\u2014 {INQUIRY_ORIGIN} "
+    "Cli4rHsX954MTeMppZrHZ3z9QUYvOAjA0uztuS+eZZPRy5dnVP3dK/SzZArs165N/17qKBg+2w7ksxlfM2mZAetwYgA=\n"
+)
 RECEIPT = {
     "id": INCIDENT_ID,
     "external_id": "order-20261101-0001",
@@ -381,6 +400,57 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ("GET", "/v1/log/consistency"): Example(
         200,
         {"from": 1, "to": 2, "proof": [SECOND_LEAF]},
+        query="from=1&to=2",
+    ),
+    ("GET", "/v1/log/inquiries/key"): Example(
+        200,
+        {
+            "origin": INQUIRY_ORIGIN,
+            "vkey": f"{INQUIRY_ORIGIN}+0a58b8ac+AVgC8dcRUgItFdyWpu9tmdpxJ7aZgVQmxBSWvogs5QEv",
+            "key_id": "0a58b8ac",
+            "public_key": "WALx1xFSAi0V3Jam722Z2nEntpmBVCbEFJa+iCzlAS8=",
+            "algorithm": "Ed25519",
+            "mmd_seconds": 10,
+        },
+    ),
+    ("GET", "/v1/log/inquiries/checkpoint"): Example(
+        200,
+        {
+            "tree_size": 2,
+            "root_hash": INQUIRY_ROOT_HASH,
+            "note": INQUIRY_CHECKPOINT_NOTE,
+            "cosignatures": 0,
+            "signed_at": "2026-12-07T19:37:38.012114+00:00",
+        },
+    ),
+    ("GET", "/v1/log/inquiries/checkpoints/{tree_size}"): Example(
+        200,
+        {
+            "tree_size": 1,
+            "root_hash": INQUIRY_LEAF_HASH,
+            "note": INQUIRY_FIRST_CHECKPOINT_NOTE,
+            "cosignatures": 0,
+            "signed_at": "2026-12-07T19:37:38.012114+00:00",
+        },
+    ),
+    ("GET", "/v1/log/inquiries/inclusion"): Example(
+        200,
+        {
+            "lookup_id": LOOKUP_ID,
+            "leaf": INQUIRY_LEAF,
+            "leaf_index": 0,
+            "leaf_hash": INQUIRY_LEAF_HASH,
+            "tree_size": 2,
+            "root_hash": INQUIRY_ROOT_HASH,
+            "proof": [INQUIRY_SECOND_LEAF],
+            "checkpoint": INQUIRY_CHECKPOINT_NOTE,
+        },
+        query="index=0",
+        scope="lookup",
+    ),
+    ("GET", "/v1/log/inquiries/consistency"): Example(
+        200,
+        {"from": 1, "to": 2, "proof": [INQUIRY_SECOND_LEAF]},
         query="from=1&to=2",
     ),
     ("GET", "/healthz"): Example(200, {"status": "ok"}),

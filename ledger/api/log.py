@@ -4,6 +4,9 @@ Checkpoints, the key and consistency proofs are public, like a published newspap
 nothing about any member. Inclusion proofs need a `report` key and only cover the caller's own events;
 another platform's leaf is answered exactly like an unknown one. Answers that can never change (a
 consistency proof, an inclusion proof at a given size) say so in Cache-Control.
+
+The inquiry log (one leaf per lookup record, its own origin) has the same endpoints under
+`/v1/log/inquiries/`; its inclusion proofs need a `lookup` key and cover only the caller's own lookups.
 """
 
 from __future__ import annotations
@@ -122,4 +125,80 @@ class Cosignatures(MethodView):
         """
         return transparency.add_cosignature(
             runtime(), principal(), body["tree_size"], body["cosigner"], body["signature"]
+        )
+
+
+@blp.route("/inquiries/checkpoint")
+class InquiryCheckpoint(MethodView):
+    @blp.doc(operationId="get_inquiry_log_checkpoint")
+    @blp.response(200, schemas.CheckpointSchema)
+    @blp.alt_response(404, response="NOT_FOUND", description="No checkpoint signed yet")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def get(self) -> Any:
+        """The inquiry log's latest signed checkpoint
+
+        The inquiry log has a leaf for every lookup record; check the note with `GET /v1/log/inquiries/key`.
+        """
+        return _cached(transparency.latest_checkpoint(runtime(), transparency.INQUIRY_LOG), "no-cache")
+
+
+@blp.route("/inquiries/checkpoints/<int:tree_size>")
+class InquiryCheckpointAt(MethodView):
+    @blp.doc(operationId="get_inquiry_log_checkpoint_at")
+    @blp.response(200, schemas.CheckpointSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, tree_size: int) -> Any:
+        """The inquiry log's checkpoint signed at one tree size"""
+        return _cached(transparency.checkpoint_at(runtime(), tree_size, transparency.INQUIRY_LOG), IMMUTABLE)
+
+
+@blp.route("/inquiries/key")
+class InquiryLogKey(MethodView):
+    @blp.doc(operationId="get_inquiry_log_key")
+    @blp.response(200, schemas.LogKeySchema)
+    def get(self) -> Any:
+        """The inquiry log's public key: the log key under the inquiry log's origin"""
+        return _cached(transparency.public_key(runtime(), transparency.INQUIRY_LOG), "public, max-age=3600")
+
+
+@blp.route("/inquiries/inclusion")
+class InquiryInclusion(MethodView):
+    @blp.doc(security=SECURITY, operationId="get_inquiry_inclusion_proof")
+    @requires("lookup")
+    @blp.arguments(schemas.InquiryInclusionQuerySchema, location="query")
+    @blp.response(200, schemas.InquiryInclusionProofSchema)
+    @blp.alt_response(
+        404, response="NOT_FOUND", description="Unknown, not yet signed, or another platform's lookup"
+    )
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def get(self, query: dict[str, Any]) -> Any:
+        """An inclusion proof in the inquiry log for one of your lookups, by lookup id or leaf index
+
+        With the leaf itself: check that its `response` is the SHA-256 of the answer you received, then
+        the proof against the checkpoint (RFC 9162 §2.1.3). The latest checkpoint by default.
+        """
+        body = transparency.inquiry_inclusion_proof(
+            runtime(),
+            principal(),
+            index=query.get("index"),
+            lookup_id=query.get("lookup_id"),
+            tree_size=query.get("tree_size"),
+        )
+        control = "private, max-age=31536000, immutable" if "tree_size" in query else "private, no-cache"
+        return _cached(body, control)
+
+
+@blp.route("/inquiries/consistency")
+class InquiryConsistency(MethodView):
+    @blp.doc(operationId="get_inquiry_consistency_proof")
+    @blp.arguments(schemas.ConsistencyQuerySchema, location="query")
+    @blp.response(200, schemas.ConsistencyProofSchema)
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def get(self, query: dict[str, Any]) -> Any:
+        """A consistency proof between two sizes of the inquiry log (RFC 9162 §2.1.4)"""
+        return _cached(
+            transparency.consistency_proof(runtime(), query["from"], query["to"], transparency.INQUIRY_LOG),
+            IMMUTABLE,
         )

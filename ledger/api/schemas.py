@@ -313,6 +313,32 @@ class InclusionProofSchema(ma.Schema):
     checkpoint = ma.fields.String(required=True, metadata={"description": "The signed checkpoint note"})
 
 
+class InquiryInclusionQuerySchema(Strict):
+    lookup_id = ma.fields.UUID(metadata={"description": "The lookup id your answer carried"})
+    index = ma.fields.Integer(validate=validate.Range(min=0, max=2**62))
+    tree_size = ma.fields.Integer(
+        validate=validate.Range(min=1, max=2**62),
+        metadata={"description": "A signed checkpoint's size; the latest by default"},
+    )
+
+    @ma.validates_schema
+    def one_of(self, data: dict[str, Any], **_: Any) -> None:
+        if ("lookup_id" in data) == ("index" in data):
+            raise ma.ValidationError("give exactly one of lookup_id and index", "lookup_id")
+
+
+class InquiryInclusionProofSchema(InclusionProofSchema):
+    lookup_id = ma.fields.UUID(required=True)
+    leaf = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "The leaf (canonical JSON; leaf_hash is SHA-256 of 0x00 and its bytes): who asked, "
+            "when, why, the answer's tier and reasons, a salted commitment to the identifiers and the SHA-256 "
+            "of the answer's bytes as you received them (`response`)"
+        },
+    )
+
+
 class ConsistencyQuerySchema(Strict):
     from_ = ma.fields.Integer(
         data_key="from", required=True, validate=validate.Range(min=1, max=2**62), attribute="from"

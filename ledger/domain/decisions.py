@@ -8,8 +8,10 @@ their own raise the tier at most to the policy's device tier.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.domain import chain
 from ledger.domain.policy import Policy
@@ -93,6 +95,61 @@ def decide(
     )
 
 
+def inquiry_leaf(
+    lookup_id: str,
+    platform_id: int,
+    key_id: str,
+    purpose: str,
+    tokens_commitment: str,
+    tier: str,
+    reasons: Sequence[str],
+    at: str,
+    operator_ref: str | None,
+    response: bytes,
+) -> bytes:
+    """The inquiry log's leaf for one lookup record: canonical JSON of the parts never erased, the salted
+    commitment to its tokens and refund reference (never the tokens), and the SHA-256 of the answer's
+    bytes as sent (`response`: the JSON text the client got, which the trail stores). Hashed as an RFC 9162
+    leaf (ledger/domain/merkle.py `leaf_hash`); `ledger verify` re-derives it from the stored row."""
+    return chain.canonical(
+        {
+            "at": at,
+            "id": lookup_id,
+            "key_id": key_id,
+            "operator_ref": operator_ref,
+            "platform_id": platform_id,
+            "purpose": purpose,
+            "reasons": list(reasons),
+            "response": hashlib.sha256(response).hexdigest(),
+            "tier": tier,
+            "tokens": tokens_commitment,
+        }
+    )
+
+
+def record_leaf(record: Mapping[str, Any]) -> bytes:
+    """`inquiry_leaf` of a stored lookup record (the columns of `lookups`, the answer as stored)."""
+    return inquiry_leaf(
+        str(record["id"]),
+        record["platform_id"],
+        record["key_id"],
+        record["purpose"],
+        record["tokens_commitment"],
+        record["tier"],
+        record["reasons"],
+        chain.format_time(record["at"]),
+        record["operator_ref"],
+        response_text(record["response"]),
+    )
+
+
+def response_text(response: object) -> bytes:
+    """The bytes of a lookup's answer as the service sends it: sorted keys, no whitespace, UTF-8 (not
+    \\u escapes). The trail stores the answer as jsonb, which keeps neither key order nor spacing; encoding
+    the stored value this way gives back the bytes sent, so the leaf's digest can be re-derived."""
+    return json.dumps(response, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def audit_row_hash(
     lookup_id: str,
     platform_id: int,
@@ -104,8 +161,9 @@ def audit_row_hash(
     at: str,
     operator_ref: str | None = None,
 ) -> str:
-    """Digest of the parts of a lookup record that are never erased; `ledger verify` re-checks it. The
-    operator reference is part of it only when a lookup carried one, so older records still verify."""
+    """The per-row digest the trail kept before the inquiry log; `ledger db init` checks it once on an
+    older database before it turns the row into a leaf (ledger/storage/upgrade.py). The operator reference
+    is part of it only when a lookup carried one."""
     body: dict[str, object] = {
         "id": lookup_id,
         "platform_id": platform_id,

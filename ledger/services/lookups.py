@@ -4,7 +4,7 @@ One Redis round trip fetches the key's quota, every token's cached decision and 
 and no scan of incidents happen here. If Redis fails, an indexed PostgreSQL join over `risk_scores`
 gives the same decision, slower. The audit record is committed before the answer is returned, in a
 commit shared with the process's concurrent lookups (docs/audit.md says why this path was chosen over a
-Redis stream). Evidence hashes, when a request has
+Redis stream), together with its pending leaf in the inquiry log. Evidence hashes, when a request has
 any, are matched against the process's in-memory index (docs/evidence.md); without evidence nothing of
 that runs.
 """
@@ -22,8 +22,8 @@ from typing import Any
 from uuid import UUID
 
 from ledger import metrics
-from ledger.domain import chain
-from ledger.domain.decisions import Decision, SubjectView, audit_row_hash, decide, lookup_commitment
+from ledger.domain import chain, merkle
+from ledger.domain.decisions import Decision, SubjectView, decide, inquiry_leaf, lookup_commitment
 from ledger.domain.notices import adverse_action
 from ledger.errors import InvalidInput, LedgerError, NotFound, QuotaExceeded
 from ledger.services import evidence
@@ -200,8 +200,8 @@ def lookup_many(
         lookup_id = uuid.uuid4()
         body = response_body(rt, lookup_id, decision, stale)
         body["evidence_matches"] = matches
-        # UTF-8, not \u escapes: the reasons' Chinese text must be readable as sent. The audit row's hash
-        # never covers this text (it hashes its own canonical encoding), so the choice is free.
+        # UTF-8, not \u escapes: the reasons' Chinese text must be readable as sent. The inquiry leaf covers
+        # these bytes' digest (decisions.response_text encodes the stored answer back to them).
         body_json = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         tokens = [tok for _, tok in p.tokens]
         salt = os.urandom(16)
@@ -221,16 +221,19 @@ def lookup_many(
                 "reasons": list(decision.reasons),
                 "response": body_json,
                 "at": now,
-                "row_hash": audit_row_hash(
-                    str(lookup_id),
-                    principal.platform_id,
-                    principal.key_id,
-                    p.purpose,
-                    commitment,
-                    decision.tier,
-                    decision.reasons,
-                    chain.format_time(now),
-                    operator_ref=p.operator_ref,
+                "leaf_hash": merkle.leaf_hash(
+                    inquiry_leaf(
+                        str(lookup_id),
+                        principal.platform_id,
+                        principal.key_id,
+                        p.purpose,
+                        commitment,
+                        decision.tier,
+                        decision.reasons,
+                        chain.format_time(now),
+                        p.operator_ref,
+                        body_json.encode(),
+                    )
                 ),
             }
         )

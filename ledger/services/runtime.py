@@ -70,6 +70,11 @@ class Runtime:
 
         return Matcher(self)
 
+    @cached_property
+    def inquiry_signer(self) -> Signer:
+        """The inquiry log's signer: the same Ed25519 key, named by the inquiry log's origin."""
+        return Signer.from_seed(self.settings.inquiry_log_origin, self.settings.log_signer_seed())
+
     @property
     def identity_key(self) -> str:
         assert self.settings.identity_key, "Settings.require_services() fills the identity key"

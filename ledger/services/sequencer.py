@@ -1,7 +1,8 @@
-"""`ledger sequencer`: the one writer of the Merkle tree.
+"""`ledger sequencer`: the one writer of the Merkle trees, the event log and the inquiry log.
 
-Reports commit their events with a pending leaf each and take no log-wide lock; this process orders them
-afterwards. It holds a PostgreSQL advisory lock on its own connection for as long as it runs, so a second
+Reports commit their events with a pending leaf each, and lookups their audit records with a pending leaf
+each, and neither takes a log-wide lock; this process orders them afterwards, each log into its own tree
+with its own origin (the inquiry log's checkpoints are signed with the same key under that origin). It holds a PostgreSQL advisory lock on its own connection for as long as it runs, so a second
 sequencer waits as a standby and takes over when the first dies (the lock goes with its connection, and
 so do any writes it had in flight). Every batch is one transaction: take pending leaves, give them the next
 contiguous indices, store the leaves and the new complete interior nodes. Only after that commits does it
@@ -36,12 +37,34 @@ class TreeMismatch(RuntimeError):
 
 
 @dataclass
+class _Log:
+    """One tree the sequencer writes: its tables, its signer (whose name is the log's origin) and the
+    right frontier of what is stored."""
+
+    tree: log_store.Tree
+    signer: note.Signer
+    compact: merkle.CompactRange = field(default_factory=merkle.CompactRange)
+
+
+@dataclass
 class Sequencer:
     rt: Runtime
     stop: threading.Event = field(default_factory=threading.Event)
-    compact: merkle.CompactRange = field(default_factory=merkle.CompactRange)
     integrated: int = 0
     _last_lag_log: float = 0.0
+    logs: list[_Log] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.logs:
+            self.logs = [
+                _Log(log_store.EVENTS, self.rt.log_signer),
+                _Log(log_store.INQUIRIES, self.rt.inquiry_signer),
+            ]
+
+    @property
+    def compact(self) -> merkle.CompactRange:
+        """The event log's frontier."""
+        return self.logs[0].compact
 
     def run(self) -> None:
         """Run until `stop` is set: wait for the lock, then integrate. Reconnects after a lost database."""
@@ -78,77 +101,95 @@ class Sequencer:
         return False
 
     def _load(self, conn: Any) -> None:
-        log_store.record_key(conn, self.rt.log_signer.verifier.vkey())
-        size = log_store.tree_size(conn)
+        for one in self.logs:
+            self._load_one(conn, one)
+
+    def _load_one(self, conn: Any, one: _Log) -> None:
+        tree = one.tree
+        log_store.record_key(conn, one.signer.verifier.vkey())
+        size = log_store.tree_size(conn, tree)
         frontier = merkle.CompactRange.frontier_nodes(size)
-        stored = log_store.nodes(conn, frontier)
+        stored = log_store.nodes(conn, frontier, tree)
         missing = [n for n in frontier if n not in stored]
         if missing:
-            raise TreeMismatch(f"the stored tree of size {size} lacks nodes {missing[:3]}")
-        self.compact = merkle.CompactRange(size, [stored[n] for n in frontier])
-        latest = log_store.latest_checkpoint(conn)
+            raise TreeMismatch(f"the stored {tree.name} tree of size {size} lacks nodes {missing[:3]}")
+        one.compact = merkle.CompactRange(size, [stored[n] for n in frontier])
+        latest = log_store.latest_checkpoint(conn, tree)
         if latest is not None:
             signed = int(latest["tree_size"])
             if signed > size:
-                raise TreeMismatch(f"a checkpoint was signed at size {signed} but the tree has {size} leaves")
+                raise TreeMismatch(
+                    f"a {tree.name} checkpoint was signed at size {signed} but the tree has {size} leaves"
+                )
             if signed > 0:
-                parts = log_store.nodes(conn, merkle.perfect_subtrees(0, signed))
+                parts = log_store.nodes(conn, merkle.perfect_subtrees(0, signed), tree)
                 old_root = merkle.range_hash([parts[n] for n in merkle.perfect_subtrees(0, signed)])
                 if old_root != bytes(latest["root_hash"]):
-                    raise TreeMismatch(f"the stored tree does not match the checkpoint at size {signed}")
+                    raise TreeMismatch(
+                        f"the stored {tree.name} tree does not match the checkpoint at size {signed}"
+                    )
         if latest is None or int(latest["tree_size"]) < size:
-            self._sign(conn)  # leaves committed before a crash, never signed
-        log.info("sequencer loaded a tree of %d leaves", size)
+            self._sign(conn, one)  # leaves committed before a crash, never signed
+        log.info("sequencer loaded the %s tree of %d leaves", tree.name, size)
 
     def _loop(self, conn: Any) -> None:
         interval = self.rt.settings.log_batch_ms / 1000
         batch = self.rt.settings.log_batch_max
         while not self.stop.is_set():
             started = time.monotonic()
-            added = self.integrate(conn, batch)
+            added = [self._integrate_one(conn, one, batch) for one in self.logs]
             self._watch_lag(conn)
-            if added < batch:
+            if max(added) < batch:
                 self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def integrate(self, conn: Any, limit: int) -> int:
+        """One batch of each log; returns how many leaves were integrated in all."""
+        return sum(self._integrate_one(conn, one, limit) for one in self.logs)
+
+    def _integrate_one(self, conn: Any, one: _Log, limit: int) -> int:
         """One batch: leaves and nodes in one transaction, then a checkpoint signed after the commit."""
         # Any failure leaves the in-memory frontier ahead of the database; `run` then reconnects and
         # reloads it (`_load`) before integrating again, or stops on a TreeMismatch.
+        tree = one.tree
         with conn.transaction():
-            pending = log_store.take_pending(conn, limit)
+            pending = log_store.take_pending(conn, limit, tree)
             if not pending:
                 return 0
-            size = log_store.tree_size(conn)
-            if size != self.compact.size:
-                raise TreeMismatch(f"the tree has {size} leaves, the sequencer expected {self.compact.size}")
+            size = log_store.tree_size(conn, tree)
+            if size != one.compact.size:
+                raise TreeMismatch(
+                    f"the {tree.name} tree has {size} leaves, the sequencer expected {one.compact.size}"
+                )
             new_nodes: list[tuple[int, int, bytes]] = []
             for _, leaf in pending:
-                new_nodes.extend(self.compact.append(leaf))
-            log_store.add(conn, size, [e for e, _ in pending], [h for _, h in pending], new_nodes)
-        self._sign(conn)
+                new_nodes.extend(one.compact.append(leaf))
+            log_store.add(conn, size, [e for e, _ in pending], [h for _, h in pending], new_nodes, tree)
+        self._sign(conn, one)
         self.integrated += len(pending)
         return len(pending)
 
-    def _sign(self, conn: Any) -> None:
-        checkpoint = note.Checkpoint(self.rt.settings.log_origin, self.compact.size, self.compact.root())
-        signed = note.sign_note(checkpoint.text(), self.rt.log_signer)
-        log_store.add_checkpoint(conn, checkpoint.size, checkpoint.root, signed)
+    def _sign(self, conn: Any, one: _Log) -> None:
+        checkpoint = note.Checkpoint(one.signer.verifier.name, one.compact.size, one.compact.root())
+        signed = note.sign_note(checkpoint.text(), one.signer)
+        log_store.add_checkpoint(conn, checkpoint.size, checkpoint.root, signed, one.tree)
 
     def _watch_lag(self, conn: Any) -> None:
         now = time.monotonic()
         if now - self._last_lag_log < 5.0:
             return
-        oldest = log_store.oldest_pending(conn)
-        if oldest is None:
-            return
-        lag = (datetime.now(UTC) - oldest).total_seconds()
-        if lag > self.rt.settings.log_mmd_seconds:
-            self._last_lag_log = now
-            log.warning(
-                "log lag %.1f s exceeds the maximum merge delay of %d s",
-                lag,
-                self.rt.settings.log_mmd_seconds,
-            )
+        for one in self.logs:
+            oldest = log_store.oldest_pending(conn, one.tree)
+            if oldest is None:
+                continue
+            lag = (datetime.now(UTC) - oldest).total_seconds()
+            if lag > self.rt.settings.log_mmd_seconds:
+                self._last_lag_log = now
+                log.warning(
+                    "%s log lag %.1f s exceeds the maximum merge delay of %d s",
+                    one.tree.name,
+                    lag,
+                    self.rt.settings.log_mmd_seconds,
+                )
 
 
 def run(rt: Runtime, stop: threading.Event | None = None) -> None:

@@ -7,6 +7,10 @@ is the member's side.
 
 A platform only gets proofs for leaves of its own events; for any other leaf the answer is exactly the
 answer for an unknown one, so a proof request never reveals that another platform reported anything.
+
+The inquiry log (one leaf per lookup record) is served the same way under its own origin: its checkpoints
+and consistency proofs are public, and a platform gets inclusion proofs only for its own lookups, with the
+leaf itself so that it can check the leaf is of the answer it received.
 """
 
 from __future__ import annotations
@@ -16,15 +20,23 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from ledger.domain import merkle, note
+from ledger.domain.decisions import record_leaf
 from ledger.errors import InvalidInput, NotFound
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import log as log_store
 from ledger.storage.db import Connection
+from ledger.storage.log import EVENTS, INQUIRIES, Tree
 
 UNKNOWN_LEAF = "no such leaf in the log"
+INQUIRY_LOG: Tree = INQUIRIES  # for the API layer, which names the tree it serves but never imports storage
+
+
+def _signer(rt: Runtime, tree: Tree) -> note.Signer:
+    return rt.inquiry_signer if tree is INQUIRIES else rt.log_signer
 
 
 def signer(rt: Runtime) -> note.Signer:
@@ -45,10 +57,10 @@ def receipt(rt: Runtime, leaf_hash: bytes, received_at: datetime) -> dict[str, A
     }
 
 
-def public_key(rt: Runtime) -> dict[str, Any]:
-    verifier = signer(rt).verifier
+def public_key(rt: Runtime, tree: Tree = EVENTS) -> dict[str, Any]:
+    verifier = _signer(rt, tree).verifier
     return {
-        "origin": rt.settings.log_origin,
+        "origin": verifier.name,
         "vkey": verifier.vkey(),
         "key_id": verifier.key_id.hex(),
         "public_key": base64.b64encode(verifier.public).decode(),
@@ -57,9 +69,9 @@ def public_key(rt: Runtime) -> dict[str, Any]:
     }
 
 
-def _checkpoint_view(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
+def _checkpoint_view(conn: Connection, row: dict[str, Any], tree: Tree = EVENTS) -> dict[str, Any]:
     size = int(row["tree_size"])
-    cosignatures = log_store.cosignature_lines(conn, size)
+    cosignatures = log_store.cosignature_lines(conn, size) if tree is EVENTS else []
     return {
         "tree_size": size,
         "root_hash": bytes(row["root_hash"]).hex(),
@@ -69,36 +81,36 @@ def _checkpoint_view(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def latest_checkpoint(rt: Runtime) -> dict[str, Any]:
+def latest_checkpoint(rt: Runtime, tree: Tree = EVENTS) -> dict[str, Any]:
     with rt.db.transaction() as conn:
-        row = log_store.latest_checkpoint(conn)
+        row = log_store.latest_checkpoint(conn, tree)
         if row is None:
             raise NotFound("the log has no checkpoint yet; the sequencer signs one when it starts")
-        return _checkpoint_view(conn, row)
+        return _checkpoint_view(conn, row, tree)
 
 
-def checkpoint_at(rt: Runtime, size: int) -> dict[str, Any]:
+def checkpoint_at(rt: Runtime, size: int, tree: Tree = EVENTS) -> dict[str, Any]:
     if size >= 2**63:  # beyond bigint: no such checkpoint, and no query to fail
         raise NotFound(f"no checkpoint was signed at tree size {size}")
     with rt.db.transaction() as conn:
-        row = log_store.checkpoint_at(conn, size)
+        row = log_store.checkpoint_at(conn, size, tree)
         if row is None:
             raise NotFound(f"no checkpoint was signed at tree size {size}")
-        return _checkpoint_view(conn, row)
+        return _checkpoint_view(conn, row, tree)
 
 
-def _proof(conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-    stored = log_store.nodes(conn, merkle.nodes_needed(ranges))
+def _proof(conn: Connection, ranges: Sequence[tuple[int, int]], tree: Tree = EVENTS) -> list[bytes]:
+    stored = log_store.nodes(conn, merkle.nodes_needed(ranges), tree)
     return merkle.proof_from_nodes(ranges, lambda level, idx: stored[(level, idx)])
 
 
-def _signed_size(conn: Connection, tree_size: int | None) -> dict[str, Any]:
-    latest = log_store.latest_checkpoint(conn)
+def _signed_size(conn: Connection, tree_size: int | None, tree: Tree = EVENTS) -> dict[str, Any]:
+    latest = log_store.latest_checkpoint(conn, tree)
     if tree_size is None:
         if latest is None:
             raise NotFound(UNKNOWN_LEAF)
         return latest
-    row = log_store.checkpoint_at(conn, tree_size)
+    row = log_store.checkpoint_at(conn, tree_size, tree)
     if row is None:
         raise InvalidInput(
             "no checkpoint at that tree size", {"tree_size": ["is not the size of a signed checkpoint"]}
@@ -125,8 +137,29 @@ def inclusion_proof(
         return _inclusion(conn, int(leaf["idx"]), bytes(leaf["leaf_hash"]), tree_size)
 
 
-def _inclusion(conn: Connection, index: int, leaf: bytes, tree_size: int | None) -> dict[str, Any]:
-    checkpoint = _signed_size(conn, tree_size)
+def inquiry_inclusion_proof(
+    rt: Runtime,
+    who: Principal,
+    *,
+    index: int | None = None,
+    lookup_id: UUID | None = None,
+    tree_size: int | None = None,
+) -> dict[str, Any]:
+    """An inclusion proof in the inquiry log for one of `who`'s own lookups, by lookup id or leaf index,
+    with the leaf itself (canonical JSON: the record's parts never erased, the salted commitment to its
+    tokens and the SHA-256 of the answer's bytes). Another platform's lookup reads as unknown."""
+    with rt.db.autocommit() as conn:
+        found = log_store.inquiry_for_platform(conn, who.platform_id, index=index, lookup_id=lookup_id)
+        if found is None:
+            raise NotFound(UNKNOWN_LEAF)
+        proof = _inclusion(conn, int(found["idx"]), bytes(found["leaf_hash"]), tree_size, INQUIRIES)
+    return {**proof, "lookup_id": str(found["id"]), "leaf": record_leaf(found).decode()}
+
+
+def _inclusion(
+    conn: Connection, index: int, leaf: bytes, tree_size: int | None, tree: Tree = EVENTS
+) -> dict[str, Any]:
+    checkpoint = _signed_size(conn, tree_size, tree)
     size = int(checkpoint["tree_size"])
     if index >= size:
         if tree_size is None:
@@ -140,14 +173,14 @@ def _inclusion(conn: Connection, index: int, leaf: bytes, tree_size: int | None)
         "leaf_hash": leaf.hex(),
         "tree_size": size,
         "root_hash": bytes(checkpoint["root_hash"]).hex(),
-        "proof": [p.hex() for p in _proof(conn, merkle.inclusion_ranges(index, size))],
+        "proof": [p.hex() for p in _proof(conn, merkle.inclusion_ranges(index, size), tree)],
         "checkpoint": checkpoint["note"],
     }
 
 
-def consistency_proof(rt: Runtime, old: int, new: int) -> dict[str, Any]:
+def consistency_proof(rt: Runtime, old: int, new: int, tree: Tree = EVENTS) -> dict[str, Any]:
     with rt.db.autocommit() as conn:  # as for inclusion_proof
-        latest = log_store.latest_checkpoint(conn)
+        latest = log_store.latest_checkpoint(conn, tree)
         top = int(latest["tree_size"]) if latest else 0
         errors: dict[str, list[str]] = {}
         if not 0 < old <= new:
@@ -159,7 +192,7 @@ def consistency_proof(rt: Runtime, old: int, new: int) -> dict[str, Any]:
         return {
             "from": old,
             "to": new,
-            "proof": [p.hex() for p in _proof(conn, merkle.consistency_ranges(old, new))],
+            "proof": [p.hex() for p in _proof(conn, merkle.consistency_ranges(old, new), tree)],
         }
 
 

@@ -1,4 +1,5 @@
-"""Tamper evidence: `ledger verify` re-checks the whole transparency log and every lookup audit record.
+"""Tamper evidence: `ledger verify` re-checks the whole transparency log and the inquiry log over every
+lookup audit record.
 
 In one snapshot it walks the leaves in index order and checks that:
 - the indices run 0, 1, 2, ... with none skipped or repeated;
@@ -9,6 +10,10 @@ In one snapshot it walks the leaves in index order and checks that:
   signature verifies with the log key, so a cut or rewritten log is named by the checkpoint it breaks;
 - events recorded before the log (the chain of the previous release) still chain;
 - every event is either a leaf or pending, never neither.
+Then it walks the inquiry log the same way: each leaf re-derives from its lookup record (the parts never
+erased, the salted commitment and the digest of the answer as sent: ledger/domain/decisions.py
+`inquiry_leaf`), so a changed or deleted record is named by its leaf index and lookup id; its nodes and
+signed checkpoints (under the inquiry log's origin) match; and every record is a leaf or pending.
 Exit code 1 names the first problem found.
 """
 
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.domain import chain, merkle, note
-from ledger.domain.decisions import audit_row_hash, lookup_commitment
+from ledger.domain.decisions import lookup_commitment, record_leaf
 from ledger.errors import ConfigError
 from ledger.services.runtime import Runtime
 from ledger.storage import audit
@@ -40,24 +45,31 @@ class Verification:
     lookups: int = 0
     bad_lookup: str | None = None
     problem: str | None = None
+    inquiry_tree_size: int = 0
+    inquiry_pending: int = 0
+    inquiry_checkpoints: int = 0
+    inquiry_root_hash: str = ""
+    first_bad_inquiry: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
 class _Bad(Exception):
-    def __init__(self, problem: str, index: int | None = None) -> None:
+    def __init__(self, problem: str, index: int | None = None, lookup_id: str | None = None) -> None:
         super().__init__(problem)
-        self.problem, self.index = problem, index
+        self.problem, self.index, self.lookup_id = problem, index, lookup_id
 
 
-def _verifiers(rt: Runtime, conn: Connection) -> list[note.Verifier]:
+def _verifiers(rt: Runtime, conn: Connection, tree: log_store.Tree = log_store.EVENTS) -> list[note.Verifier]:
     """The configured log key when there is one; otherwise (`ledger verify` needs only DATABASE_URL) the
-    keys the sequencer recorded in `log_keys`."""
+    keys the sequencer recorded in `log_keys`, those named for this tree's log."""
+    inquiries = tree is log_store.INQUIRIES
     try:
-        return [rt.log_signer.verifier]
+        return [rt.inquiry_signer.verifier if inquiries else rt.log_signer.verifier]
     except ConfigError:
-        return [note.Verifier.parse(v) for v in log_store.recorded_keys(conn)]
+        recorded = [note.Verifier.parse(v) for v in log_store.recorded_keys(conn)]
+        return [v for v in recorded if v.name.endswith("/inquiries") == inquiries]
 
 
 def verify(rt: Runtime, batch: int = 5000) -> Verification:
@@ -92,28 +104,65 @@ def verify(rt: Runtime, batch: int = 5000) -> Verification:
                 bad.index,
                 problem=bad.problem,
             )
-        lookups, bad_lookup = _check_lookups(conn)
-    result = Verification(True, compact.size, pending, compact.size, compact.root().hex(), len(checkpoints))
-    if bad_lookup is not None:
-        return Verification(
-            False,
-            result.leaves,
-            pending,
-            result.tree_size,
-            result.root_hash,
-            result.checkpoints,
-            None,
-            lookups,
-            bad_lookup,
-            problem=f"lookup record {bad_lookup}",
+        result = Verification(
+            True, compact.size, pending, compact.size, compact.root().hex(), len(checkpoints)
         )
-    return Verification(**{**result.as_dict(), "lookups": lookups})
+        return _verify_inquiries(rt, conn, result, batch)
 
 
-def _check_checkpoint_notes(checkpoints: list[dict[str, Any]], verifiers: list[note.Verifier]) -> None:
+def _verify_inquiries(rt: Runtime, conn: Connection, result: Verification, batch: int) -> Verification:
+    tree = log_store.INQUIRIES
+    checkpoints = log_store.iter_checkpoints(conn, tree)
+    pending = log_store.pending_count(conn, tree)
+    compact = merkle.CompactRange()
+    bad: _Bad | None = None
+    try:
+        _check_checkpoint_notes(checkpoints, _verifiers(rt, conn, tree), "inquiry log ")
+        _walk_inquiries(conn, compact, checkpoints, batch)
+        top = int(checkpoints[-1]["tree_size"]) if checkpoints else 0
+        if top > compact.size:
+            raise _Bad(
+                f"inquiry log cut: a checkpoint was signed at size {top} but only {compact.size} leaves remain",
+                compact.size,
+            )
+        _check_pending_inquiries(conn)
+        records = audit.count(conn)
+        if records != compact.size + pending:
+            raise _Bad(
+                f"{records} lookup records but {compact.size} inquiry leaves and {pending} pending: a record was "
+                "added outside the log or a leaf's record is gone"
+            )
+    except _Bad as exc:
+        bad = exc
+    done = {
+        **result.as_dict(),
+        "lookups": compact.size + pending,
+        "inquiry_tree_size": compact.size,
+        "inquiry_pending": pending,
+        "inquiry_checkpoints": len(checkpoints),
+        "inquiry_root_hash": compact.root().hex(),
+    }
+    if bad is None:
+        return Verification(**done)
+    return Verification(
+        **{
+            **done,
+            "ok": False,
+            "first_bad_inquiry": bad.index,
+            "bad_lookup": bad.lookup_id,
+            "problem": bad.problem,
+        }
+    )
+
+
+def _check_checkpoint_notes(
+    checkpoints: list[dict[str, Any]], verifiers: list[note.Verifier], which: str = ""
+) -> None:
     """Each checkpoint is signed by a log key, and its origin is that key's name (the log's origin)."""
     if checkpoints and not verifiers:
-        raise _Bad("no log key to check the checkpoints with: set LEDGER_LOG_KEY (or run the sequencer once)")
+        raise _Bad(
+            f"no log key to check the {which}checkpoints with: set LEDGER_LOG_KEY (or run the sequencer once)"
+        )
     for row in checkpoints:
         size = int(row["tree_size"])
         signed, error = None, None
@@ -124,9 +173,11 @@ def _check_checkpoint_notes(checkpoints: list[dict[str, Any]], verifiers: list[n
             except note.NoteError as exc:
                 error = exc
         if signed is None:
-            raise _Bad(f"checkpoint at size {size}: {error}")
+            raise _Bad(f"{which}checkpoint at size {size}: {error}")
         if signed.size != size or signed.root != bytes(row["root_hash"]):
-            raise _Bad(f"checkpoint at size {size}: its signed note says size {signed.size} and another root")
+            raise _Bad(
+                f"{which}checkpoint at size {size}: its signed note says size {signed.size} and another root"
+            )
 
 
 def _walk_leaves(
@@ -186,31 +237,20 @@ def _walk_leaves(
         after = int(rows[-1]["idx"])
 
 
-def _check_nodes(conn: Connection, created: list[tuple[int, int, bytes]]) -> None:
+def _check_nodes(
+    conn: Connection, created: list[tuple[int, int, bytes]], tree: log_store.Tree = log_store.EVENTS
+) -> None:
     if not created:
         return
-    stored = log_store.nodes(conn, [(level, idx) for level, idx, _ in created])
+    stored = log_store.nodes(conn, [(level, idx) for level, idx, _ in created], tree)
     for level, idx, value in created:
         if stored.get((level, idx)) != value:
             first = idx << level
             raise _Bad(
-                f"stored node {level}/{idx} (leaves {first} to {first + (1 << level) - 1}) is wrong or missing; "
-                "proofs served from it would fail",
+                f"stored {'inquiry log ' if tree is log_store.INQUIRIES else ''}node {level}/{idx} (leaves "
+                f"{first} to {first + (1 << level) - 1}) is wrong or missing; proofs served from it would fail",
                 first,
             )
-
-
-def _check_lookups(conn: Connection) -> tuple[int, str | None]:
-    lookups, after = 0, None
-    while True:
-        rows = audit.iter_rows(conn, after, 5000)
-        if not rows:
-            return lookups, None
-        for row in rows:
-            lookups += 1
-            if not _lookup_ok(row):
-                return lookups, str(row["id"])
-        after = rows[-1]["id"]
 
 
 def record_run(rt: Runtime, result: Verification) -> None:
@@ -219,23 +259,78 @@ def record_run(rt: Runtime, result: Verification) -> None:
         console_store.record_verification(conn, result.ok, result.as_dict())
 
 
-def _lookup_ok(row: dict[str, Any]) -> bool:
-    fields = (
-        str(row["id"]),
-        row["platform_id"],
-        row["key_id"],
-        row["purpose"],
-        row["tokens_commitment"],
-        row["tier"],
-        row["reasons"],
-        chain.format_time(row["at"]),
-    )
-    operator_ref = row["operator_ref"]
-    if row["row_hash"] != audit_row_hash(*fields, operator_ref=operator_ref):
-        return False
-    if row["tokens"] is not None and row["salt"] is not None:
-        return (
-            lookup_commitment(bytes(row["salt"]), row["tokens"], row["refund_ref"])
-            == row["tokens_commitment"]
+def _record_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with a lookup record against its own leaf hash, or None."""
+    if merkle.leaf_hash(record_leaf(row)) != bytes(row["leaf_hash"]):
+        return "was changed"
+    if (
+        row["tokens"] is not None
+        and row["salt"] is not None
+        and lookup_commitment(bytes(row["salt"]), row["tokens"], row["refund_ref"])
+        != row["tokens_commitment"]
+    ):
+        return "has tokens or a refund reference its commitment does not cover"
+    return None
+
+
+def _walk_inquiries(
+    conn: Connection, compact: merkle.CompactRange, checkpoints: list[dict[str, Any]], batch: int
+) -> None:
+    tree = log_store.INQUIRIES
+    due = [(int(c["tree_size"]), bytes(c["root_hash"])) for c in checkpoints]
+    due.reverse()
+    last_good = 0
+    while due and due[-1][0] == 0:
+        if due.pop()[1] != merkle.EMPTY_ROOT:
+            raise _Bad("inquiry checkpoint at size 0 does not have the empty root", 0)
+    after = -1
+    while True:
+        rows = log_store.inquiry_leaves_with_records(conn, after, batch)
+        if not rows:
+            return
+        created: list[tuple[int, int, bytes]] = []
+        for row in rows:
+            index, lookup_id = int(row["idx"]), str(row["leaf_of"])
+            if index != compact.size:
+                raise _Bad(
+                    f"inquiry leaf {compact.size} is missing (the next stored leaf is {index})", compact.size
+                )
+            if row["id"] is None:
+                raise _Bad(
+                    f"inquiry leaf {index}: its lookup record {lookup_id} is deleted", index, lookup_id
+                )
+            problem = _record_problem(row)
+            if problem is not None:
+                raise _Bad(f"inquiry leaf {index}: lookup record {lookup_id} {problem}", index, lookup_id)
+            stored = bytes(row["stored"])
+            if stored != bytes(row["leaf_hash"]):
+                raise _Bad(
+                    f"inquiry leaf {index}: the stored leaf is not its record's ({lookup_id})",
+                    index,
+                    lookup_id,
+                )
+            created.extend(compact.append(stored))
+            while due and due[-1][0] == compact.size:
+                size, root = due.pop()
+                if compact.root() != root:
+                    raise _Bad(
+                        f"inquiry checkpoint at size {size} does not match the leaves: a leaf from {last_good} to "
+                        f"{size - 1} was changed or reordered",
+                        last_good,
+                    )
+                last_good = size
+        _check_nodes(conn, created, tree)
+        after = int(rows[-1]["idx"])
+
+
+def _check_pending_inquiries(conn: Connection) -> None:
+    """Records not yet integrated are checked against their own leaf hash and their pending leaf."""
+    for row in log_store.pending_inquiries_with_records(conn):
+        lookup_id = str(row["leaf_of"])
+        if row["id"] is None:
+            raise _Bad(f"pending inquiry leaf: its lookup record {lookup_id} is deleted", None, lookup_id)
+        problem = _record_problem(row) or (
+            None if bytes(row["stored"]) == bytes(row["leaf_hash"]) else "is not its pending leaf"
         )
-    return True
+        if problem is not None:
+            raise _Bad(f"pending inquiry leaf: lookup record {lookup_id} {problem}", None, lookup_id)

@@ -1,4 +1,9 @@
-"""The lookup audit trail (append-only; the table's trigger refuses changes except token erasure)."""
+"""The lookup audit trail (append-only; the table's trigger refuses changes except token erasure).
+
+Each record is also a leaf of the inquiry log: the statement that inserts the records queues their leaves
+for `ledger sequencer` in the same transaction, so a record and its pending leaf commit together, with one
+round trip and no lock (schema.sql, "The inquiry log").
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from ledger.storage.db import Connection
 
 COLUMNS = (
     "id, platform_id, key_id, purpose, refund_ref, tokens, salt, tokens_commitment, tier, reasons, response, at, "
-    "row_hash, operator_ref"
+    "leaf_hash, operator_ref"
 )
 
 
@@ -33,8 +38,12 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     # to choose a type, which cost about 25 µs of the API's CPU per record (benchmarks note in
     # docs/performance.md); the literal is the same text[] value.
     one_row = "(%s, %s, %s, %s, %s, %s::text[], %s, %s, %s, %s::text[], %s::jsonb, %s, %s, %s)"
+    # Within one batch the leaves' order is of no importance (they share a time); the sequencer numbers
+    # them in the order they were queued.
     conn.execute(
-        f"INSERT INTO lookups ({COLUMNS}) VALUES {', '.join([one_row] * len(rows))}",
+        f"""WITH ins AS (INSERT INTO lookups ({COLUMNS}) VALUES {", ".join([one_row] * len(rows))}
+                         RETURNING id, leaf_hash)
+            INSERT INTO inquiry_pending (lookup_id, leaf_hash) SELECT id, leaf_hash FROM ins""",
         [
             value
             for r in rows
@@ -51,7 +60,7 @@ def insert_many(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
                 text_array(r["reasons"]),
                 r["response"],
                 r["at"],
-                r["row_hash"],
+                r["leaf_hash"],
                 r.get("operator_ref"),
             )
         ],
@@ -97,3 +106,8 @@ def fishing_report(conn: Connection, since: datetime) -> list[dict[str, Any]]:
            GROUP BY p.slug, l.purpose ORDER BY p.slug, l.purpose""",
         (since,),
     ).fetchall()
+
+
+def count(conn: Connection) -> int:
+    row = conn.execute("SELECT count(*) AS n FROM lookups").fetchone()
+    return int(row["n"]) if row else 0

@@ -1,5 +1,9 @@
-"""The Merkle tree as stored: leaves with contiguous indices, complete interior nodes, signed checkpoints
+"""The Merkle trees as stored: leaves with contiguous indices, complete interior nodes, signed checkpoints
 and witness cosignatures (schema.sql, "The tree").
+
+There are two logs with the same shape: the event log (`EVENTS`: a leaf per ledger event) and the inquiry
+log (`INQUIRIES`: a leaf per lookup record). Each function that reads or writes one tree takes it as
+`tree`, the event log by default.
 
 Only the sequencer writes leaves, nodes and checkpoints; everything else reads. Proofs read the stored
 nodes they need in one indexed query (`nodes`), so serving one costs the same at ten million leaves as at
@@ -9,6 +13,7 @@ ten.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,12 +23,43 @@ from ledger.storage.db import Connection
 SEQUENCER_LOCK = 7311013
 
 
-def tree_size(conn: Connection) -> int:
-    row = conn.execute("SELECT coalesce(max(idx) + 1, 0) AS size FROM log_leaves").fetchone()
+@dataclass(frozen=True)
+class Tree:
+    """One log's tables (schema.sql). Table and column names are these constants, never input."""
+
+    name: str
+    leaves: str
+    nodes: str
+    checkpoints: str
+    pending: str
+    item: str  # the column naming what a leaf is of
+    item_type: str
+    order: str  # the pending table's column that orders leaves
+
+
+EVENTS = Tree(
+    "events", "log_leaves", "log_nodes", "log_checkpoints", "log_pending", "event_id", "bigint", "event_id"
+)
+INQUIRIES = Tree(
+    "inquiries",
+    "inquiry_leaves",
+    "inquiry_nodes",
+    "inquiry_checkpoints",
+    "inquiry_pending",
+    "lookup_id",
+    "uuid",
+    "seq",
+)
+
+
+def tree_size(conn: Connection, tree: Tree = EVENTS) -> int:
+    row = conn.execute(f"SELECT coalesce(max(idx) + 1, 0) AS size FROM {tree.leaves}").fetchone()
     return int(row["size"]) if row else 0
 
 
-def nodes(conn: Connection, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+def nodes(
+    conn: Connection, wanted: Iterable[tuple[int, int]], tree: Tree = EVENTS
+) -> dict[tuple[int, int], bytes]:
     """Stored subtree hashes by (level, index); level 0 is a leaf hash."""
     wanted = list(wanted)
     leaves = [idx for level, idx in wanted if level == 0]
@@ -31,12 +67,12 @@ def nodes(conn: Connection, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int
     found: dict[tuple[int, int], bytes] = {}
     if leaves:
         for row in conn.execute(
-            "SELECT idx, leaf_hash FROM log_leaves WHERE idx = ANY(%s)", (leaves,)
+            f"SELECT idx, leaf_hash FROM {tree.leaves} WHERE idx = ANY(%s)", (leaves,)
         ).fetchall():
             found[(0, row["idx"])] = bytes(row["leaf_hash"])
     if inner:
         for row in conn.execute(
-            """SELECT n.level, n.idx, n.hash FROM log_nodes n
+            f"""SELECT n.level, n.idx, n.hash FROM {tree.nodes} n
                JOIN unnest(%s::smallint[], %s::bigint[]) AS w (level, idx)
                  ON n.level = w.level AND n.idx = w.idx""",
             ([level for level, _ in inner], [idx for _, idx in inner]),
@@ -51,37 +87,43 @@ def add(
     event_ids: Sequence[int],
     leaf_hashes: Sequence[bytes],
     new_nodes: Sequence[tuple[int, int, bytes]],
+    tree: Tree = EVENTS,
 ) -> None:
+    """Store leaves `first_index`.. of `tree` (`event_ids`: what each is of) and the new interior nodes."""
     conn.execute(
-        """INSERT INTO log_leaves (idx, event_id, leaf_hash)
-           SELECT %s + o - 1, e, h FROM unnest(%b::bigint[], %b::bytea[]) WITH ORDINALITY AS u (e, h, o)""",
+        f"""INSERT INTO {tree.leaves} (idx, {tree.item}, leaf_hash)
+           SELECT %s + o - 1, e, h FROM unnest(%b::{tree.item_type}[], %b::bytea[]) WITH ORDINALITY AS u (e, h, o)""",
         (first_index, list(event_ids), list(leaf_hashes)),
     )
     if new_nodes:
         conn.execute(
-            """INSERT INTO log_nodes (level, idx, hash)
+            f"""INSERT INTO {tree.nodes} (level, idx, hash)
                SELECT * FROM unnest(%b::smallint[], %b::bigint[], %b::bytea[])""",
             ([n[0] for n in new_nodes], [n[1] for n in new_nodes], [n[2] for n in new_nodes]),
         )
 
 
-def take_pending(conn: Connection, limit: int) -> list[tuple[int, bytes]]:
-    """Remove up to `limit` pending leaves, oldest event first, in the caller's transaction."""
+def take_pending(conn: Connection, limit: int, tree: Tree = EVENTS) -> list[tuple[Any, bytes]]:
+    """Remove up to `limit` pending leaves, oldest first, in the caller's transaction: (item, leaf hash)."""
     rows = conn.execute(
-        """DELETE FROM log_pending WHERE event_id IN (
-               SELECT event_id FROM log_pending ORDER BY event_id LIMIT %s FOR UPDATE SKIP LOCKED)
-           RETURNING event_id, leaf_hash""",
+        f"""DELETE FROM {tree.pending} WHERE {tree.order} IN (
+               SELECT {tree.order} FROM {tree.pending} ORDER BY {tree.order} LIMIT %s FOR UPDATE SKIP LOCKED)
+           RETURNING {tree.order} AS o, {tree.item} AS item, leaf_hash""",
         (limit,),
     ).fetchall()
-    return sorted((row["event_id"], bytes(row["leaf_hash"])) for row in rows)
+    rows.sort(key=lambda row: row["o"])
+    return [(row["item"], bytes(row["leaf_hash"])) for row in rows]
 
 
-def oldest_pending(conn: Connection) -> datetime | None:
-    """When the oldest pending event was received (the smallest id is close enough: ids follow time)."""
-    row = conn.execute(
+def oldest_pending(conn: Connection, tree: Tree = EVENTS) -> datetime | None:
+    """When the oldest pending leaf was received (the smallest id is close enough: ids follow time)."""
+    sql = (
         """SELECT e.at FROM log_pending p JOIN ledger_events e ON e.id = p.event_id
            ORDER BY p.event_id LIMIT 1"""
-    ).fetchone()
+        if tree is EVENTS
+        else """SELECT k.at FROM inquiry_pending p JOIN lookups k ON k.id = p.lookup_id ORDER BY p.seq LIMIT 1"""
+    )
+    row = conn.execute(sql).fetchone()
     return row["at"] if row else None
 
 
@@ -96,8 +138,8 @@ def pending_age_seconds(conn: Connection) -> float:
     return max(0.0, float(row["age"])) if row else 0.0
 
 
-def pending_count(conn: Connection) -> int:
-    row = conn.execute("SELECT count(*) AS n FROM log_pending").fetchone()
+def pending_count(conn: Connection, tree: Tree = EVENTS) -> int:
+    row = conn.execute(f"SELECT count(*) AS n FROM {tree.pending}").fetchone()
     return int(row["n"]) if row else 0
 
 
@@ -109,23 +151,23 @@ def recorded_keys(conn: Connection) -> list[str]:
     return [r["vkey"] for r in conn.execute("SELECT vkey FROM log_keys ORDER BY first_used").fetchall()]
 
 
-def add_checkpoint(conn: Connection, size: int, root: bytes, note: str) -> None:
+def add_checkpoint(conn: Connection, size: int, root: bytes, note: str, tree: Tree = EVENTS) -> None:
     conn.execute(
-        """INSERT INTO log_checkpoints (tree_size, root_hash, note) VALUES (%s, %s, %s)
+        f"""INSERT INTO {tree.checkpoints} (tree_size, root_hash, note) VALUES (%s, %s, %s)
            ON CONFLICT (tree_size) DO NOTHING""",
         (size, root, note),
     )
 
 
-def latest_checkpoint(conn: Connection) -> dict[str, Any] | None:
+def latest_checkpoint(conn: Connection, tree: Tree = EVENTS) -> dict[str, Any] | None:
     return conn.execute(
-        "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1"
+        f"SELECT tree_size, root_hash, note, signed_at FROM {tree.checkpoints} ORDER BY tree_size DESC LIMIT 1"
     ).fetchone()
 
 
-def checkpoint_at(conn: Connection, size: int) -> dict[str, Any] | None:
+def checkpoint_at(conn: Connection, size: int, tree: Tree = EVENTS) -> dict[str, Any] | None:
     return conn.execute(
-        "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints WHERE tree_size = %s", (size,)
+        f"SELECT tree_size, root_hash, note, signed_at FROM {tree.checkpoints} WHERE tree_size = %s", (size,)
     ).fetchone()
 
 
@@ -138,9 +180,9 @@ def checkpoint_covering(conn: Connection, index: int) -> dict[str, Any] | None:
     ).fetchone()
 
 
-def iter_checkpoints(conn: Connection) -> list[dict[str, Any]]:
+def iter_checkpoints(conn: Connection, tree: Tree = EVENTS) -> list[dict[str, Any]]:
     return conn.execute(
-        "SELECT tree_size, root_hash, note FROM log_checkpoints ORDER BY tree_size"
+        f"SELECT tree_size, root_hash, note FROM {tree.checkpoints} ORDER BY tree_size"
     ).fetchall()
 
 
@@ -209,4 +251,42 @@ def leaves_with_events(conn: Connection, after: int, batch: int) -> list[dict[st
 def iter_leaves(conn: Connection, after: int, batch: int) -> list[dict[str, Any]]:
     return conn.execute(
         "SELECT idx, event_id, leaf_hash FROM log_leaves WHERE idx > %s ORDER BY idx LIMIT %s", (after, batch)
+    ).fetchall()
+
+
+def inquiry_for_platform(
+    conn: Connection, platform_id: int, *, index: int | None = None, lookup_id: Any = None
+) -> dict[str, Any] | None:
+    """A leaf of the inquiry log, by index or lookup id, if it is one of this platform's own lookups; None
+    for any other (so that it reads as unknown)."""
+    where = "idx = %s" if index is not None else "lookup_id = %s"
+    return conn.execute(
+        f"""WITH l AS MATERIALIZED (SELECT idx, leaf_hash, lookup_id FROM inquiry_leaves WHERE {where} LIMIT 1)
+            SELECT l.idx, l.leaf_hash, k.id, k.platform_id, k.key_id, k.purpose, k.tokens_commitment, k.tier,
+                   k.reasons, k.at, k.operator_ref, k.response
+            FROM l JOIN lookups k ON k.id = l.lookup_id WHERE k.platform_id = %s""",
+        (index if index is not None else lookup_id, platform_id),
+    ).fetchone()
+
+
+_RECORD = """k.id, k.platform_id, k.key_id, k.purpose, k.refund_ref, k.tokens, k.salt, k.tokens_commitment, k.tier,
+             k.reasons, k.response, k.at, k.leaf_hash, k.operator_ref"""
+
+
+def inquiry_leaves_with_records(conn: Connection, after: int, batch: int) -> list[dict[str, Any]]:
+    """Inquiry leaves after index `after`, each with its lookup record (its columns None when the record
+    is gone): `stored` is the leaf's hash, `leaf_of` the lookup id it names."""
+    return conn.execute(
+        f"""SELECT l.idx, l.leaf_hash AS stored, l.lookup_id AS leaf_of, {_RECORD}
+            FROM inquiry_leaves l LEFT JOIN lookups k ON k.id = l.lookup_id
+            WHERE l.idx > %s ORDER BY l.idx LIMIT %s""",
+        (after, batch),
+    ).fetchall()
+
+
+def pending_inquiries_with_records(conn: Connection) -> list[dict[str, Any]]:
+    """Pending inquiry leaves, oldest first, each with its lookup record, as `inquiry_leaves_with_records`."""
+    return conn.execute(
+        f"""SELECT p.lookup_id AS leaf_of, p.leaf_hash AS stored, {_RECORD}
+            FROM inquiry_pending p LEFT JOIN lookups k ON k.id = p.lookup_id ORDER BY p.seq"""
     ).fetchall()

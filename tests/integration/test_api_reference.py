@@ -61,6 +61,11 @@ ORDER = [
     ("GET", "/v1/log/checkpoints/{tree_size}"),
     ("GET", "/v1/log/inclusion"),
     ("GET", "/v1/log/consistency"),
+    ("GET", "/v1/log/inquiries/key"),
+    ("GET", "/v1/log/inquiries/checkpoint"),
+    ("GET", "/v1/log/inquiries/checkpoints/{tree_size}"),
+    ("GET", "/v1/log/inquiries/inclusion"),
+    ("GET", "/v1/log/inquiries/consistency"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 ]
@@ -168,6 +173,7 @@ def test_the_examples_work_as_documented(client: Any, make_platform: Any, rt: An
             integrate(rt)  # and everything since, before the log's own examples
         elif template == "/v1/lookups":
             ids["lookup_id"] = answer["lookup_id"]
+            integrate(rt)  # the first lookup is leaf 0 of an inquiry checkpoint of size 1
         elif template == "/v1/disputes":
             ids["dispute_id"] = answer["disputes"][0]["id"]
 
