@@ -23,7 +23,7 @@ from ledger.config import Settings
 from ledger.domain import merkle, note
 from ledger.services import verification
 from ledger.services.runtime import Runtime
-from tests.conftest import Member, incident_body, integrate, run_ledger, stored_token
+from tests.support import Member, incident_body, integrate, run_ledger, stored_token
 
 PROBLEM = "application/problem+json"
 PHONE = {"type": "phone", "value": "13800138000"}

@@ -30,7 +30,7 @@ from ledger.services import verification
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
 from ledger.storage.upgrade import UpgradeRefused
-from tests.conftest import PG_SERVER, integrate, run_ledger
+from tests.support import PG_SERVER, integrate, run_ledger
 
 OLD_SCHEMA = Path(__file__).parent.parent / "data" / "upgrade" / "schema-cd1333a.sql"
 WHEN = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
