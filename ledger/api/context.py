@@ -26,7 +26,8 @@ def principal() -> Principal:
 def requires(scope: str, *alternatives: str, cost: int = 1) -> Callable[[F], F]:
     """Authenticate the bearer key (401), check its scope, or one of the alternatives (403), and charge
     `cost` units to the platform's request bucket (429), all before the view runs. Lookups pass 0: they
-    are charged per identifier in the same Redis call that reads their decisions.
+    are charged per identifier in the same Redis call that reads their decisions. Reports pass 0 too: they
+    are charged after their work, in the Redis call that flags their tokens (services/incidents.py).
 
     It also documents both: the operation gets the bearer security requirement and `x-required-scope`
     in the OpenAPI document (OpenAPI 3.0 has no scopes for bearer tokens), which /docs/reference shows."""

@@ -145,7 +145,11 @@ def report(
     rt: Runtime, principal: Principal, items: Sequence[Mapping[str, Any] | LedgerError]
 ) -> list[Outcome]:
     """Report one or many incidents. Each item is validated on its own; one bad item sinks nothing else.
-    `items` may contain a LedgerError already raised by schema validation, which is passed through."""
+    `items` may contain a LedgerError already raised by schema validation, which is passed through.
+
+    The request costs one unit of the platform's bucket, charged after the work in the same Redis call
+    that flags the new tokens (`QuotaGate`): a report makes one Redis round trip, not two."""
+    rt.report_gate.check(principal)
     now = datetime.now(UTC)
     outcomes: list[Outcome | None] = [None] * len(items)
     prepared: dict[int, Prepared] = {}
@@ -180,8 +184,8 @@ def report(
                 outcomes[index] = Outcome(public_view(rt, row))
             else:
                 outcomes[index] = Outcome({}, _conflict(p.external_id))
-    if tokens_to_flag:  # new incidents were committed (each has at least one identifier)
-        after_commit(rt, tokens_to_flag)
+    # New incidents were committed when there are tokens to flag (each has at least one identifier).
+    rt.report_gate.settle(rt, principal, 1, tokens_to_flag, wake=bool(tokens_to_flag))
     return [o for o in outcomes if o is not None]
 
 

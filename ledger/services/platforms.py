@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -273,6 +274,47 @@ def charge(rt: Runtime, principal: Principal, cost: int = 1) -> Quota | None:
         metrics.RATE_LIMITED.inc()
         raise QuotaExceeded("rate limit exceeded for this platform", quota.retry_after, quota.limit)
     return quota
+
+
+class QuotaGate:
+    """Reports are charged after their work, in the Redis call that flags their tokens
+    (`Cache.settle_report`), so that a report makes one Redis round trip rather than two. Each API process
+    remembers, from the answer, until when each platform's bucket is empty and refuses that platform's
+    reports itself until then (429, with no round trip). A platform can therefore overshoot its limit by
+    at most the requests in flight when its bucket empties (the server's threads), and every one of them
+    is charged: the bucket goes into debt and the wait grows accordingly."""
+
+    def __init__(self) -> None:
+        self._empty_until: dict[int, tuple[float, int]] = {}  # platform id -> (monotonic time, limit)
+
+    def check(self, principal: Principal) -> None:
+        blocked = self._empty_until.get(principal.platform_id)
+        if blocked is None:
+            return
+        wait = blocked[0] - time.monotonic()
+        if wait <= 0:
+            self._empty_until.pop(principal.platform_id, None)
+            return
+        metrics.RATE_LIMITED.inc()
+        raise QuotaExceeded("rate limit exceeded for this platform", max(1, math.ceil(wait)), blocked[1])
+
+    def settle(self, rt: Runtime, principal: Principal, cost: int, tokens: list[str], wake: bool) -> None:
+        """Charge `cost`, flag `tokens` as pending and wake the relay if `wake`, in one Redis call. A Redis
+        failure is fine: quotas go unenforced while Redis is down (as for lookups), and the committed
+        outbox rows are the guarantee of the scoring work, which the relay also polls for."""
+        try:
+            left = rt.cache.settle_report(
+                str(principal.platform_id), principal.rate_per_second, principal.burst, cost, tokens, wake
+            )
+        except CacheUnavailable:
+            return
+        if left < 1:
+            if len(self._empty_until) > 10_000:
+                self._empty_until.clear()
+            wait = (1 - left) / principal.rate_per_second
+            self._empty_until[principal.platform_id] = (time.monotonic() + wait, principal.burst)
+        else:
+            self._empty_until.pop(principal.platform_id, None)
 
 
 def charge_consumer_rights(rt: Runtime, principal: Principal) -> None:

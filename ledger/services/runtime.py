@@ -21,6 +21,7 @@ from ledger.storage.queue import TaskQueue
 
 if TYPE_CHECKING:
     from ledger.services.evidence import Matcher as EvidenceMatcher
+    from ledger.services.platforms import QuotaGate
 
 
 @dataclass
@@ -74,6 +75,13 @@ class Runtime:
     def inquiry_signer(self) -> Signer:
         """The inquiry log's signer: the same Ed25519 key, named by the inquiry log's origin."""
         return Signer.from_seed(self.settings.inquiry_log_origin, self.settings.log_signer_seed())
+
+    @cached_property
+    def report_gate(self) -> QuotaGate:
+        """Which platforms' buckets this process saw empty after their last report (`QuotaGate`)."""
+        from ledger.services.platforms import QuotaGate  # platforms' use cases take a Runtime themselves
+
+        return QuotaGate()
 
     @property
     def identity_key(self) -> str:

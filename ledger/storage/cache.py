@@ -54,6 +54,33 @@ redis.call('LTRIM', KEYS[1], 0, 0)
 return #KEYS - 1
 """
 
+# A report's one Redis call, made after its work is done: charge the platform's bucket (KEYS[2]) by
+# ARGV[3], which may leave it in debt since the report is already committed, flag the new incidents' tokens
+# as pending (KEYS[3..]) and, if ARGV[5] is 1, wake the outbox relay (KEYS[1]). Returns the tokens left,
+# as a string (Lua numbers lose their fraction on the way back), so that the API process can refuse the
+# platform's next requests itself while the bucket is empty (ledger/services/platforms.py, QuotaGate).
+_SETTLE_REPORT = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[2], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate) - cost
+redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[2], math.ceil((burst - tokens) / rate * 1000) + 1000)
+for i = 3, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'EX', ARGV[4])
+end
+if ARGV[5] == '1' then
+  redis.call('LPUSH', KEYS[1], '1')
+  redis.call('LTRIM', KEYS[1], 0, 0)
+end
+return tostring(tokens)
+"""
+
 _SET_IF_NEWER = """
 local seq = tonumber(ARGV[1])
 local n = #KEYS
@@ -207,6 +234,7 @@ class Cache:
         self._mark_warm = self.client.register_script(_MARK_WARM)
         self._mark_pending = self.client.register_script(_MARK_PENDING)
         self._charge = self.client.register_script(_CHARGE)
+        self._settle_report = self.client.register_script(_SETTLE_REPORT)
         self._seen_warm = False
         self._lookup_sha = hashlib.sha1(_LOOKUP.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
         self._breaker_seconds = breaker_seconds
@@ -329,6 +357,22 @@ class Cache:
         except redis.RedisError:
             self._trip()
             raise CacheUnavailable("pending") from None
+
+    def settle_report(
+        self, quota_key: str, rate: float, burst: int, cost: int, tokens: Sequence[str], wake: bool
+    ) -> float:
+        """After a report: charge its bucket, flag its new tokens as pending and wake the outbox relay if it
+        committed outbox work, in one round trip. Returns the units left in the bucket (negative in debt)."""
+        self._guard()
+        try:
+            left = self._settle_report(
+                keys=[RELAY_WAKE_KEY, QUOTA_KEY + quota_key, *[PENDING_KEY + t for t in tokens]],
+                args=[rate, burst, cost, PENDING_TTL_SECONDS, 1 if wake else 0],
+            )
+        except redis.RedisError as exc:
+            self._trip()
+            raise CacheUnavailable(str(type(exc).__name__)) from None
+        return float(left)
 
     def forget(self, tokens: Sequence[str]) -> None:
         if tokens:

@@ -14,7 +14,7 @@ from typing import Any
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.support import Member, audit_count, ledger_json, metric
+from tests.support import Member, audit_count, ledger_json, metric, post_report
 
 PHONE = {"type": "phone", "value": "13800138000"}
 PROBLEM = "application/problem+json"
@@ -117,6 +117,32 @@ def test_a_batch_spends_one_token_per_item(client: Any, alpha: Member, rt: Runti
     assert refused.mimetype == PROBLEM
     assert "Retry-After" in refused.headers
     assert audit_count(rt) == 4
+
+
+def test_reports_are_charged_after_their_work_and_refused_once_the_bucket_is_empty(
+    client: Any, alpha: Member, rt: Runtime
+) -> None:
+    """A report is charged in the Redis call made after its commit; the process then refuses the
+    platform's reports itself, with no round trip, until the bucket has a unit again."""
+    platform_service.set_rate_limit(rt, "alpha", 1, 2)
+
+    statuses = [post_report(client, alpha, f"quota-{i}").status_code for i in range(2)]
+    refused = post_report(client, alpha, "quota-refused")
+
+    assert statuses == [201, 201]
+    assert refused.status_code == 429
+    assert refused.mimetype == PROBLEM
+    assert refused.get_json()["type"].endswith("/rate-limited")
+    retry_after = int(refused.headers["Retry-After"])
+    assert retry_after >= 1
+    with rt.db.transaction() as conn:
+        stored = conn.execute(
+            "SELECT count(*) AS n FROM incidents WHERE external_id = 'quota-refused'"
+        ).fetchone()
+    assert stored is not None
+    assert stored["n"] == 0  # refused before any work
+    time.sleep(retry_after)
+    assert post_report(client, alpha, "quota-later").status_code == 201
 
 
 # -- fishing -------------------------------------------------------------------------------------------
