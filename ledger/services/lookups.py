@@ -30,10 +30,10 @@ from ledger.services import evidence
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
-from ledger.services.scoring import cache_entry
 from ledger.storage import audit, scores, subjects
 from ledger.storage import incidents as incident_store
 from ledger.storage.cache import CacheUnavailable, Quota
+from ledger.storage.decision_cache import CachedDecision, DeviceSignal
 
 log = logging.getLogger(__name__)
 
@@ -75,30 +75,15 @@ def prepare(rt: Runtime, request: Mapping[str, Any]) -> Prepared:
     )
 
 
-def _view(entry: Mapping[str, Any]) -> SubjectView:
-    return SubjectView(
-        subject_id=int(entry["s"]),
-        score=int(entry["score"]),
-        tier=entry["tier"],
-        reasons=tuple(entry["why"]),
-        incidents=int(entry["n"]),
-        platforms=int(entry["p"]),
-        last_incident_at=entry["last"],
-        policy_version=entry["pv"],
-        computed_at=entry["at"],
-    )
-
-
-def _from_postgres(rt: Runtime, tokens: Sequence[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def _from_postgres(rt: Runtime, tokens: Sequence[str]) -> tuple[dict[str, CachedDecision], set[str]]:
     """The fallback: the same entries the cache would hold, read from risk_scores."""
     with rt.db.transaction() as conn:
-        entries = {
-            r["token"]: cache_entry(int(r["subject_id"]), r, r["policy_version"], r["computed_at"])
-            for r in scores.for_tokens(conn, tokens)
+        entries: dict[str, CachedDecision] = {
+            r["token"]: scores.cached_decision(r) for r in scores.for_tokens(conn, tokens)
         }
         for token, count in subjects.device_subject_counts(conn, tokens).items():
             if count and token not in entries:
-                entries[token] = {"d": count}
+                entries[token] = DeviceSignal(count)
         pending = incident_store.pending_tokens(conn, tokens)
     return entries, pending
 
@@ -182,8 +167,8 @@ def lookup_many(
     records = []
     for index, p in prepared.items():
         found = [entries[tok] for _, tok in p.tokens if tok in entries]
-        views = [_view(e) for e in found if "s" in e]
-        devices = [int(e["d"]) for e in found if "d" in e]
+        views = [e for e in found if isinstance(e, SubjectView)]
+        devices = [e.subjects for e in found if isinstance(e, DeviceSignal)]
         checked = evidence.check(rt, p.evidence, p.delivered_at) if p.evidence else None
         decision = decide(
             views,

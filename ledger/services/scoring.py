@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from ledger.domain.decisions import SubjectView
 from ledger.domain.scoring import Assessment, IncidentFacts, assess
 from ledger.errors import Contention, NotFound
 from ledger.identity import STRONG_TYPES
@@ -28,6 +29,7 @@ from ledger.storage import events as event_store
 from ledger.storage import incidents as incident_store
 from ledger.storage import outbox, scores, subjects
 from ledger.storage.cache import CacheUnavailable
+from ledger.storage.decision_cache import CachedDecision, DeviceSignal, subject_view
 from ledger.storage.queue import PROCESS_OUTBOX
 
 log = logging.getLogger(__name__)
@@ -76,33 +78,19 @@ def _facts(row: dict[str, Any]) -> IncidentFacts:
     )
 
 
-def cache_entry(
-    subject_id: int, a: Assessment | dict[str, Any], policy_version: str, at: datetime
-) -> dict[str, Any]:
-    """The compact decision stored in Redis under each of the subject's tokens."""
-    if isinstance(a, dict):  # a risk_scores row
-        return {
-            "s": subject_id,
-            "score": a["score"],
-            "tier": a["tier"],
-            "why": list(a["reasons"]),
-            "n": a["incidents"],
-            "p": a["platforms"],
-            "last": a["last_incident_at"].isoformat() if a["last_incident_at"] else None,
-            "pv": a["policy_version"],
-            "at": a["computed_at"].isoformat(),
-        }
-    return {
-        "s": subject_id,
-        "score": a.score,
-        "tier": a.tier,
-        "why": list(a.reasons),
-        "n": a.incidents,
-        "p": a.platforms,
-        "last": a.last_incident_at.isoformat() if a.last_incident_at else None,
-        "pv": policy_version,
-        "at": at.isoformat(),
-    }
+def cached_decision(subject_id: int, a: Assessment, policy_version: str, at: datetime) -> SubjectView:
+    """The decision cached under each of the subject's tokens."""
+    return subject_view(
+        subject_id,
+        a.score,
+        a.tier,
+        a.reasons,
+        a.incidents,
+        a.platforms,
+        a.last_incident_at,
+        policy_version,
+        at,
+    )
 
 
 def rescore(rt: Runtime, subject_ids: Iterable[int], now: datetime | None = None) -> int:
@@ -163,13 +151,13 @@ def _rescore_once(rt: Runtime, ids: list[int], now: datetime | None) -> int:
             if assessments[s].tier == "clear" and before.get(s, "clear") != "clear":
                 webhooks.emit_cleared(conn, tokens.get(s, []), at)
         devices = subjects.device_subject_counts(conn, subjects.device_tokens(conn, list(written)))
-    by_token: dict[str, dict[str, Any]] = {}
+    by_token: dict[str, CachedDecision] = {}
     for s in written:
-        entry = cache_entry(s, assessments[s], policy.version, at)
+        entry = cached_decision(s, assessments[s], policy.version, at)
         for token in tokens.get(s, []):
             by_token[token] = entry
     for token, count in devices.items():
-        by_token[token] = {"d": count, "pv": policy.version, "at": at.isoformat()}
+        by_token[token] = DeviceSignal(count, policy.version, at.isoformat())
     rt.cache.put_decisions(seq, by_token)
     return len(written)
 
@@ -345,15 +333,15 @@ def rebuild_cache(rt: Runtime, chunk: int = 5000) -> int:
             devices = subjects.device_subject_counts(conn, subjects.device_tokens(conn, ids))
         # Each score goes in at the ledger position it was computed from, not the current head: stamped
         # newer, a rebuilt entry could hide a recompute that commits while the rebuild runs.
-        by_seq: dict[int, dict[str, dict[str, Any]]] = {}
+        by_seq: dict[int, dict[str, CachedDecision]] = {}
         for row in rows:
-            entry = cache_entry(int(row["subject_id"]), row, row["policy_version"], row["computed_at"])
+            entry = scores.cached_decision(row)
             group = by_seq.setdefault(int(row["computed_from_seq"]), {})
             for token in tokens.get(int(row["subject_id"]), []):
                 group[token] = entry
         device_entries = by_seq.setdefault(seq, {})
         for token, count in devices.items():
-            device_entries[token] = {"d": count, "pv": rt.policy.version, "at": datetime.now(UTC).isoformat()}
+            device_entries[token] = DeviceSignal(count, rt.policy.version, datetime.now(UTC).isoformat())
         for group_seq, by_token in sorted(by_seq.items()):
             rt.cache.put_decisions(group_seq, by_token)
             written += len(by_token)

@@ -2,8 +2,9 @@
 
 Keys (tokens are HMAC pseudonyms, never raw identifiers):
   ccl:t:<token>   decision of the token's subject (or a device signal), prefixed by the 20-digit ledger
-                  sequence it was computed from; a Lua script refuses to replace it with an older one (at an
-                  equal sequence, with one computed earlier: its "o" field orders them)
+                  sequence it was computed from (the format: ledger/storage/decision_cache.py); a Lua script
+                  refuses to replace it with an older one (at an equal sequence, with one computed earlier:
+                  its "o" field orders them)
   ccl:p:<token>   set while a recompute for that token is pending (report accepted, not yet scored)
   ccl:q:<platform> token bucket of one platform, shared by all its keys, charged by every authenticated
                   request (a lookup costs one unit per identifier, an image one unit)
@@ -20,16 +21,16 @@ one failed connection per second rather than one per request.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+
+from ledger.storage.decision_cache import CachedDecision, decode, encode, order
 
 TOKEN_KEY = "ccl:t:"
 PENDING_KEY = "ccl:p:"
@@ -40,8 +41,6 @@ REBUILD_KEY = "ccl:rebuild:"
 REBUILD_LOCK_KEY = "ccl:rebuild-lock"
 RELAY_WAKE_KEY = "ccl:relay"
 PENDING_TTL_SECONDS = 24 * 3600  # cleared by the recompute; the TTL only bounds leftovers
-SEQ_WIDTH = 20
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # KEYS[1] is the relay's wake-up list, the rest are pending flags. However many commits push before the
 # relay looks, one element wakes it and it then claims every new outbox row: the list never grows.
@@ -174,14 +173,6 @@ return {allowed, math.max(0, math.floor(tokens)), retry}
 """
 
 
-def _order(entry: Mapping[str, Any]) -> int:
-    """When an entry was computed, in microseconds: orders two entries computed from one sequence."""
-    at = entry.get("at")
-    if not at:
-        return 0
-    return (datetime.fromisoformat(at) - _EPOCH) // timedelta(microseconds=1)
-
-
 class CacheUnavailable(Exception):
     """Redis could not be reached; the caller falls back to PostgreSQL."""
 
@@ -196,7 +187,7 @@ class Quota:
 
 @dataclass(frozen=True)
 class CachedLookup:
-    entries: dict[str, dict[str, Any]]  # token -> decoded decision (only tokens that have one)
+    entries: dict[str, CachedDecision]  # token -> its decision (only tokens that have one)
     pending: set[str]
     quota: Quota
 
@@ -298,7 +289,7 @@ class Cache:
             raise CacheUnavailable("cold")
         quota = Quota(bool(allowed), int(remaining), int(retry), burst)
         n = len(tokens)
-        entries = {t: json.loads(v[SEQ_WIDTH:]) for t, v in zip(tokens, values[:n], strict=True) if v}
+        entries = {t: decode(v)[1] for t, v in zip(tokens, values[:n], strict=True) if v}
         pending = {t for t, v in zip(tokens, values[n : 2 * n], strict=True) if v}
         return CachedLookup(entries, pending, quota)
 
@@ -327,16 +318,13 @@ class Cache:
         return int(count)
 
     # -- writers (workers, CLI) ------------------------------------------------------------------
-    def put_decisions(self, seq: int, by_token: Mapping[str, Mapping[str, Any]]) -> int:
+    def put_decisions(self, seq: int, by_token: Mapping[str, CachedDecision]) -> int:
+        """Write each token's decision computed from ledger position `seq`, unless its entry is newer."""
         if not by_token:
             return 0
-        prefix = f"{seq:0{SEQ_WIDTH}d}"
         keys = [TOKEN_KEY + t for t in by_token]
-        orders = [_order(v) for v in by_token.values()]
-        values = [
-            prefix + json.dumps({**v, "o": o}, separators=(",", ":"), sort_keys=True)
-            for v, o in zip(by_token.values(), orders, strict=True)
-        ]
+        orders = [order(v) for v in by_token.values()]
+        values = [encode(seq, v) for v in by_token.values()]
         try:
             written = int(self._set_if_newer(keys=keys, args=[seq, *values, *orders]))
             self.client.delete(*[PENDING_KEY + t for t in by_token])

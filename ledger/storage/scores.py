@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.domain.decisions import SubjectView
 from ledger.storage.db import Connection
+from ledger.storage.decision_cache import subject_view
 
 SCORE_COLUMNS = (
     "subject_id, score, tier, restrictions, reasons, incidents, platforms, last_incident_at, policy_version, "
@@ -82,6 +84,21 @@ def restricted_without_live_incidents(
         (list(subject_ids), list(expiring)),
     ).fetchall()
     return [int(r["subject_id"]) for r in rows]
+
+
+def cached_decision(row: dict[str, Any]) -> SubjectView:
+    """A risk_scores row as the decision cache holds it (the rebuild and the lookup's fallback)."""
+    return subject_view(
+        row["subject_id"],
+        row["score"],
+        row["tier"],
+        row["reasons"],
+        row["incidents"],
+        row["platforms"],
+        row["last_incident_at"],
+        row["policy_version"],
+        row["computed_at"],
+    )
 
 
 def iter_all(conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:

@@ -32,7 +32,8 @@ from ledger.services import scoring
 from ledger.services.relay import OutboxRelay, relay_once
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
-from ledger.storage.cache import RELAY_WAKE_KEY, SEQ_WIDTH, TOKEN_KEY
+from ledger.storage.cache import RELAY_WAKE_KEY, TOKEN_KEY
+from ledger.storage.decision_cache import SEQ_WIDTH
 from ledger.storage.queue import PROCESS_OUTBOX, PROCESS_OUTBOX_BATCH
 from tests.private_services import REDIS_PORTS, RedisServer, free_port
 from tests.support import (

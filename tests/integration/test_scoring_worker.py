@@ -31,7 +31,8 @@ from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage import scores, subjects
-from ledger.storage.cache import SEQ_WIDTH, TOKEN_KEY
+from ledger.storage.cache import TOKEN_KEY
+from ledger.storage.decision_cache import SEQ_WIDTH
 from tests.support import Member, WorkerProcess, incident_body, stored_token, wait_for
 
 POLICY = load_policy()
@@ -380,7 +381,7 @@ def test_a_task_run_out_of_order_never_leaves_an_older_score(
     late["computed_at"] = datetime.now(UTC)
     with rt.db.transaction() as conn:
         assert scores.upsert_many(conn, [late]) == set()
-    entry = scoring.cache_entry(old_row["subject_id"], late, POLICY.version, late["computed_at"])
+    entry = scores.cached_decision(late)
     assert rt.cache.put_decisions(old_row["computed_from_seq"], {token_of(PHONE): entry}) == 0
     assert score_row(rt, PHONE)["incidents"] == 2  # type: ignore[index]
     after = lookup(client, beta, PHONE)
