@@ -18,10 +18,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import marshmallow as ma
 from marshmallow import ValidationError
 
-from ledger.api import schemas
 from ledger.api.openapi import Pattern
+from ledger.api.vocabulary import CATEGORIES, CONFIRMATIONS, CURRENCY, PDQ, PURPOSES, REFUND_KINDS, TOKEN
+from ledger.identity import IDENTIFIER_TYPES
 
 Check = Callable[[Any], Any]
 Fields = dict[str, tuple[bool, Check]]
@@ -66,9 +68,10 @@ def _money(value: Any) -> int | None:
     return value if type(value) is int and 1 <= value <= 10**13 else None
 
 
-def _aware_datetime(name: str) -> Check:
-    """The schema's own AwareDateTime field parses it, so the two cannot disagree."""
-    field = schemas.IncidentSchema._declared_fields[name]
+def _aware_datetime() -> Check:
+    """An AwareDateTime field made as IncidentSchema's `occurred_at` and `consumer_notified_at` are
+    (format "iso", no default time zone) parses it, so the two read a time alike."""
+    field = ma.fields.AwareDateTime(format="iso")
 
     def check(value: Any) -> Any:
         if type(value) is not str:
@@ -112,9 +115,9 @@ def _nested(fields: Fields) -> Check:
 
 
 IDENTIFIER: Fields = {
-    "type": (REQUIRED, _one_of(schemas.IDENTIFIER_TYPES)),
+    "type": (REQUIRED, _one_of(IDENTIFIER_TYPES)),
     "value": (OPTIONAL, _text(1, 256)),
-    "token": (OPTIONAL, _matches(schemas.TOKEN)),
+    "token": (OPTIONAL, _matches(TOKEN)),
 }
 
 
@@ -125,30 +128,30 @@ def _identifier(value: Any) -> dict[str, Any] | None:
     return loaded
 
 
-AMOUNT: Fields = {"value": (REQUIRED, _money), "currency": (REQUIRED, _matches(schemas.CURRENCY))}
-EVIDENCE: Fields = {"pdq": (REQUIRED, _list(_matches(schemas.PDQ), 1, 20))}
+AMOUNT: Fields = {"value": (REQUIRED, _money), "currency": (REQUIRED, _matches(CURRENCY))}
+EVIDENCE: Fields = {"pdq": (REQUIRED, _list(_matches(PDQ), 1, 20))}
 REFUND: Fields = {
     "reference": (OPTIONAL, _text(1, 128, storable=True)),
     "amount": (OPTIONAL, _nested(AMOUNT)),
-    "kind": (OPTIONAL, _one_of(schemas.REFUND_KINDS)),
+    "kind": (OPTIONAL, _one_of(REFUND_KINDS)),
 }
 IDENTIFIERS = _list(_identifier, 1, 10)
 LOOKUP: Fields = {
     "identifiers": (REQUIRED, IDENTIFIERS),
-    "purpose": (REQUIRED, _one_of(schemas.PURPOSES)),
+    "purpose": (REQUIRED, _one_of(PURPOSES)),
     "refund": (OPTIONAL, _nested(REFUND)),
     "evidence": (OPTIONAL, _nested(EVIDENCE)),
     "operator_ref": (OPTIONAL, _text(1, 128, storable=True)),
 }
 INCIDENT: Fields = {
     "external_id": (REQUIRED, _text(1, 128, storable=True)),
-    "category": (REQUIRED, _one_of(schemas.CATEGORIES)),
-    "confirmation": (REQUIRED, _one_of(schemas.CONFIRMATIONS)),
+    "category": (REQUIRED, _one_of(CATEGORIES)),
+    "confirmation": (REQUIRED, _one_of(CONFIRMATIONS)),
     "amount": (REQUIRED, _nested(AMOUNT)),
-    "occurred_at": (REQUIRED, _aware_datetime("occurred_at")),
+    "occurred_at": (REQUIRED, _aware_datetime()),
     "identifiers": (REQUIRED, IDENTIFIERS),
     "evidence": (OPTIONAL, _nested(EVIDENCE)),
-    "consumer_notified_at": (OPTIONAL, _aware_datetime("consumer_notified_at")),
+    "consumer_notified_at": (OPTIONAL, _aware_datetime()),
 }
 
 

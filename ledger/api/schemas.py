@@ -11,33 +11,25 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import RAISE, ValidationError, validate, validates_schema
 
-from ledger.api.openapi import Choice, DateTimeText, LoadedLater, Pattern, Variant
+from ledger.api import fastload
+from ledger.api.openapi import Choice, DateTimeText, LoadedLater, Variant
+from ledger.api.vocabulary import (
+    CATEGORIES,
+    CONFIRMATIONS,
+    CURRENCY,
+    DISPUTE_STATUSES,
+    INCIDENT_STATUSES,
+    PDQ,
+    PURPOSES,
+    REFUND_KINDS,
+    RESTRICTIONS,
+    RESTRICTIONS_HELP,
+    RETRACT_REASONS,
+    TIERS,
+    TOKEN,
+)
 from ledger.identity import IDENTIFIER_TYPES
 
-CATEGORIES = (
-    "fabricated_evidence",
-    "false_damage_claim",
-    "false_not_received",
-    "refund_only_abuse",
-    "return_fraud",
-    "chargeback_abuse",
-)
-CONFIRMATIONS = ("platform_review", "merchant_evidence", "consumer_admission", "court_or_police")
-PURPOSES = ("refund_review", "dispute_investigation", "account_review")
-REFUND_KINDS = ("refund_only", "return_and_refund")
-RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
-INCIDENT_STATUSES = ("active", "disputed", "retracted", "expired")
-DISPUTE_STATUSES = ("open", "upheld", "retracted", "expired")
-TIERS = ("clear", "review", "return_required", "hold")
-RESTRICTIONS = ("manual_review", "no_refund_only", "require_return", "no_auto_refund")
-RESTRICTIONS_HELP = (
-    "What a refund system should do for each restriction: `manual_review`: route the claim to a person "
-    "before approving; `no_refund_only`: do not grant a refund without the goods coming back; "
-    "`require_return`: approve only after the goods are returned and checked; `no_auto_refund`: never "
-    "approve automatically, even on a return. With refund.kind=return_and_refund, `no_refund_only` and "
-    "`require_return` are already satisfied and are left out. The ledger informs the decision; the "
-    "refund system makes it."
-)
 IDENTIFIER_TYPE = Choice("IdentifierType", IDENTIFIER_TYPES)
 CATEGORY = Choice("Category", CATEGORIES)
 CONFIRMATION = Choice("Confirmation", CONFIRMATIONS, "How the platform confirmed the incident")
@@ -48,9 +40,6 @@ PURPOSE = Choice("Purpose", PURPOSES, "Why the lookup is made (purpose limitatio
 TIER = Choice("Tier", TIERS, "From the least to the most restrictive")
 RESTRICTION = Choice("Restriction", RESTRICTIONS, RESTRICTIONS_HELP)
 DISPUTE_STATUS = Choice("DisputeStatus", DISPUTE_STATUSES)
-PDQ = Pattern("[0-9a-f]{64}", error="must be 64 lowercase hex characters")
-TOKEN = Pattern("[0-9a-f]{64}", error="must be 64 lowercase hex characters")
-CURRENCY = Pattern("[A-Z]{3}", error="must be an ISO 4217 code such as CNY")
 
 
 def storable(value: str) -> None:
@@ -148,8 +137,6 @@ class IncidentSchema(Strict):
 
     def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
         """The hand-written fast path when it is sure the body is valid; marshmallow otherwise."""
-        from ledger.api import fastload  # fastload reads this module's rules, so it imports this module
-
         loaded = fastload.incident(data) if _plain_load(self, many, partial, unknown) else None
         if loaded is not None:
             return loaded
@@ -408,8 +395,6 @@ class LookupSchema(Strict):
 
     def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
         """The hand-written fast path when it is sure the body is valid; marshmallow otherwise."""
-        from ledger.api import fastload  # fastload reads this module's rules, so it imports this module
-
         loaded = fastload.lookup(data) if _plain_load(self, many, partial, unknown) else None
         if loaded is not None:
             return loaded
