@@ -5,7 +5,8 @@ each, and neither takes a log-wide lock; this process orders them afterwards, ea
 with its own origin (the inquiry log's checkpoints are signed with the same key under that origin). It holds a PostgreSQL advisory lock on its own connection for as long as it runs, so a second
 sequencer waits as a standby and takes over when the first dies (the lock goes with its connection, and
 so do any writes it had in flight). Every batch is one transaction: take pending leaves, give them the next
-contiguous indices, store the leaves and the new complete interior nodes. Only after that commits does it
+contiguous indices, store the leaves and the new complete interior nodes that are kept (level 8 and up,
+ledger/storage/log.py). Only after that commits does it
 sign a checkpoint of the new root, so no signed root ever covers an uncommitted leaf.
 
 On start it rebuilds the tree's right frontier from the stored nodes and checks it against the latest
@@ -152,21 +153,21 @@ class Sequencer:
         # reloads it (`_load`) before integrating again, or stops on a TreeMismatch.
         tree = one.tree
         with conn.transaction():
-            pending = log_store.take_pending(conn, limit, tree)
-            if not pending:
-                return 0
             size = log_store.tree_size(conn, tree)
             if size != one.compact.size:
                 raise TreeMismatch(
                     f"the {tree.name} tree has {size} leaves, the sequencer expected {one.compact.size}"
                 )
+            leaves = log_store.move_pending(conn, size, limit, tree)
+            if not leaves:
+                return 0
             new_nodes: list[tuple[int, int, bytes]] = []
-            for _, leaf in pending:
+            for leaf in leaves:
                 new_nodes.extend(one.compact.append(leaf))
-            log_store.add(conn, size, [e for e, _ in pending], [h for _, h in pending], new_nodes, tree)
+            log_store.add_nodes(conn, log_store.stored_nodes(new_nodes), tree)
         self._sign(conn, one)
-        self.integrated += len(pending)
-        return len(pending)
+        self.integrated += len(leaves)
+        return len(leaves)
 
     def _sign(self, conn: Any, one: _Log) -> None:
         checkpoint = note.Checkpoint(one.signer.verifier.name, one.compact.size, one.compact.root())

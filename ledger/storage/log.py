@@ -5,9 +5,13 @@ There are two logs with the same shape: the event log (`EVENTS`: a leaf per ledg
 log (`INQUIRIES`: a leaf per lookup record). Each function that reads or writes one tree takes it as
 `tree`, the event log by default.
 
-Only the sequencer writes leaves, nodes and checkpoints; everything else reads. Proofs read the stored
-nodes they need in one indexed query (`nodes`), so serving one costs the same at ten million leaves as at
-ten.
+Only the sequencer writes leaves, nodes and checkpoints; everything else reads. Interior nodes are stored
+only from level `STORED_LEVEL` (8) up, one row per 256 leaves: a node below it is recomputed from the at most
+256 leaves under it, which one range read of the leaf index returns. A proof therefore reads one range of
+leaves and about log2(n) - 8 node rows, in two indexed queries (`nodes`), so serving one costs the same at
+ten million leaves as at ten, while the sequencer writes a node row for every 256 leaves instead of one per
+leaf (C2SP tlog-tiles makes the same trade with tiles of 256 hashes). Databases that stored every node keep
+them; the rows below level 8 are simply no longer read.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ledger.domain import merkle
 from ledger.storage.db import Connection
 
 # The sequencer's advisory lock: whoever holds it is the tree's one writer.
 SEQUENCER_LOCK = 7311013
+# Interior nodes of this level and above are stored; those below are recomputed from their leaves.
+STORED_LEVEL = 8
 
 
 @dataclass(frozen=True)
@@ -60,59 +67,68 @@ def tree_size(conn: Connection, tree: Tree = EVENTS) -> int:
 def nodes(
     conn: Connection, wanted: Iterable[tuple[int, int]], tree: Tree = EVENTS
 ) -> dict[tuple[int, int], bytes]:
-    """Stored subtree hashes by (level, index); level 0 is a leaf hash."""
-    wanted = list(wanted)
-    leaves = [idx for level, idx in wanted if level == 0]
-    inner = [(level, idx) for level, idx in wanted if level > 0]
+    """Subtree hashes by (level, index), level 0 being a leaf hash: stored nodes from `STORED_LEVEL` up,
+    and the rest recomputed from the leaves under them. A node that cannot be had is left out."""
+    wanted = set(wanted)
+    low = [(level, idx) for level, idx in wanted if level < STORED_LEVEL]
+    high = [(level, idx) for level, idx in wanted if level >= STORED_LEVEL]
     found: dict[tuple[int, int], bytes] = {}
-    if leaves:
-        for row in conn.execute(
-            f"SELECT idx, leaf_hash FROM {tree.leaves} WHERE idx = ANY(%s)", (leaves,)
-        ).fetchall():
-            found[(0, row["idx"])] = bytes(row["leaf_hash"])
-    if inner:
+    if low:
+        chunks = sorted({(idx << level) >> STORED_LEVEL for level, idx in low})
+        leaves = {
+            row["idx"]: bytes(row["leaf_hash"])
+            for row in conn.execute(
+                f"""SELECT l.idx, l.leaf_hash FROM unnest(%s::bigint[]) AS c (chunk)
+                    JOIN {tree.leaves} l ON l.idx >= c.chunk * %s AND l.idx < (c.chunk + 1) * %s""",
+                (chunks, 1 << STORED_LEVEL, 1 << STORED_LEVEL),
+            ).fetchall()
+        }
+        for level, idx in low:
+            span = [leaves.get(i) for i in range(idx << level, (idx + 1) << level)]
+            if all(h is not None for h in span):
+                found[(level, idx)] = merkle.root([h for h in span if h is not None])
+    if high:
         for row in conn.execute(
             f"""SELECT n.level, n.idx, n.hash FROM {tree.nodes} n
                JOIN unnest(%s::smallint[], %s::bigint[]) AS w (level, idx)
                  ON n.level = w.level AND n.idx = w.idx""",
-            ([level for level, _ in inner], [idx for _, idx in inner]),
+            ([level for level, _ in high], [idx for _, idx in high]),
         ).fetchall():
             found[(row["level"], row["idx"])] = bytes(row["hash"])
     return found
 
 
-def add(
-    conn: Connection,
-    first_index: int,
-    event_ids: Sequence[int],
-    leaf_hashes: Sequence[bytes],
-    new_nodes: Sequence[tuple[int, int, bytes]],
-    tree: Tree = EVENTS,
-) -> None:
-    """Store leaves `first_index`.. of `tree` (`event_ids`: what each is of) and the new interior nodes."""
-    conn.execute(
-        f"""INSERT INTO {tree.leaves} (idx, {tree.item}, leaf_hash)
-           SELECT %s + o - 1, e, h FROM unnest(%b::{tree.item_type}[], %b::bytea[]) WITH ORDINALITY AS u (e, h, o)""",
-        (first_index, list(event_ids), list(leaf_hashes)),
-    )
+def stored_nodes(created: Iterable[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """The nodes, of those a batch created, that are kept (`STORED_LEVEL` and above)."""
+    return [n for n in created if n[0] >= STORED_LEVEL]
+
+
+def move_pending(conn: Connection, first_index: int, limit: int, tree: Tree = EVENTS) -> list[bytes]:
+    """Move up to `limit` pending leaves, oldest first, into the tree at indices `first_index`.., in the
+    caller's transaction and in one statement; returns their hashes in index order."""
+    rows = conn.execute(
+        f"""WITH taken AS (
+                DELETE FROM {tree.pending} WHERE {tree.order} IN (
+                    SELECT {tree.order} FROM {tree.pending} ORDER BY {tree.order} LIMIT %s FOR UPDATE SKIP LOCKED)
+                RETURNING {tree.order} AS o, {tree.item} AS item, leaf_hash),
+            placed AS (
+                INSERT INTO {tree.leaves} (idx, {tree.item}, leaf_hash)
+                SELECT %s + row_number() OVER (ORDER BY o) - 1, item, leaf_hash FROM taken
+                RETURNING idx, leaf_hash)
+            SELECT leaf_hash FROM placed ORDER BY idx""",
+        (limit, first_index),
+    ).fetchall()
+    return [bytes(row["leaf_hash"]) for row in rows]
+
+
+def add_nodes(conn: Connection, new_nodes: Sequence[tuple[int, int, bytes]], tree: Tree = EVENTS) -> None:
+    """Store interior nodes (level, index, hash); the caller passes only those that are kept."""
     if new_nodes:
         conn.execute(
             f"""INSERT INTO {tree.nodes} (level, idx, hash)
                SELECT * FROM unnest(%b::smallint[], %b::bigint[], %b::bytea[])""",
             ([n[0] for n in new_nodes], [n[1] for n in new_nodes], [n[2] for n in new_nodes]),
         )
-
-
-def take_pending(conn: Connection, limit: int, tree: Tree = EVENTS) -> list[tuple[Any, bytes]]:
-    """Remove up to `limit` pending leaves, oldest first, in the caller's transaction: (item, leaf hash)."""
-    rows = conn.execute(
-        f"""DELETE FROM {tree.pending} WHERE {tree.order} IN (
-               SELECT {tree.order} FROM {tree.pending} ORDER BY {tree.order} LIMIT %s FOR UPDATE SKIP LOCKED)
-           RETURNING {tree.order} AS o, {tree.item} AS item, leaf_hash""",
-        (limit,),
-    ).fetchall()
-    rows.sort(key=lambda row: row["o"])
-    return [(row["item"], bytes(row["leaf_hash"])) for row in rows]
 
 
 def oldest_pending(conn: Connection, tree: Tree = EVENTS) -> datetime | None:

@@ -269,10 +269,12 @@ def test_a_stored_leaf_hash_that_is_not_its_events_is_named(
 
 
 def test_a_tampered_node_is_named(client: Any, alpha: Member, rt: Runtime, settings: Settings) -> None:
-    report_many(client, alpha, "node", 4)
+    """Nodes are stored from level 8 up (one per 256 leaves); the first one covers leaves 0 to 255."""
+    report_many(client, alpha, "node", 257)
     integrate(rt)
-    tamper(settings, "UPDATE log_nodes SET hash = %s WHERE level = 1 AND idx = 1", (bytes(32),))
-    assert_verify_fails(settings, rt, 2, "stored node 1/1 (leaves 2 to 3)")
+    assert rows(settings, "SELECT level, idx FROM log_nodes") == [{"level": 8, "idx": 0}]
+    tamper(settings, "UPDATE log_nodes SET hash = %s WHERE level = 8 AND idx = 0", (bytes(32),))
+    assert_verify_fails(settings, rt, 0, "stored node 8/0 (leaves 0 to 255)")
 
 
 def test_a_forged_checkpoint_is_named(client: Any, alpha: Member, rt: Runtime, settings: Settings) -> None:
