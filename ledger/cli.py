@@ -7,6 +7,7 @@ the setting and exit 2, never a traceback. Heavy modules are imported inside com
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,10 @@ from ledger.config import Settings
 from ledger.errors import LedgerError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The Celery app, named as Celery's `--app` option takes it: ledger/ never imports workers/ (it sends tasks
+# by name too), so `ledger worker` and `ledger beat` hand Celery the name and Celery imports it.
+CELERY_APP = "workers.app:app"
 
 
 def _default(value: Any) -> Any:
@@ -296,13 +301,9 @@ def serve(bind: str, server: str, workers: int, threads: int, worker_class: str,
 @handled
 def worker(concurrency: int, celery_args: tuple[str, ...], as_json: bool) -> None:
     Settings.from_env().require_services()
-    from workers.app import app
-
     if as_json:
         emit(True, {"concurrency": concurrency})
-    app.worker_main(
-        ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "ledger", *celery_args]
-    )
+    _celery(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "ledger", *celery_args])
 
 
 @main.command(
@@ -313,12 +314,18 @@ def worker(concurrency: int, celery_args: tuple[str, ...], as_json: bool) -> Non
 @handled
 def beat(celery_args: tuple[str, ...], as_json: bool) -> None:
     Settings.from_env().require_services()
-    from workers.app import app
-
     if as_json:
         emit(True, {"beat": True})
     schedule = os.path.join(os.environ.get("LEDGER_STATE_DIR", "."), ".celerybeat-schedule")
-    app.start(["beat", "--loglevel=INFO", "-s", schedule, *celery_args])
+    _celery(["beat", "--loglevel=INFO", "-s", schedule, *celery_args])
+
+
+def _celery(argv: list[str]) -> None:
+    """Run Celery's own command line in this process on CELERY_APP, as `Celery.start` does."""
+    from celery.bin.celery import celery
+
+    with contextlib.suppress(click.exceptions.Exit):  # Celery's way of saying it is done
+        celery.main(args=["--app", CELERY_APP, *argv], standalone_mode=False)
 
 
 @main.command(

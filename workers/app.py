@@ -4,7 +4,7 @@
 the queue; every task body is idempotent, so running it again is safe. The outbox sweep is the second
 net: anything never marked done is sent again.
 
-Every `ledger worker` also runs the outbox relay (ledger/services/relay.py), which sends the tasks the
+Every `ledger worker` also runs the outbox relay (workers/relay.py), which sends the tasks the
 API no longer sends itself: a bootstep starts it in the worker's main process once the pool is up, and
 stops it on shutdown. Running it in the worker, rather than as a process of its own, means every
 deployment that processes work also relays it, with nothing new to supervise.
@@ -20,9 +20,9 @@ from celery import Celery, bootsteps
 from celery.schedules import crontab
 
 from ledger.config import Settings
-from ledger.services.relay import OutboxRelay
 from ledger.services.runtime import Runtime
 from ledger.storage.queue import broker_options
+from workers.relay import OutboxRelay
 
 settings = Settings.from_env()
 app = Celery("ledger", broker=settings.redis_url, include=["workers.tasks"])

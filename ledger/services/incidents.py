@@ -4,7 +4,7 @@ A report is durable before the API answers 201: the incident, its tokens, its ou
 event and that event's pending log leaf commit in one transaction, with no log-wide lock. The 201 carries
 a receipt: the leaf hash and the log's signed promise to include it within the maximum merge delay
 (ledger/services/transparency.py); `ledger sequencer` integrates it after commit. After commit the API only flags the tokens
-as pending and wakes the outbox relay (ledger/services/relay.py), which sends the scoring task; the API
+as pending and wakes the outbox relay (workers/relay.py), which sends the scoring task; the API
 publishes nothing itself.
 """
 

@@ -2,6 +2,11 @@
 
 Built once per process (by `create_app`, the Celery worker or the CLI) and passed explicitly, so that
 services are plain functions of their inputs.
+
+It lives in the services layer, not beside `create_app`, because it is what every service takes and it
+holds two objects of that layer, built on first use: the evidence matcher and the report quota gate.
+Everything it opens comes from below (storage's pool, cache and queue; domain's policy and signers), so
+api, console, workers and the CLI build one and pass it down, and nothing below services sees it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Keys (tokens are HMAC pseudonyms, never raw identifiers):
   ccl:q:<platform>:rights  the operator's separate bucket for subject reports and disputes
   ccl:af:<digest> failed authentications from one (hashed) client address, for brute-force protection
   ccl:relay       the outbox relay's wake-up: a list of at most one element, pushed after every commit that
-                  queued work, popped (BLPOP) by the relay in `ledger worker` (ledger/services/relay.py)
+                  queued work, popped (BLPOP) by the relay in `ledger worker` (workers/relay.py)
   ccl:warm        set when a full rebuild from PostgreSQL completed on this Redis; a Redis restarted
                   without persistence comes back without it, and a miss then no longer means "no decision"
 A short circuit breaker skips Redis for a moment after a failure, so a dead Redis costs the lookup path

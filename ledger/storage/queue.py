@@ -3,7 +3,7 @@
 Sends are fire-and-forget with no retries: if the broker is down the outbox row stays unsent and the
 relay (or the beat sweep) sends it later. A short socket timeout keeps a dead broker from stalling anyone.
 The API sends nothing: a publish costs about 1 ms of CPU, so the outbox relay in `ledger worker` sends
-for it (ledger/services/relay.py).
+for it (workers/relay.py).
 """
 
 from __future__ import annotations

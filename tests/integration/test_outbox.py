@@ -29,7 +29,7 @@ from ledger import create_app
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services import scoring
-from ledger.services.relay import OutboxRelay, relay_once
+from ledger.services.relay import relay_once
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
 from ledger.storage.cache import RELAY_WAKE_KEY, TOKEN_KEY
@@ -44,6 +44,7 @@ from tests.support import (
     stored_token,
     wait_for,
 )
+from workers.relay import OutboxRelay
 
 PHONE = {"type": "phone", "value": "13800138000"}
 EMAIL = {"type": "email", "value": "other-buyer@example.com"}
