@@ -552,6 +552,47 @@ CREATE CONSTRAINT TRIGGER incident_status_changed AFTER UPDATE OF status ON inci
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION evidence_log_change();
 
+-- Reference photos (docs/evidence.md, "Reference photos"): the PDQ hashes of what a platform sells
+-- (`listing`) or ships (`shipping`), under the platform's own reference (a listing id, an order
+-- reference). Hashes only, never image bytes. Listing hashes are matched for every member; shipping
+-- hashes only for their own platform, and only until `expires_at`. A checker learns the kind and the
+-- distance, never the platform or the reference.
+CREATE TABLE IF NOT EXISTS reference_photos (
+    platform_id   bigint NOT NULL REFERENCES platforms (id),
+    kind          text NOT NULL CHECK (kind IN ('listing', 'shipping')),
+    reference     text NOT NULL CHECK (length(reference) BETWEEN 1 AND 128),
+    pdq           bytea NOT NULL CHECK (length(pdq) = 32),
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz,
+    PRIMARY KEY (platform_id, kind, reference, pdq)
+);
+CREATE INDEX IF NOT EXISTS reference_photos_expiry ON reference_photos (expires_at) WHERE expires_at IS NOT NULL;
+
+-- Which references changed, in commit order (the same advisory-lock scheme as evidence_changes), so each
+-- API process applies registrations and removals incrementally. No hash is kept here.
+CREATE TABLE IF NOT EXISTS reference_changes (
+    id          bigserial PRIMARY KEY,
+    platform_id bigint NOT NULL,
+    kind        text NOT NULL,
+    reference   text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION reference_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changed reference_photos;
+BEGIN
+    IF TG_OP = 'DELETE' THEN changed := OLD; ELSE changed := NEW; END IF;
+    PERFORM pg_advisory_xact_lock(7311007);
+    INSERT INTO reference_changes (platform_id, kind, reference)
+        VALUES (changed.platform_id, changed.kind, changed.reference);
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS reference_photo_changed ON reference_photos;
+CREATE CONSTRAINT TRIGGER reference_photo_changed AFTER INSERT OR DELETE ON reference_photos
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION reference_log_change();
+
 -- The operator console (ledger/console). Its overview counts reports per day over the last weeks; a BRIN
 -- index on the time of report costs next to nothing per insert, and incidents are appended in report
 -- order, so it narrows that count to the recent block ranges.

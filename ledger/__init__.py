@@ -15,12 +15,14 @@ __all__ = ["create_app"]
 
 JSON_TYPES = ("application/json",)
 # Evidence photo uploads (docs/evidence.md); these views check for multipart/form-data themselves.
-MULTIPART_ENDPOINTS: frozenset[str] = frozenset({"incidents.IncidentEvidence", "lookups.LookupEvidence"})
+MULTIPART_ENDPOINTS: frozenset[str] = frozenset(
+    {"incidents.IncidentEvidence", "lookups.LookupEvidence", "references.ReferenceImages"}
+)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     from ledger import console
-    from ledger.api import disputes, incidents, log, lookups, openapi, problems, system, webhooks
+    from ledger.api import disputes, incidents, log, lookups, openapi, problems, references, system, webhooks
     from ledger.api.json_provider import Utf8JsonProvider
     from ledger.services.platforms import KeyResolver
     from ledger.services.runtime import Runtime
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     api = problems.ProblemApi(app, spec_kwargs={"marshmallow_plugin": openapi.Plugin()})
     app.extensions["ledger.api"] = api
-    for module in (system, incidents, lookups, disputes, log, webhooks):
+    for module in (system, incidents, lookups, references, disputes, log, webhooks):
         api.register_blueprint(module.blp)
     problems.register(app)
     app.register_blueprint(console.blp)

@@ -93,19 +93,20 @@ def render(seed: int, size: tuple[int, int] = (800, 600), background: int | None
 
 
 def forgery(listing: Image.Image, seed: int = 0) -> Image.Image:
-    """The fraud: the listing photo with cracks and a stain painted on."""
+    """The fraud: the listing photo with a crack painted on and a half-transparent stain."""
     rng = random.Random(seed)
-    image = listing.copy()
-    draw = ImageDraw.Draw(image)
+    image = listing.convert("RGBA")
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
     w, h = image.size
     x, y = w // 2 + rng.randrange(-w // 8, w // 8), h // 3
-    for _ in range(14):
-        nx, ny = x + rng.randrange(-25, 25), y + rng.randrange(5, 25)
-        draw.line((x, y, nx, ny), fill=(15, 15, 15), width=3)
+    for _ in range(10):
+        nx, ny = x + rng.randrange(-20, 20), y + rng.randrange(5, 20)
+        draw.line((x, y, nx, ny), fill=(20, 20, 20, 230), width=2)
         x, y = nx, ny
     sx, sy = w // 2 + rng.randrange(-w // 6, w // 6), 2 * h // 3
-    draw.ellipse((sx - 30, sy - 18, sx + 30, sy + 18), fill=(110, 80, 40))
-    return image
+    draw.ellipse((sx - 22, sy - 12, sx + 22, sy + 12), fill=(110, 80, 40, 120))
+    return Image.alpha_composite(image, overlay).convert("RGB")
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:

@@ -215,6 +215,88 @@ EXAMPLES: dict[tuple[str, str], Example] = {
         multipart={"images": "@claim-photo.jpg"},
         scope="report",
     ),
+    ("POST", "/v1/references"): Example(
+        200,
+        {
+            "results": [
+                {
+                    "kind": "listing",
+                    "reference": "sku-10086",
+                    "added": 2,
+                    "removed": 0,
+                    "held": 2,
+                    "expires_at": None,
+                }
+            ]
+        },
+        body={
+            "references": [
+                {
+                    "kind": "listing",
+                    "reference": "sku-10086",
+                    "pdq": [
+                        "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+                        "0d6c2e1f3b5a79880c4e2a1f6b3d5e7f9a1c3e5f7092b4d6f8a0c2e4a6b8d0f1",
+                    ],
+                }
+            ]
+        },
+        scope="report",
+    ),
+    ("POST", "/v1/references/replace"): Example(
+        200,
+        {
+            "results": [
+                {
+                    "kind": "shipping",
+                    "reference": "order-20261120-77",
+                    "added": 1,
+                    "removed": 0,
+                    "held": 1,
+                    "expires_at": "2027-05-19T10:00:00+00:00",
+                }
+            ]
+        },
+        body={
+            "references": [
+                {
+                    "kind": "shipping",
+                    "reference": "order-20261120-77",
+                    "pdq": ["9a1c3e5f7092b4d6f8a0c2e4a6b8d0f10d6c2e1f3b5a79880c4e2a1f6b3d5e7f"],
+                }
+            ]
+        },
+        scope="report",
+    ),
+    ("POST", "/v1/references/remove"): Example(
+        200,
+        {"results": [{"kind": "shipping", "reference": "order-20261120-77", "removed": 1}]},
+        body={"references": [{"kind": "shipping", "reference": "order-20261120-77"}]},
+        scope="report",
+    ),
+    ("POST", "/v1/references/images"): Example(
+        201,
+        {
+            "kind": "listing",
+            "reference": "sku-10087",
+            "added": 1,
+            "removed": 0,
+            "held": 1,
+            "expires_at": None,
+            "hashes": [
+                {
+                    "hash": "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22",
+                    "displayed_hash": None,
+                    "quality": 100,
+                }
+            ],
+        },
+        multipart={
+            "request": '{"kind":"listing","reference":"sku-10087"};type=application/json',
+            "images": "@listing-photo.jpg",
+        },
+        scope="report",
+    ),
     ("POST", "/v1/lookups"): Example(200, LOOKUP_ANSWER, body=LOOKUP_REQUEST, scope="lookup"),
     ("POST", "/v1/lookups/batch"): Example(
         200,
@@ -236,6 +318,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
                     "best_distance": 0,
                     "category": "fabricated_evidence",
                     "platforms": 1,
+                    "derived_from_reference": {"kind": "listing", "distance": 10},
                     "findings": {
                         "labels": [],
                         "capture_time": "2026-11-20T10:12:03+08:00",

@@ -36,6 +36,7 @@ CONFIRMATION = Choice("Confirmation", CONFIRMATIONS, "How the platform confirmed
 INCIDENT_STATUS = Choice("IncidentStatus", INCIDENT_STATUSES)
 RETRACT_REASON = Choice("RetractReason", RETRACT_REASONS)
 REFUND_KIND = Choice("RefundKind", REFUND_KINDS)
+REFERENCE_KIND = Choice("ReferenceKind", ("listing", "shipping"))
 PURPOSE = Choice("Purpose", PURPOSES, "Why the lookup is made (purpose limitation; the consumer sees it)")
 TIER = Choice("Tier", TIERS, "From the least to the most restrictive")
 RESTRICTION = Choice("Restriction", RESTRICTIONS, RESTRICTIONS_HELP)
@@ -715,6 +716,17 @@ class ImageFindingsSchema(ma.Schema):
     )
 
 
+class ReferenceMatchSchema(ma.Schema):
+    """The registered reference photo a claim photo may be derived from: its kind and distance only."""
+
+    kind = ma.fields.String(
+        required=True,
+        validate=REFERENCE_KIND,
+        metadata={"description": "listing or shipping"},
+    )
+    distance = ma.fields.Integer(required=True, metadata={"description": "PDQ Hamming distance, 0 to 31"})
+
+
 class EvidenceMatchSchema(ma.Schema):
     """What a lookup learns about one submitted hash. Never which platform holds the match, never its
     incident."""
@@ -760,6 +772,14 @@ class EvidenceMatchSchema(ma.Schema):
     platforms = ma.fields.Integer(
         required=True,
         metadata={"description": "How many distinct platforms hold confirmed evidence within the threshold"},
+    )
+    derived_from_reference = ma.fields.Nested(
+        ReferenceMatchSchema,
+        allow_none=True,
+        metadata={
+            "description": "The closest registered reference photo within the threshold (a listing of any "
+            "platform, or your own shipping photo): kind and distance, never whose. Null without one"
+        },
     )
     findings = ma.fields.Nested(
         ImageFindingsSchema,

@@ -59,6 +59,7 @@ class Policy:
     evidence_min_quality: int
     evidence_min_tier: str
     evidence_min_tiers: dict[str, str]  # claim-photo finding (reason code) -> the tier it raises to
+    shipping_reference_days: int
     currencies: dict[str, Currency]
     reasons: dict[str, tuple[str, str]]  # code -> (zh, en)
 
@@ -119,6 +120,7 @@ def parse_policy(raw: dict[str, Any]) -> Policy:
         evidence_min_quality=int(raw["evidence"]["min_quality"]),
         evidence_min_tier=str(raw["evidence"]["min_tier"]),
         evidence_min_tiers={k: str(v) for k, v in raw["evidence"].get("min_tiers", {}).items()},
+        shipping_reference_days=int(raw["evidence"].get("shipping_reference_days", 180)),
         currencies={
             code: Currency(int(c["exponent"]), float(c["rate_to_cny"]))
             for code, c in raw["currencies"].items()

@@ -31,6 +31,7 @@ from ledger.services.runtime import Runtime
 from ledger.storage import events as event_store
 from ledger.storage import evidence as store
 from ledger.storage import incidents as incident_store
+from ledger.storage.db import Connection
 from ledger.storage.events import NewEvent
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class Submitted:
 
 
 # The claim-photo findings that are reasons (policy `evidence.min_tiers`), in the order they are given.
+DERIVED_FROM_LISTING = "EVIDENCE_DERIVED_FROM_LISTING"
+DERIVED_FROM_SHIPPING = "EVIDENCE_DERIVED_FROM_SHIPPING"
 AI_LABELLED = "EVIDENCE_AI_LABELLED"
 PREDATES_DELIVERY = "EVIDENCE_PREDATES_DELIVERY"
 
@@ -119,36 +122,49 @@ class Matcher:
         if thread is not None:
             thread.join(timeout)
 
+    # What is indexed, and where from: confirmed evidence here; `services.references` overrides these
+    # three for reference photos, and shares the loading, refreshing and merging below.
+
     def _categories(self) -> list[str]:
         return [CATCH_ALL, *sorted(self._rt.policy.severity)]
 
+    def _read_all(self, conn: Connection, categories: list[str]) -> tuple[int, EvidenceRows]:
+        # Cursor first: a change committed between the two reads is applied again by the next refresh,
+        # which is harmless (changes are applied as "replace this owner's entries").
+        cursor = store.change_cursor(conn)
+        return cursor, store.load_matchable(conn, categories[1:], self._rt.policy.evidence_min_quality)
+
+    def _read_changes(
+        self, conn: Connection, index: EvidenceIndex
+    ) -> tuple[int, list[bytes], EvidenceRows, bool]:
+        """The owners changed after the cursor, their rows now, the new cursor, and whether that was all."""
+        cursor, touched, exhausted = store.changed_since(conn, self._cursor)
+        if not touched:
+            return cursor, [], EvidenceRows.empty(), exhausted
+        rows = store.matchable_of(conn, touched, self._rt.policy.evidence_min_quality)
+        current = EvidenceRows.of(
+            [bytes(r["pdq"]) for r in rows],
+            [r["incident_id"].bytes for r in rows],
+            [int(r["platform_id"]) for r in rows],
+            [index.category_code(r["category"]) for r in rows],
+        )
+        return cursor, [incident.bytes for incident in touched], current, exhausted
+
     def _load(self) -> None:
-        policy = self._rt.policy
         categories = self._categories()
         with self._rt.db.transaction() as conn:
-            # Cursor first: a change committed between the two reads is applied again by the next
-            # refresh, which is harmless (changes are applied as "replace this incident's entries").
-            cursor = store.change_cursor(conn)
-            rows = store.load_matchable(conn, categories[1:], policy.evidence_min_quality)
-        self._index = EvidenceIndex.build(rows, categories, policy.evidence_threshold, self._delta_limit)
+            cursor, rows = self._read_all(conn, categories)
+        threshold = self._rt.policy.evidence_threshold
+        self._index = EvidenceIndex.build(rows, categories, threshold, self._delta_limit)
         self._cursor, self._checked = cursor, time.monotonic()
 
     def _refresh(self) -> None:
         index = self._index
         assert index is not None
-        policy = self._rt.policy
         while True:
             with self._rt.db.transaction() as conn:
-                cursor, touched, exhausted = store.changed_since(conn, self._cursor)
-                rows = store.matchable_of(conn, touched, policy.evidence_min_quality) if touched else []
-            if touched:
-                owners = [incident.bytes for incident in touched]
-                current = EvidenceRows.of(
-                    [bytes(r["pdq"]) for r in rows],
-                    [r["incident_id"].bytes for r in rows],
-                    [int(r["platform_id"]) for r in rows],
-                    [index.category_code(r["category"]) for r in rows],
-                )
+                cursor, owners, current, exhausted = self._read_changes(conn, index)
+            if owners:
                 index = index.with_changes(owners, current, merge=False)
                 if self._replay is not None:
                     self._replay.append((owners, current))
@@ -219,12 +235,22 @@ def match(rt: Runtime, asked: Sequence[Submitted]) -> list[dict[str, Any]]:
     return out
 
 
-def check(rt: Runtime, asked: Sequence[Submitted], delivered_at: datetime | None = None) -> Checked:
-    """Match every submitted hash, and read every uploaded image's findings: an AI label (GB 45438, C2PA,
-    IPTC), a capture time before `delivered_at`, the editing software (information only). Findings name
-    no platform; the audit record keeps them with the answer, never the image."""
+def check(
+    rt: Runtime, platform_id: int, asked: Sequence[Submitted], delivered_at: datetime | None = None
+) -> Checked:
+    """Match every submitted hash against confirmed forged evidence and registered reference photos
+    (listings of every platform, the caller's own shipping photos), and read every uploaded image's
+    findings: an AI label (GB 45438, C2PA, IPTC), a capture time before `delivered_at`, the editing
+    software (information only). Nothing names a platform or a reference; the audit record keeps the
+    findings with the answer, never the image."""
+    from ledger.services.references import REASONS, derived  # references builds on this module
+
     matches = match(rt, asked)
     findings: list[str] = []
+    for entry, reference in zip(matches, derived(rt, platform_id, asked), strict=True):
+        entry["derived_from_reference"] = reference
+        if reference is not None:
+            findings.append(REASONS[reference["kind"]])
     for item, entry in zip(asked, matches, strict=True):
         if item.metadata is None:
             entry["findings"] = None
@@ -236,7 +262,7 @@ def check(rt: Runtime, asked: Sequence[Submitted], delivered_at: datetime | None
             findings.append(AI_LABELLED)
         if predates:
             findings.append(PREDATES_DELIVERY)
-    order = (AI_LABELLED, PREDATES_DELIVERY)
+    order = (DERIVED_FROM_LISTING, DERIVED_FROM_SHIPPING, AI_LABELLED, PREDATES_DELIVERY)
     return Checked(matches, any(m["matched"] for m in matches), tuple(c for c in order if c in findings))
 
 

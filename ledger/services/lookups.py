@@ -169,7 +169,9 @@ def lookup_many(
         found = [entries[tok] for _, tok in p.tokens if tok in entries]
         views = [e for e in found if isinstance(e, SubjectView)]
         devices = [e.subjects for e in found if isinstance(e, DeviceSignal)]
-        checked = evidence.check(rt, p.evidence, p.delivered_at) if p.evidence else None
+        checked = (
+            evidence.check(rt, principal.platform_id, p.evidence, p.delivered_at) if p.evidence else None
+        )
         decision = decide(
             views,
             devices,

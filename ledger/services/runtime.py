@@ -88,6 +88,14 @@ class Runtime:
 
         return QuotaGate()
 
+    @cached_property
+    def reference_matcher(self) -> EvidenceMatcher:
+        """The process's reference photo index (`services.references.ReferenceMatcher`), loaded like
+        the evidence index on the first lookup with evidence."""
+        from ledger.services.references import ReferenceMatcher
+
+        return ReferenceMatcher(self)
+
     @property
     def identity_key(self) -> str:
         assert self.settings.identity_key, "Settings.require_services() fills the identity key"

@@ -58,18 +58,23 @@ def change_cursor(conn: Connection) -> int:
 def load_matchable(conn: Connection, categories: Sequence[str], min_quality: int) -> EvidenceRows:
     """Every matchable hash, as the index's own row type. Category is returned as its 1-based position
     in `categories`, 0 if absent."""
-    reader = _CopyReader()
     conn.execute("SET LOCAL work_mem = '64MB'")  # one in-memory hash join instead of batches on disk
+    return copy_rows(
+        conn,
+        """SELECT e.incident_id, e.pdq, i.platform_id, coalesce(array_position(%s::text[], i.category), 0)::int4
+           FROM incident_evidence e JOIN incidents i ON i.id = e.incident_id
+           WHERE i.status = ANY(%s::text[]) AND e.quality >= %s AND length(e.pdq) = 32""",
+        (list(categories), MATCHABLE, min_quality),
+    )
+
+
+def copy_rows(conn: Connection, query: str, params: Sequence[Any]) -> EvidenceRows:
+    """Stream `query`'s (uuid owner, bytea(32) hash, int8 platform, int4 category) rows with COPY BINARY
+    into the index's row type."""
+    reader = _CopyReader()
     with (
         conn.cursor() as cur,
-        cur.copy(
-            """COPY (SELECT e.incident_id, e.pdq, i.platform_id,
-                            coalesce(array_position(%s::text[], i.category), 0)::int4
-                     FROM incident_evidence e JOIN incidents i ON i.id = e.incident_id
-                     WHERE i.status = ANY(%s::text[]) AND e.quality >= %s AND length(e.pdq) = 32)
-               TO STDOUT (FORMAT binary)""",
-            (list(categories), MATCHABLE, min_quality),
-        ) as copy,
+        cur.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)", params) as copy,
     ):
         batch: list[Any] = []
         for message in copy:  # one message per row: keep the per-row Python work to an append

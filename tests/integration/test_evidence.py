@@ -38,6 +38,7 @@ PROBLEM = "application/problem+json"
 UNKNOWN_BUYER = {"type": "phone", "value": "13700137000"}  # never reported: a fresh account
 PHONE = {"type": "phone", "value": "13800138000"}
 MATCH_KEYS = {
+    "derived_from_reference",
     "findings",
     "hash",
     "displayed_hash",

@@ -110,6 +110,24 @@ OPEN_ENDPOINTS = [
     ("GET", "/v1/disputes?status=open", "report", None),
     ("POST", "/v1/subjects/report", "dispute", {"identifiers": [PHONE]}),
     ("POST", "/v1/subjects/report/html", "dispute", {"identifiers": [PHONE]}),
+    (
+        "POST",
+        "/v1/references",
+        "report",
+        {"references": [{"kind": "listing", "reference": "matrix-sku", "pdq": ["ab" * 32]}]},
+    ),
+    (
+        "POST",
+        "/v1/references/replace",
+        "report",
+        {"references": [{"kind": "shipping", "reference": "matrix-order", "pdq": ["cd" * 32]}]},
+    ),
+    (
+        "POST",
+        "/v1/references/remove",
+        "report",
+        {"references": [{"kind": "listing", "reference": "matrix-sku"}]},
+    ),
 ]
 
 
@@ -178,6 +196,53 @@ def test_lookups_never_reveal_reporters(client: Any, world: dict[str, Any], rt: 
             )
             text = response.get_data(as_text=True).lower()
             for needle in names + secrets:
+                assert needle.lower() not in text, (slug, other, needle)
+
+
+def test_reference_checks_never_reveal_platform_or_reference(
+    client: Any, world: dict[str, Any], rt: Runtime
+) -> None:
+    """Every platform registers a listing and a shipping photo under telling references; every
+    platform's lookups with those hashes learn the kind and the distance, and nothing else."""
+    keys = world["keys"]
+    hashes = {
+        slug: {"listing": f"{n + 1:02x}" * 32, "shipping": f"{n + 0x41:02x}" * 32}
+        for n, slug in enumerate(PLATFORMS)
+    }
+    for slug in PLATFORMS:
+        items = [{"kind": k, "reference": f"{slug}-{k}-ref", "pdq": [h]} for k, h in hashes[slug].items()]
+        assert (
+            client.post(
+                "/v1/references", json={"references": items}, headers=keys[(slug, "report")].headers
+            ).status_code
+            == 200
+        )
+    rt.reference_matcher.current(max_age=0)
+    names = [
+        *PLATFORMS,
+        *(p.replace("-", " ").title() for p in PLATFORMS),
+        "-ref",
+        "platform_id",
+        '"platform":',
+    ]
+    for slug in PLATFORMS:
+        for other in PLATFORMS:
+            response = client.post(
+                "/v1/lookups",
+                json={
+                    "identifiers": [PHONE],
+                    "purpose": "refund_review",
+                    "evidence": {"pdq": [hashes[other]["listing"], hashes[other]["shipping"]]},
+                },
+                headers=keys[(slug, "lookup")].headers,
+            )
+            answer = response.get_json()
+            listing, shipping = answer["evidence_matches"]
+            assert listing["derived_from_reference"] == {"kind": "listing", "distance": 0}
+            expected = {"kind": "shipping", "distance": 0} if slug == other else None
+            assert shipping["derived_from_reference"] == expected
+            text = response.get_data(as_text=True).lower()
+            for needle in names:
                 assert needle.lower() not in text, (slug, other, needle)
 
 
