@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import tuple_row
+
 from ledger.domain import merkle
 from ledger.storage.db import Connection
 
@@ -68,34 +70,43 @@ def nodes(
     conn: Connection, wanted: Iterable[tuple[int, int]], tree: Tree = EVENTS
 ) -> dict[tuple[int, int], bytes]:
     """Subtree hashes by (level, index), level 0 being a leaf hash: stored nodes from `STORED_LEVEL` up,
-    and the rest recomputed from the leaves under them. A node that cannot be had is left out."""
+    and the rest recomputed from the leaves under them, all read in one query. A node that cannot be had
+    is left out."""
     wanted = set(wanted)
     low = [(level, idx) for level, idx in wanted if level < STORED_LEVEL]
     high = [(level, idx) for level, idx in wanted if level >= STORED_LEVEL]
-    found: dict[tuple[int, int], bytes] = {}
-    if low:
-        chunks = sorted({(idx << level) >> STORED_LEVEL for level, idx in low})
-        leaves = {
-            row["idx"]: bytes(row["leaf_hash"])
-            for row in conn.execute(
-                f"""SELECT l.idx, l.leaf_hash FROM unnest(%s::bigint[]) AS c (chunk)
-                    JOIN {tree.leaves} l ON l.idx >= c.chunk * %s AND l.idx < (c.chunk + 1) * %s""",
-                (chunks, 1 << STORED_LEVEL, 1 << STORED_LEVEL),
-            ).fetchall()
-        }
-        for level, idx in low:
-            span = [leaves.get(i) for i in range(idx << level, (idx + 1) << level)]
-            if all(h is not None for h in span):
-                found[(level, idx)] = merkle.root([h for h in span if h is not None])
-    if high:
-        for row in conn.execute(
-            f"""SELECT n.level, n.idx, n.hash FROM {tree.nodes} n
-               JOIN unnest(%s::smallint[], %s::bigint[]) AS w (level, idx)
-                 ON n.level = w.level AND n.idx = w.idx""",
-            ([level for level, _ in high], [idx for _, idx in high]),
-        ).fetchall():
-            found[(row["level"], row["idx"])] = bytes(row["hash"])
-    return found
+    if not wanted:
+        return {}
+    chunks = sorted({(idx << level) >> STORED_LEVEL for level, idx in low})
+    # Leaves as level 0, then the stored nodes; tuples, not dicts: up to 256 rows per chunk.
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            f"""SELECT 0::smallint, l.idx, l.leaf_hash FROM unnest(%s::bigint[]) AS c (chunk)
+                  JOIN {tree.leaves} l ON l.idx >= c.chunk * %s AND l.idx < (c.chunk + 1) * %s
+                UNION ALL
+                SELECT n.level, n.idx, n.hash FROM {tree.nodes} n
+                  JOIN unnest(%s::smallint[], %s::bigint[]) AS w (level, idx)
+                    ON n.level = w.level AND n.idx = w.idx""",
+            (
+                chunks,
+                1 << STORED_LEVEL,
+                1 << STORED_LEVEL,
+                [level for level, _ in high],
+                [idx for _, idx in high],
+            ),
+        ).fetchall()
+    known: dict[tuple[int, int], bytes | None] = {(level, idx): bytes(h) for level, idx, h in rows}
+
+    def subtree(level: int, idx: int) -> bytes | None:
+        if (level, idx) not in known:
+            left = subtree(level - 1, 2 * idx) if level else None
+            right = subtree(level - 1, 2 * idx + 1) if left is not None else None
+            known[(level, idx)] = merkle.node_hash(left, right) if left and right else None
+        return known[(level, idx)]
+
+    found = {(level, idx): subtree(level, idx) for level, idx in low}
+    found.update({n: known[n] for n in high if n in known})
+    return {n: h for n, h in found.items() if h is not None}
 
 
 def stored_nodes(created: Iterable[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
