@@ -811,5 +811,69 @@ def hash_images(images: tuple[str, ...], as_json: bool) -> None:
         sys.exit(2)
 
 
+@main.command(
+    "inspect",
+    help="Print what the ledger's claim check reads from each photo, on your own machine: the PDQ hash (as "
+    "stored, and as displayed for a rotated or transparent image), every AI-content label (GB 45438-2025 in "
+    "XMP, EXIF UserComment or PNG text; IPTC DigitalSourceType; C2PA, read offline), the EXIF capture time and "
+    "Software. Send the hashes in evidence.pdq; the labels and times are yours to act on (docs/evidence.md). "
+    "Needs no database. Exit 2 if any file is not a usable image.",
+)
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@json_option
+@handled
+def inspect_images(images: tuple[str, ...], as_json: bool) -> None:
+    from ledger.domain.image_metadata import read_metadata
+    from ledger.domain.pdq_hash import ImageRejected, hash_image
+    from ledger.domain.policy import load_policy
+
+    min_quality = load_policy(Settings.from_env().policy_path).evidence_min_quality
+    results: list[dict[str, Any]] = []
+    for path in images:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        try:
+            hashed = hash_image(data, max_bytes=None)
+        except ImageRejected as exc:
+            results.append({"path": path, "error": exc.reason})
+            continue
+        results.append(
+            {
+                "path": path,
+                "pdq": hashed.hex,
+                "pdq_displayed": hashed.displayed,
+                "quality": hashed.quality,
+                "low_quality": hashed.low_quality(min_quality),
+                **read_metadata(data).as_json(),
+            }
+        )
+    if as_json:
+        emit(True, results)
+    for r in [] if as_json else results:
+        if "error" in r:
+            click.echo(f"error: {r['path']}: {r['error']}", err=True)
+            continue
+        click.echo(r["path"])
+        click.echo(f"  pdq           {r['pdq']}  quality={r['quality']}{' LOW' if r['low_quality'] else ''}")
+        if r["pdq_displayed"]:
+            click.echo(f"  as displayed  {r['pdq_displayed']}")
+        for found in r["labels"]:
+            what = found["label"] or f"MALFORMED ({found['malformed']})"
+            extra = (
+                "" if found["signature_valid"] is None else f"  signature_valid={found['signature_valid']}"
+            )
+            click.echo(
+                f"  AI label      {what}  via {found['source']}  producer={found['producer'] or '-'}{extra}"
+            )
+        if not r["labels"]:
+            click.echo("  AI label      none found")
+        click.echo(f"  captured      {r['capture_time'] or 'unknown'}")
+        click.echo(f"  software      {r['software'] or '-'}")
+        for problem in r["malformed"]:
+            click.echo(f"  unreadable    {problem}")
+    if any("error" in r for r in results):
+        sys.exit(2)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

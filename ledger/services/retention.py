@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ledger.services import webhooks
+from ledger.services import references, webhooks
 from ledger.services.incidents import after_commit
 from ledger.services.runtime import Runtime
 from ledger.storage import access, audit, disputes, outbox, scores
@@ -91,6 +91,7 @@ def run(rt: Runtime, now: datetime | None = None) -> dict[str, Any]:
     """The daily retention job (`ledger retention run` is its CLI twin)."""
     result = expire_incidents(rt, now)
     result["lookups_erased"] = erase_old_lookups(rt, now)
+    result["shipping_references_expired"] = references.expire(rt, now)  # hashes past their 180 days
     with rt.db.transaction() as conn:
         result["outbox_purged"] = outbox.purge_done(conn)  # work finished more than a week ago
         # Webhook deliveries finished more than 30 days ago, with their log and events.

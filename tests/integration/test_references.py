@@ -17,7 +17,7 @@ from PIL import Image
 
 from ledger.config import Settings
 from ledger.domain.pdq_hash import pdq_hash
-from ledger.services import references
+from ledger.services import references, retention
 from ledger.services.runtime import Runtime
 from tests import photos
 from tests.support import Member
@@ -122,7 +122,9 @@ def test_shipping_photos_count_only_for_their_own_platform(
 
 def test_shipping_references_expire(client: Any, alpha: Member, rt: Runtime, settings: Settings) -> None:
     register(client, alpha, listing("order-9", kind="shipping"), listing("sku-1"))
-    assert references.expire(rt, datetime.now(UTC) + timedelta(days=181)) == 1
+    assert references.expire(rt, datetime.now(UTC) + timedelta(days=179)) == 0
+    # The daily retention job lapses them.
+    assert retention.run(rt, datetime.now(UTC) + timedelta(days=181))["shipping_references_expired"] == 1
     assert scalar(settings, "SELECT count(*) FROM reference_photos") == 1  # the listing stays
     assert scalar(settings, "SELECT count(*) FROM ledger_events WHERE kind = 'reference_expired'") == 1
     [entry] = check(client, alpha, rt, FORGED)["evidence_matches"]
