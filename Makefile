@@ -1,7 +1,7 @@
 # Shortcuts for the README's commands; each target runs exactly what the README shows.
 PYTHON ?= python3
 
-.PHONY: venv demo test lint ci lock
+.PHONY: venv demo test test-fast lint ci lock
 
 venv:
 	$(PYTHON) -m venv .venv
@@ -13,6 +13,11 @@ demo: venv
 
 test:
 	.venv/bin/python -m pytest
+
+# The edit loop's tier: unit tests and the integration tests that start no process of their own (no
+# worker, served app, sequencer, private server, script or browser) and take no minutes.
+test-fast:
+	.venv/bin/python -m pytest -m "not process and not slow"
 
 lint:
 	.venv/bin/ruff check .

@@ -12,6 +12,7 @@ The plain helpers (request bodies, `report`, `lookup`, the subprocess wrappers) 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,12 +29,41 @@ from tests.support import (
     IDENTITY_KEY,
     PG_SERVER,
     REDIS_URL,
+    ROOT,
     TOKEN_KEY,
     WORKER_REDIS_URL,
     Member,
     WorkerProcess,
     reset_state,
 )
+
+
+# -- tiers -------------------------------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks by place and by fixture, before `-m` selects: everything under e2e/ and faults/ starts
+    processes (and the fault tests take minutes); so does every test that takes the `worker`, and every
+    browser test. The other tests that start one carry `@pytest.mark.process` themselves."""
+    for item in items:
+        where = item.path.relative_to(ROOT / "tests").parts[0]
+        if where in ("e2e", "faults") or "worker" in item.fixturenames or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.process)
+        if where == "faults":
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _processes_are_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked `process` is in the fast tier, which promises to start no process: starting
+    one fails the test, so the marks cannot fall behind the tests."""
+    if request.node.get_closest_marker("process") is not None:
+        return
+    test = request.node.nodeid
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{test} starts a process: mark it @pytest.mark.process")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
 def _db_url(name: str) -> str:

@@ -326,8 +326,51 @@ class ServedApp:
                 self.proc.wait(timeout=5)
 
 
-def run_ledger(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The `ledger` command as a subprocess against the test services; the caller checks the result."""
+def invoke_ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The `ledger` command run in this process by click's CliRunner, with exactly `env` as its
+    environment; the caller checks the result, which has a subprocess's shape.
+
+    An exception the command does not turn into an exit code is raised here, as a traceback would be
+    printed by the real command. Every Runtime the command opens is closed afterwards (the real command
+    leaves that to its process's exit)."""
+    from click.testing import CliRunner
+
+    from ledger import cli
+
+    opened: list[Any] = []
+
+    def keeping(factory: Callable[[], Any]) -> Callable[[], Any]:
+        def make() -> Any:
+            opened.append(factory())
+            return opened[-1]
+
+        return make
+
+    overrides: dict[str, str | None] = {name: None for name in os.environ if name not in env}
+    overrides.update(env)
+    runtime, database_runtime = cli.runtime, cli.database_runtime
+    cli.runtime, cli.database_runtime = keeping(runtime), keeping(database_runtime)
+    try:
+        result = CliRunner().invoke(cli.main, list(args), env=overrides, catch_exceptions=True)
+    finally:
+        cli.runtime, cli.database_runtime = runtime, database_runtime
+        for rt in opened:
+            rt.close()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["ledger", *args], result.exit_code, result.stdout, result.stderr)
+
+
+def run_ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `ledger` command against the test services, in this process (`invoke_ledger`)."""
+    return invoke_ledger(env_for(settings), *args)
+
+
+def run_ledger_process(
+    settings: Settings, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The `ledger` command as a subprocess against the test services, for a test that needs a real
+    process (its own signals, its exit, or the installed module); the caller checks the result."""
     return subprocess.run(
         [sys.executable, "-m", "ledger.cli", *args],
         env=env_for(settings),

@@ -33,7 +33,7 @@ PHONE = "13800138000"
 OTHER_PHONE = "13900139000"
 STATEMENT = "我没有申请仅退款，商品已退回"
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 
 def api(served: ServedApp, path: str, key: str, body: dict[str, Any]) -> tuple[int, Any]:

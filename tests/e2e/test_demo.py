@@ -89,6 +89,7 @@ def demo_database() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_path: Path) -> None:
     port = _free_port()

@@ -35,7 +35,7 @@ ID_CARD = {"type": "id_card", "value": "11010519491231002" + id_card_check_digit
 # A4 is 210 mm wide; the page's @page margins are 14 mm a side: 182 mm at 96 px per inch.
 A4_CONTENT_PX = int(182 / 25.4 * 96)
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 
 def post(served: ServedApp, path: str, key: str, body: dict[str, Any]) -> tuple[int, Any]:

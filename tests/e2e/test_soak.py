@@ -14,6 +14,7 @@ import pytest
 from tests.support import PG_SERVER, ROOT
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(360)
 def test_short_soak_keeps_every_promise() -> None:
     result = subprocess.run(

@@ -82,17 +82,19 @@ def test_concurrent_lookups_share_commits_and_each_record_is_durable_before_its_
         st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))),
     )
 )
-def test_the_array_literal_is_the_same_text_array(database_url: str, values: list[str] | None) -> None:
+def test_the_array_literal_is_the_same_text_array(
+    session_database_url: str, values: list[str] | None
+) -> None:
     """audit.text_array sends tokens and reasons as literals; PostgreSQL must read back exactly the list
     (quotes, backslashes, braces, commas, spaces, NULL-looking text, non-ASCII)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(session_database_url, autocommit=True) as conn:
         row = conn.execute("SELECT %s::text[]", (audit.text_array(values),)).fetchone()
     assert row is not None
     assert row[0] == values
 
 
-def test_the_array_literal_examples(database_url: str) -> None:
+def test_the_array_literal_examples(session_database_url: str) -> None:
     tricky = ['a"b', "c\\d", "{e}", "f,g", " h ", "NULL", "", "中文"]
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(session_database_url, autocommit=True) as conn:
         assert conn.execute("SELECT %s::text[]", (audit.text_array(tricky),)).fetchone() == (tricky,)
         assert conn.execute("SELECT %s::text[]", (audit.text_array([]),)).fetchone() == ([],)

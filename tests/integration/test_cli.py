@@ -1,9 +1,11 @@
-"""The `ledger` command as an operator uses it: the installed console script, run as a subprocess against
-the test database, checked for what it prints and what it leaves in the database.
+"""The `ledger` command as an operator uses it, against the test database, checked for what it prints
+and what it leaves in the database.
 
 An operator admits platforms and rotates keys from this command, so a key must be shown exactly once and
 never listed again, a revoked key must stop working, and a bad setting must say which one in one line
-rather than with a traceback.
+rather than with a traceback. The commands run in this process through click's CliRunner
+(`tests.support.invoke_ledger`), with the environment each case gives; the installed console script,
+and the servers a bad setting must stop before they start, run as real processes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from click.testing import CliRunner
 
 from ledger.cli import main
 from ledger.config import Settings
-from tests.support import ROOT, env_for, incident_body, wait_for
+from tests.support import ROOT, env_for, incident_body, invoke_ledger, run_ledger, wait_for
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 KEY_RE = re.compile(r"\Accl_[0-9a-f]{12}_[A-Za-z0-9_-]{32,64}\Z")
@@ -48,7 +50,7 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess
 
 
 def ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    done = run(list(args), env_for(settings))
+    done = run_ledger(settings, *args)
     assert done.returncode == 0, f"ledger {' '.join(args)}: {done.stdout}\n{done.stderr}"
     return done
 
@@ -108,7 +110,7 @@ def test_a_new_platform_key_is_printed_once_and_stored_only_as_a_digest(
 
 def test_a_duplicate_platform_is_refused_in_one_line(settings: Settings, clean: None) -> None:
     ledger(settings, "platforms", "create", "dup", "--name", "Dup")
-    again = run(["platforms", "create", "dup", "--name", "Dup"], env_for(settings))
+    again = run_ledger(settings, "platforms", "create", "dup", "--name", "Dup")
     assert again.returncode != 0
     assert again.stderr.strip().count("\n") == 0
     assert "dup" in again.stderr
@@ -144,7 +146,7 @@ def test_a_revoked_key_is_refused_within_the_auth_cache_ttl(settings: Settings, 
     # The per-process cache trusts a key for at most auth_cache_seconds (1 s); wait, never time it.
     wait_for(lambda: report(client, issued["key"], "after-revoke") == 401, timeout=10)
 
-    again = run(["keys", "revoke", issued["key_id"]], env_for(settings))
+    again = run_ledger(settings, "keys", "revoke", issued["key_id"])
     assert again.returncode != 0
     assert issued["key_id"] in again.stderr
     assert "Traceback" not in again.stderr
@@ -202,14 +204,34 @@ BAD_SETTINGS: list[tuple[str, dict[str, str | None], list[str], str]] = [
 ]
 
 
+# The commands that start a server run as processes: if the check wrongly let one start, it is killed.
+SERVERS = ("serve", "worker")
+
+
 def test_bad_settings_fail_in_one_line_naming_the_setting(
     settings: Settings, clean: None, subtests: Any
 ) -> None:
+    in_process = [case for case in BAD_SETTINGS if case[2][0] not in SERVERS]
+    results = [invoke_ledger(_env(settings, **case[1]), *case[2]) for case in in_process]
+    check_bad_settings(settings, subtests, in_process, results)
+
+
+@pytest.mark.process
+def test_bad_settings_stop_a_server_before_it_starts(settings: Settings, clean: None, subtests: Any) -> None:
+    servers = [case for case in BAD_SETTINGS if case[2][0] in SERVERS]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(
-            pool.map(lambda case: run(case[2], _env(settings, **case[1]), timeout=30), BAD_SETTINGS)
-        )
-    for (case, _, _, setting), done in zip(BAD_SETTINGS, results, strict=True):
+        results = list(pool.map(lambda case: run(case[2], _env(settings, **case[1]), timeout=30), servers))
+    check_bad_settings(settings, subtests, servers, results)
+
+
+def check_bad_settings(
+    settings: Settings,
+    subtests: Any,
+    cases: list[tuple[str, dict[str, str | None], list[str], str]],
+    results: list[subprocess.CompletedProcess[str]],
+) -> None:
+    assert cases
+    for (case, _, _, setting), done in zip(cases, results, strict=True):
         with subtests.test(case):
             assert done.returncode != 0
             lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -224,8 +246,8 @@ def test_bad_settings_fail_in_one_line_naming_the_setting(
 def test_without_an_identity_key_outside_production_the_demo_key_is_used(
     settings: Settings, clean: None
 ) -> None:
-    done = run(
-        ["platforms", "create", "acme", "--name", "Acme", "--json"], _env(settings, LEDGER_IDENTITY_KEY=None)
+    done = invoke_ledger(
+        _env(settings, LEDGER_IDENTITY_KEY=None), "platforms", "create", "acme", "--name", "Acme", "--json"
     )
     assert done.returncode == 0, done.stderr
 
@@ -264,6 +286,7 @@ def test_every_subcommand_has_help_and_every_leaf_prints_json(subtests: Any) -> 
                 assert "--json" in {opt for param in command.params for opt in param.opts}
 
 
+@pytest.mark.process
 def test_the_installed_console_script_answers_help() -> None:
     done = run(["--help"], dict(os.environ), timeout=30)
     assert done.returncode == 0

@@ -2,8 +2,8 @@
 
 An operator pointing `ledger verify` at the demo's database, or at a read replica, should not have to
 invent a Redis URL and an identity key it never uses. Each such command runs here as the installed
-console script with an environment that holds DATABASE_URL and nothing else of the ledger's, in the
-default (production) mode. Commands that change state keep the full check, so a misconfigured
+command (in this process, `tests.support.invoke_ledger`) with an environment that holds DATABASE_URL
+and nothing else of the ledger's, in the default (production) mode. Commands that change state keep the full check, so a misconfigured
 production still stops them in one line naming the setting.
 """
 
@@ -15,8 +15,7 @@ from typing import Any
 
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
-from tests.integration.test_cli import run
-from tests.support import incident_body
+from tests.support import incident_body, invoke_ledger
 
 
 def only_database(settings: Settings) -> dict[str, str]:
@@ -43,9 +42,9 @@ def test_read_only_commands_need_only_database_url(
         ["platforms", "stats", "--json"],
         ["lookups", "fishing", "--json"],
     ):
-        done = run(args, env)
+        done = invoke_ledger(env, *args)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
-    verified = run(["verify", "--json"], env)
+    verified = invoke_ledger(env, "verify", "--json")
     assert verified.returncode == 0, verified.stderr
     result = json.loads(verified.stdout.strip().splitlines()[-1])
     assert result["ok"] is True
@@ -53,6 +52,6 @@ def test_read_only_commands_need_only_database_url(
 
 def test_a_command_that_changes_state_still_checks_everything(settings: Settings) -> None:
     for args in (["outbox", "flush", "--json"], ["keys", "rotate", "solo"]):
-        done = run(args, only_database(settings))
+        done = invoke_ledger(only_database(settings), *args)
         assert done.returncode == 2
         assert done.stderr.strip().splitlines()[-1] == "error: REDIS_URL is not set"

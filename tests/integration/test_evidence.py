@@ -477,6 +477,7 @@ def test_retraction_removes_the_match(client: Any, alpha: Member, beta: Member) 
     assert "EVIDENCE_REUSED" not in reasons(result)
 
 
+@pytest.mark.process
 def test_expiry_removes_the_match_and_the_hash(
     client: Any, alpha: Member, beta: Member, rt: Runtime, settings: Settings
 ) -> None:
@@ -638,6 +639,7 @@ def test_image_lookups_need_the_lookup_scope(client: Any, make_platform: Any) ->
 # -- no image at rest ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_no_image_bytes_at_rest(client: Any, alpha: Member, beta: Member, settings: Settings) -> None:
     """After uploads and image lookups, the database holds 32-byte hashes and no fragment of any photo."""
     photos = [FORGED_PNG, REUSED["jpeg"], REUSED["half_size"], UNRELATED_PNG]
@@ -694,6 +696,7 @@ def test_openapi_documents_both_multipart_endpoints(client: Any) -> None:
     assert set(spec["components"]["schemas"]["EvidenceMatch"]["properties"]) == MATCH_KEYS
 
 
+@pytest.mark.process
 def test_ledger_hash_prints_the_same_hashes_as_the_server(tmp_path: Any, settings: Settings) -> None:
     forged, reused, broken = tmp_path / "forged.png", tmp_path / "reused.jpg", tmp_path / "notes.txt"
     forged.write_bytes(FORGED_PNG)
@@ -767,6 +770,7 @@ def test_a_rotated_photo_is_stored_in_both_views_and_matches_threatexchange_and_
     assert same["best_distance"] == 0
 
 
+@pytest.mark.process
 def test_ledger_hash_prints_both_views_of_a_rotated_photo(settings: Settings) -> None:
     path = TE_DATA / "exif-rotn-6.jpg"
     expected = hash_image(path.read_bytes(), max_bytes=None)

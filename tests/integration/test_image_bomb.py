@@ -15,6 +15,8 @@ import sys
 from functools import cache
 from typing import Any
 
+import pytest
+
 from ledger.domain.pdq_hash import MAX_DECODED_BYTES
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
@@ -97,12 +99,14 @@ def peak_growth(*sides: int) -> tuple[list[str | None], int]:
     return eval(reasons), int(growth)  # noqa: S307 (our own subprocess's repr of a list of str/None)
 
 
+@pytest.mark.process
 def test_hashing_five_bombs_allocates_no_raster() -> None:
     reasons, growth = peak_growth(*[7745] * 5)
     assert all(r and "too large a raster" in r for r in reasons)
     assert growth < 16 * 1024 * 1024
 
 
+@pytest.mark.process
 def test_the_largest_accepted_image_stays_within_its_bound() -> None:
     """An image just under the per-image cap is hashed, upright, in bounded memory: the decoded raster
     and the working copies made after it was reduced, never a second full-size copy of it."""
@@ -113,6 +117,7 @@ def test_the_largest_accepted_image_stays_within_its_bound() -> None:
     assert growth < 2.5 * MAX_DECODED_BYTES
 
 
+@pytest.mark.process
 def test_a_request_cannot_add_up_large_images() -> None:
     """Three images each under the cap, together over the per-request bound: none is decoded."""
     reasons, growth = peak_growth(4000, 4000, 4000)

@@ -316,6 +316,7 @@ def test_an_event_outside_the_log_is_caught(
     assert_verify_fails(settings, rt, None, "an event row was added outside the log")
 
 
+@pytest.mark.process
 def test_verify_with_only_the_database_uses_the_recorded_key(
     client: Any, alpha: Member, rt: Runtime, settings: Settings
 ) -> None:

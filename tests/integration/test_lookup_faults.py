@@ -38,6 +38,10 @@ SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}, "confirmation": "cou
 PROBLEM = "application/problem+json"
 
 
+# Every test here starts a worker or a private server.
+pytestmark = pytest.mark.process
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()

@@ -50,6 +50,9 @@ def key_for(label: str, member: Member, operator: Member) -> Member:
     )
 
 
+# Minutes of generated requests: the full suite's, not the edit loop's.
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(
     max_examples=40,
     deadline=None,

@@ -51,6 +51,10 @@ EMAIL = {"type": "email", "value": "other-buyer@example.com"}
 QUEUE = "ledger"  # kombu's Redis transport keeps the queue as a list under its name
 
 
+# Every test here starts a private broker, a worker or the relay's own processes.
+pytestmark = pytest.mark.process
+
+
 def token_of(identifier: dict[str, str]) -> str:
     return stored_token(identifier["type"], identifier["value"])
 

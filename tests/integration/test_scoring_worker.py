@@ -464,6 +464,7 @@ def waiting_on_link_lock(database_url: str) -> bool:
     return bool(row and row[0])
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("victim", ["pool_child", "whole_worker"])
 def test_a_worker_killed_mid_task_does_not_lose_the_recompute(private_stack: Stack, victim: str) -> None:
     """Hold the linking lock so the task the worker's relay sent blocks inside its body, then SIGKILL
@@ -515,6 +516,7 @@ def test_a_worker_killed_mid_task_does_not_lose_the_recompute(private_stack: Sta
             replacement.stop()
 
 
+@pytest.mark.process
 def test_a_slow_cache_write_from_before_a_merge_never_wins(private_stack: Stack, monkeypatch: Any) -> None:
     """Linking does not advance the ledger sequence, so two recomputes can share one: the cache must
     then keep the later computation, as PostgreSQL does, whatever order the Redis writes land in.

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from ledger.config import Settings
@@ -25,6 +26,10 @@ from tests.support import Member, SequencerProcess, check_receipt, incident_body
 
 CLIENTS = 8
 PER_CLIENT = 30
+
+
+# Every test here runs `ledger sequencer` processes.
+pytestmark = pytest.mark.process
 
 
 def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

@@ -23,6 +23,9 @@ from ledger.services import verify_remote
 from ledger.services.runtime import Runtime
 from tests.support import Member, ServedApp, incident_body, integrate, run_ledger
 
+# Every test here serves the API (`ledger serve`) to verify it from outside.
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def served(settings: Settings, clean: None) -> Iterator[ServedApp]:

@@ -333,6 +333,7 @@ def test_ssrf_is_checked_again_at_delivery(
         rt.close()
 
 
+@pytest.mark.process
 def test_a_worker_killed_mid_delivery_still_delivers(
     isolated_settings: Settings, receiver: Receiver, tmp_path: Path
 ) -> None:

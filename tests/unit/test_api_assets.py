@@ -29,11 +29,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.process
 def test_swagger_ui_matches_the_manifest_and_the_lock() -> None:
     done = run("check", "--offline")
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.process
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed (.ci/run installs it)")
 def test_swagger_ui_equals_the_locked_packages_files() -> None:
     done = run("check")

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY = "test-identity-key-0123456789abcdef"
 
 
+@pytest.mark.process
 def test_the_vendored_copy_is_current() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "clients/python/vendor_identity.py"), "--check"],
@@ -79,6 +80,7 @@ def test_a_known_token() -> None:
         ledger_client.tokenize("id_card", "110105194912310021", KEY)
 
 
+@pytest.mark.process
 def test_the_library_imports_no_server_dependency() -> None:
     """Installable without Flask, Celery or psycopg: importing and using it loads none of them."""
     code = (

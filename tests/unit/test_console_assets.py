@@ -24,11 +24,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.process
 def test_committed_files_match_the_manifest_and_the_lock() -> None:
     done = run("check", "--offline")
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.process
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
 def test_committed_files_equal_the_locked_packages_files() -> None:
     done = run("check")

@@ -118,6 +118,7 @@ process.stdout.write(JSON.stringify(out));
 """
 
 
+@pytest.mark.process
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_python_and_ecmascript_agree_on_every_string() -> None:
     cases = [
