@@ -1,23 +1,31 @@
-"""Ingest benchmark: incident reports against `ledger serve` (gunicorn) on this machine.
+"""Ingest benchmark, and with it every figure of issue 13: reports against `ledger serve`, then the log.
 
-Prints
+Prints, each next to a baseline measured in the same run on this machine:
+  * requests/s, p50 and p99 for single POST /v1/incidents at 16 concurrent clients (wrk, keep-alive);
   * incidents/s for POST /v1/incidents/batch (1,000 incidents per request, durable, each a log leaf);
-  * requests/s, p50 and p99 for single POST /v1/incidents at 16 concurrent clients (wrk, keep-alive
-    where the worker class allows it);
-  * the baseline, measured in the same run under the same gunicorn options and the same wrk script: a
-    bare Flask POST that parses the body and does one INSERT + commit (benchmarks/baseline_app.py).
-  * the database floor, after the served runs: the real `ledger_report` statement and the baseline's
-    INSERT, each driven by pgbench with no application, and the CPU each costs per call (skipped
-    without pgbench), next to the CPU budget the 60% target leaves a served report.
-Targets (2 cores): batch >= 5,000 incidents/s; single >= 60% of the baseline's throughput with p99 <= 30 ms.
+  * the baselines: a bare Flask POST that parses the body and does one INSERT + commit
+    (benchmarks/baseline_app.py), under gunicorn sync workers (the issue's baseline, the stack a team
+    would write by default) and under the ledger's own server configuration, with the same wrk script;
+  * from 201 to inclusion in a signed checkpoint, p50/p99, with reports sent through the API at --rate
+    per second (batches of rate/10 every 100 ms: single reports cannot reach 1,000/s on 2 cores) while
+    `ledger sequencer` runs as its own process;
+  * the database floor: the real `ledger_report` statement and the baseline's INSERT, each driven by
+    pgbench with no application, and the CPU each costs per call (skipped without pgbench);
+  * unless --log-leaves 0, benchmarks/transparency.py on a log of that many leaves: sequencer
+    integration, proofs served, `verify-remote` and `ledger verify`, each against its own baseline.
+The inclusion proof at 10,000,000 leaves needs a 5 GB database and is benchmarks/log_scale.py's.
+Targets (issue 13, 2 cores): single >= 60% of the baseline's throughput with p99 <= 30 ms; batch >=
+20,000 incidents/s; 201 to signed checkpoint p99 <= 1 s at 1,000 reports/s; the log's targets are in
+transparency.py.
 
-Setup: a fresh database (default `bench_ingest`, dropped afterwards), Redis database 7 (flushed), one
-member platform with a huge rate limit. No Celery worker runs: the API's job ends at the durable commit
-and the task send; scoring is measured by freshness.py and rescore.py. After the run `ledger sequencer
---once` integrates every pending leaf and `ledger verify` re-checks the whole log. Bodies carry raw identifiers (a phone number, an e-mail, a device id),
-so normalisation and HMAC tokenisation are part of every measured request.
+Setup: a fresh database (default `bench_ingest`, dropped afterwards), the benchmark Redis database
+(flushed), one member platform with a huge rate limit. No Celery worker runs: the API's job ends at the
+durable commit and the relay's wake-up; scoring is measured by freshness.py and rescore.py. After the run
+`ledger sequencer --once` integrates every pending leaf and `ledger verify` re-checks the whole log. Bodies
+carry raw identifiers (a phone number, an e-mail, a device id), so normalisation and HMAC tokenisation
+are part of every measured request.
 
-    .venv/bin/python benchmarks/ingest.py [--seconds 20] [--batches 30]
+    .venv/bin/python benchmarks/ingest.py [--seconds 20] [--batches 30] [--log-leaves 1000000]
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _common as c
+from benchmarks import transparency
 from ledger.storage.queue import PROCESS_OUTBOX
 
 CATEGORIES = (
@@ -170,6 +179,70 @@ def run_batches(port: int, key: str, batches: int, size: int, clients: int, tag:
     }
 
 
+def _post_at_rate(
+    port: int, key: str, rate: int, seconds: int, tag: str, out: list[tuple[bytes, float]], bad: list[int]
+) -> None:
+    """POST a batch of rate/10 reports every 100 ms for `seconds`; record each 201's leaf and wall time."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    rng = random.Random(3)
+    occurred = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    per_tick, ticks = max(1, rate // 10), seconds * 10
+    start = time.monotonic()
+    for tick in range(ticks):
+        body = json.dumps(
+            {"incidents": [incident(f"{tag}-{tick}-{i}", rng, occurred) for i in range(per_tick)]},
+            separators=(",", ":"),
+        ).encode()
+        conn.request("POST", "/v1/incidents/batch", body, headers)
+        response = conn.getresponse()
+        payload = response.read()
+        answered = time.time()
+        if response.status != 200:
+            bad.append(response.status)
+        else:
+            for result in json.loads(payload)["results"]:
+                if result["status"] == 201:
+                    out.append((bytes.fromhex(result["incident"]["receipt"]["leaf_hash"]), answered))
+                else:
+                    bad.append(result["status"])
+        ahead = start + (tick + 1) / 10 - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def checkpoint_latency(
+    port: int, key: str, url: str, env: dict[str, str], rate: int, seconds: int, tag: str
+) -> tuple[list[float], float, int]:
+    """Seconds from each 201 (as the client received it) to the signature of the first checkpoint that
+    includes its leaf, with `ledger sequencer` running; also the rate achieved and the non-201 count."""
+    answered: list[tuple[bytes, float]] = []
+    bad: list[int] = []
+    with c.Process([str(c.BIN / "ledger"), "sequencer"], env, "sequencer"):
+        time.sleep(2.0)  # started, loaded the tree and caught up with what is pending
+        started = time.monotonic()
+        _post_at_rate(port, key, rate, seconds, tag, answered, bad)
+        achieved = len(answered) / (time.monotonic() - started)
+        deadline = time.monotonic() + 30
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                left = conn.execute("SELECT count(*) FROM log_pending").fetchone()
+                if left is not None and left[0] == 0:
+                    break
+                time.sleep(0.2)
+            time.sleep(0.5)  # the last checkpoint is signed just after its batch commits
+            rows = conn.execute(
+                """SELECT l.leaf_hash, extract(epoch FROM (SELECT min(signed_at) FROM log_checkpoints c
+                                                          WHERE c.tree_size > l.idx))
+                   FROM log_leaves l WHERE l.leaf_hash = ANY(%s)""",
+                ([leaf for leaf, _ in answered],),
+            ).fetchall()
+    signed = {bytes(r[0]): float(r[1]) for r in rows if r[1] is not None}
+    lags = [signed[leaf] - at for leaf, at in answered if leaf in signed]
+    missing = len(answered) - len(lags)
+    return lags, achieved, len(bad) + missing
+
+
 # The database floor: what PostgreSQL alone can do, with no application and a client (pgbench, in C) that
 # costs almost nothing. Each transaction is one real `ledger_report` call, as the API makes it for a single
 # report (a new incident, 3 tokens, its outbox row, its event and pending leaf), prepared as psycopg prepares it;
@@ -251,6 +324,12 @@ def main() -> int:
         default=c.DEFAULT_SERVER,
         help=f"server configuration: sync:N or gthread:NxT (default {c.DEFAULT_SERVER}, see docs/performance.md)",
     )
+    parser.add_argument("--rate", type=int, default=1000, help="reports/s for the 201-to-checkpoint run")
+    parser.add_argument("--rate-seconds", type=int, default=15)
+    parser.add_argument(
+        "--log-leaves", type=int, default=1_000_000, help="transparency.py's log size (0: skip the log)"
+    )
+    parser.add_argument("--proofs", type=int, default=2000, help="inclusion proofs transparency.py serves")
     parser.add_argument("--database", default="bench_ingest")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
@@ -264,13 +343,20 @@ def main() -> int:
         env = c.ledger_env(url)
         key = c.member(env, "bench-ingest", "report,lookup")
 
-        # -- baseline: bare Flask, one INSERT + commit, same gunicorn options and wrk script ------------
-        with c.baseline_server(env, config, "insert") as port:
-            lua = single_lua(f"{run_tag}-base", key, occurred)
-            c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, 3)  # warm-up
-            c.say(f"  ({c.load()} before baseline)")
-            base = c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, args.seconds)
-            c.say(f"baseline  single POST, INSERT+commit, {args.connections} conns: {base.line()}")
+        # -- baselines: bare Flask, one INSERT + commit, same wrk script; gunicorn sync (the issue's) and
+        #    the ledger's own server configuration --------------------------------------------------------
+        baselines = {}
+        for name, server in (("gunicorn sync", c.BASELINE_SERVER), ("same server", config)):
+            with c.baseline_server(env, server, "insert") as port:
+                lua = single_lua(f"{run_tag}-base-{server.server}", key, occurred)
+                c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, 3)  # warm-up
+                c.say(f"  ({c.load()} before the baseline under {server})")
+                baselines[name] = c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, args.seconds)
+                c.say(
+                    f"baseline  single POST, INSERT+commit, {server}, {args.connections} conns: "
+                    f"{baselines[name].line()}"
+                )
+        base = baselines["gunicorn sync"]
 
         with c.ledger_server(env, config) as port:
             # -- batch ---------------------------------------------------------------------------------
@@ -293,6 +379,18 @@ def main() -> int:
             c.say(f"  ({c.load()} before single)")
             single = c.wrk(f"http://127.0.0.1:{port}", lua, args.connections, args.seconds)
             c.say(f"ledger    single POST /v1/incidents, {args.connections} conns:      {single.line()}")
+            # -- 201 to inclusion in a signed checkpoint --------------------------------------------------
+            c.ledger_cli(env, "sequencer", "--once")  # start the timed run with nothing pending
+            c.say(f"  ({c.load()} before the 201-to-checkpoint run)")
+            lags, achieved, lost = checkpoint_latency(
+                port, key, url, env, args.rate, args.rate_seconds, f"{run_tag}-rate"
+            )
+            lag_p99 = c.percentile(lags, 99) * 1000 if lags else float("inf")
+            c.say(
+                f"ledger    201 -> signed checkpoint, {args.rate} reports/s asked, {achieved:.0f}/s achieved, "
+                f"{len(lags)} reports: p50 {c.percentile(lags, 50) * 1000 if lags else 0:.0f} ms, p99 "
+                f"{lag_p99:.0f} ms, max {max(lags, default=0) * 1000:.0f} ms; not 201 or never included: {lost}"
+            )
 
         c.ledger_cli(env, "sequencer", "--once")
         verified = c.ledger_cli(env, "verify")
@@ -330,17 +428,47 @@ def main() -> int:
         else:
             c.say("database floor skipped: pgbench not found (Debian: postgresql-client)")
 
+    log = (
+        transparency.run(f"{args.database}_log", args.log_leaves, 1000, 10, args.proofs)
+        if args.log_leaves
+        else {}
+    )
+
     ratio = single.rps / base.rps
-    batch_ok = batch["per_second"] >= 5000
+    batch_ok = batch["per_second"] >= 20_000
     single_ok = ratio >= 0.60 and single.p99_ms <= 30
+    lag_ok = lag_p99 <= 1000 and achieved >= 0.95 * args.rate
+    same = baselines["same server"]
     c.say("")
     c.say(
-        f"batch:  {batch['per_second']:.0f} incidents/s   target >= 5000          {'MET' if batch_ok else 'MISSED'}"
+        f"single: {single.rps:.0f} req/s = {ratio:.0%} of the gunicorn sync baseline {base.rps:.0f} req/s "
+        f"({single.rps / same.rps:.0%} of the bare app under {config}, {same.rps:.0f} req/s), "
+        f"p50 {single.p50_ms:.1f} ms, p99 {single.p99_ms:.1f} ms   target >= 60% and p99 <= 30 ms   "
+        f"{'MET' if single_ok else 'MISSED'}"
     )
     c.say(
-        f"single: {single.rps:.0f} req/s = {ratio:.0%} of baseline {base.rps:.0f} req/s, p50 {single.p50_ms:.1f} ms, "
-        f"p99 {single.p99_ms:.1f} ms   target >= 60% and p99 <= 30 ms   {'MET' if single_ok else 'MISSED'}"
+        f"batch:  {batch['per_second']:.0f} incidents/s   target >= 20,000   {'MET' if batch_ok else 'MISSED'}"
     )
+    c.say(
+        f"201 -> signed checkpoint: p99 {lag_p99:.0f} ms at {achieved:.0f} reports/s   target p99 <= 1 s at "
+        f"{args.rate}/s   {'MET' if lag_ok else 'MISSED'}"
+    )
+    for name, value, unit, target, ok in (
+        ("sequencer integration", log.get("integration"), "leaves/s", ">= 50,000", lambda v: v >= 50_000),
+        ("inclusion proof p99", log.get("proof_p99_ms"), "ms", "<= 5 ms (at 10,000,000: log_scale.py)", None),
+        (
+            "verify-remote, step + 100 proofs",
+            log.get("verify_remote_ms"),
+            "ms",
+            "<= 1,000",
+            lambda v: v <= 1000,
+        ),
+        ("ledger verify", log.get("verify_s"), "s", "<= 60 s at 1,000,000", None),
+    ):
+        if value is not None:
+            verdict = "" if ok is None else ("MET" if ok(value) else "MISSED")
+            extra = f" for {log['verify_leaves']:,.0f} leaves" if name == "ledger verify" else ""
+            c.say(f"{name}: {value:,.1f} {unit}{extra}   target {target}   {verdict}")
     if floor is not None:
         cores = os.cpu_count() or 1
         c.say(

@@ -185,9 +185,14 @@ def main() -> None:
     parser.add_argument("--proofs", type=int, default=3000)
     parser.add_argument("--database", default="bench_log")
     args = parser.parse_args()
-    c.say(f"transparency log benchmark, {c.load()}; the machine is shared, so figures are noisy")
+    run(args.database, args.leaves, args.rate, args.seconds, args.proofs)
 
-    with c.bench_database(args.database) as url:
+
+def run(database: str, leaves: int, rate: int, seconds: int, proofs: int) -> dict[str, float]:
+    """Every figure of this benchmark on a fresh database; also returned, for ingest.py's summary."""
+    c.say(f"transparency log benchmark, {c.load()}; the machine is shared, so figures are noisy")
+    figures: dict[str, float] = {}
+    with c.bench_database(database) as url:
         env = c.ledger_env(url)
         settings = Settings(
             database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY, log_key=c.LOG_KEY
@@ -199,21 +204,20 @@ def main() -> None:
 
         # -- sequencer integration ----------------------------------------------------------------------
         t0 = time.perf_counter()
-        record(url, platform, args.leaves)
-        c.say(
-            f"recorded {args.leaves:,} pending events through ledger_append in {time.perf_counter() - t0:.1f} s"
-        )
+        record(url, platform, leaves)
+        c.say(f"recorded {leaves:,} pending events through ledger_append in {time.perf_counter() - t0:.1f} s")
         c.say(f"  ({c.load()} before integration)")
-        added, seconds = bench_integration(rt)
+        added, took = bench_integration(rt)
+        figures["integration"] = added / took
         c.say(
-            f"ledger    sequencer integration: {added:,} leaves in {seconds:.1f} s = {added / seconds:,.0f} leaves/s "
+            f"ledger    sequencer integration: {added:,} leaves in {took:.1f} s = {added / took:,.0f} leaves/s "
             f"(batches of {settings.log_batch_max:,}; target >= 50,000)"
         )
         n, math_s = tree_math_baseline(url)
         c.say(f"baseline  tree arithmetic alone (Python, CompactRange): {n / math_s:,.0f} leaves/s")
-        db_s = db_write_baseline(url, args.leaves, settings.log_batch_max)
+        db_s = db_write_baseline(url, leaves, settings.log_batch_max)
         c.say(
-            f"baseline  database moves alone (DELETE … RETURNING + INSERT, no tree): {args.leaves / db_s:,.0f} rows/s"
+            f"baseline  database moves alone (DELETE … RETURNING + INSERT, no tree): {leaves / db_s:,.0f} rows/s"
         )
 
         # -- ledger verify ---------------------------------------------------------------------------
@@ -221,6 +225,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = verification.verify(rt)
         verify_s = time.perf_counter() - t0
+        figures["verify_s"], figures["verify_leaves"] = verify_s, result.leaves
         c.say(
             f"ledger    ledger verify: ok={result.ok}, {result.leaves:,} leaves, {result.checkpoints} checkpoints in "
             f"{verify_s:.1f} s (target <= 60 s for 1,000,000)"
@@ -244,11 +249,11 @@ def main() -> None:
 
         # -- 201 to checkpoint at a rate ------------------------------------------------------------------
         c.say(f"  ({c.load()} before the latency run)")
-        lags = bench_latency(url, env, platform, args.rate, args.seconds)
+        lags = bench_latency(url, env, platform, rate, seconds)
         if lags:
             c.say(
-                f"ledger    commit -> signed checkpoint at {args.rate}/s for {args.seconds} s ({len(lags):,} events, "
-                f"{len(lags) / args.seconds:,.0f}/s achieved): p50 {statistics.median(lags) * 1000:.0f} ms, "
+                f"ledger    commit -> signed checkpoint at {rate}/s for {seconds} s ({len(lags):,} events, "
+                f"{len(lags) / seconds:,.0f}/s achieved): p50 {statistics.median(lags) * 1000:.0f} ms, "
                 f"p99 {percentile(lags, 0.99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms (target p99 <= 1 s)"
             )
 
@@ -263,11 +268,12 @@ def main() -> None:
                 client.get("/v1/log/inclusion?index=0")
             rng = random.Random(7)
             proof_times, health_times = [], []
-            for _ in range(args.proofs):
+            for _ in range(proofs):
                 status, took = client.get(f"/v1/log/inclusion?index={rng.randrange(size)}")
                 assert status == 200, status
                 proof_times.append(took)
                 health_times.append(client.get("/healthz")[1])
+            figures["proof_p99_ms"] = percentile(proof_times, 0.99) * 1000
             c.say(
                 f"ledger    inclusion proof served at {size:,} leaves: p50 {statistics.median(proof_times) * 1000:.2f} ms, "
                 f"p99 {percentile(proof_times, 0.99) * 1000:.2f} ms (target p99 <= 5 ms at 10,000,000)"
@@ -310,6 +316,7 @@ def main() -> None:
                     now=datetime.now(UTC),
                 )
                 remote_s = time.perf_counter() - t0
+                figures["verify_remote_ms"] = remote_s * 1000
             c.say(
                 f"ledger    verify-remote: ok={report['ok']}, step {report['previous_size']:,} -> {report['tree_size']:,} "
                 f"and {report.get('included')} inclusion proofs in {remote_s * 1000:.0f} ms (target <= 1 s)"
@@ -320,6 +327,7 @@ def main() -> None:
                 base.get("/healthz")
             c.say(f"baseline  101 GET /healthz on one connection: {(time.perf_counter() - t0) * 1000:.0f} ms")
         rt.close()
+    return figures
 
 
 if __name__ == "__main__":
