@@ -142,6 +142,9 @@ class Settings:
     db_role: str | None = None
     # Subject reports plus disputes per minute, for the operator (each opens a consumer's whole file).
     consumer_rights_per_minute: int = 30
+    # Where API processes share their match indexes as memory-mapped snapshots (docs/evidence.md,
+    # "One copy per host"); None: each process builds its own in memory.
+    index_dir: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -214,6 +217,7 @@ class Settings:
             webhook_max_endpoints=_int(env, "LEDGER_WEBHOOK_MAX_ENDPOINTS", 10, minimum=1),
             trusted_proxy_hops=_int(env, "LEDGER_TRUSTED_PROXY_HOPS", 0, minimum=0),
             consumer_rights_per_minute=_int(env, "LEDGER_CONSUMER_RIGHTS_PER_MINUTE", 30, minimum=1),
+            index_dir=env.get("LEDGER_INDEX_DIR") or None,
         )
 
     def require_services(self) -> Settings:

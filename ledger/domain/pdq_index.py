@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -144,6 +145,24 @@ class MultiIndex:
     @property
     def nbytes(self) -> int:
         return int(self._words.nbytes + self._order.nbytes + self._starts.nbytes)
+
+    @classmethod
+    def from_tables(
+        cls, matrix: Matrix, order: npt.NDArray[np.int32], starts: npt.NDArray[np.int32], threshold: int
+    ) -> MultiIndex:
+        """An index over tables built before (`tables()`), for instance memory-mapped read-only from a
+        file that every process on a host shares: nothing is copied."""
+        index = object.__new__(cls)
+        index.size = len(matrix)
+        index.threshold = threshold
+        index.flat = order.shape[1] != len(matrix) or len(matrix) == 0  # a flat index keeps no tables
+        index._masks = probe_masks(radius_for(threshold))
+        index._words = _words(matrix)
+        index._order, index._starts = order, starts
+        return index
+
+    def tables(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        return self._order, self._starts
 
     def candidates(self, query: bytes) -> Positions:
         """Rows sharing at least one chunk with `query` within the probe radius (with repeats)."""
@@ -292,6 +311,32 @@ class _Layer:
         clone.dead = self.dead + int(positions.size)
         return clone
 
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """Everything but liveness, to be written once and mapped by every process (`from_arrays`)."""
+        order, starts = self.index.tables()
+        r = self.rows
+        return {
+            "hashes": r.hashes,
+            "owners": r.owners,
+            "platforms": r.platforms,
+            "categories": r.categories,
+            "owner_hi": self.owner_hi,
+            "order": order,
+            "starts": starts,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[Any]], threshold: int) -> _Layer:
+        layer = object.__new__(cls)
+        layer.rows = EvidenceRows(
+            arrays["hashes"], arrays["owners"], arrays["platforms"], arrays["categories"]
+        )
+        layer.owner_hi = arrays["owner_hi"]
+        layer.index = MultiIndex.from_tables(arrays["hashes"], arrays["order"], arrays["starts"], threshold)
+        layer.alive = np.ones(len(layer.rows), dtype=bool)  # per process: removals since the snapshot
+        layer.dead = 0
+        return layer
+
     def live_rows(self) -> EvidenceRows:
         return self.rows if self.dead == 0 else self.rows.take(np.flatnonzero(self.alive))
 
@@ -395,6 +440,22 @@ class EvidenceIndex:
     def needs_merge(self) -> bool:
         """The delta has outgrown a scan, or a quarter of the base is dead."""
         return len(self.delta) > self.delta_limit or self.base.dead > max(1024, len(self.base) // 4)
+
+    def base_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The base layer's arrays (all its rows, dead ones too: call on a freshly merged index)."""
+        return self.base.arrays()
+
+    @classmethod
+    def from_base_arrays(
+        cls,
+        arrays: Mapping[str, npt.NDArray[Any]],
+        categories: Sequence[str],
+        threshold: int = DEFAULT_THRESHOLD,
+        delta_limit: int = DELTA_LIMIT,
+    ) -> EvidenceIndex:
+        """An index whose base layer is `arrays` as they are (read-only memory maps are fine: changes go
+        to the per-process delta layer and liveness mask, never into the base)."""
+        return cls(categories, threshold, delta_limit, base=_Layer.from_arrays(arrays, threshold))
 
     def merged(self) -> EvidenceIndex:
         """The same live entries, all in a freshly built base layer (about 1.5 s per million hashes)."""

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,7 @@ from ledger.services.runtime import Runtime
 from ledger.storage import events as event_store
 from ledger.storage import evidence as store
 from ledger.storage import incidents as incident_store
+from ledger.storage import index_snapshots as snapshots
 from ledger.storage.db import Connection
 from ledger.storage.events import NewEvent
 
@@ -150,15 +152,41 @@ class Matcher:
         )
         return cursor, [incident.bytes for incident in touched], current, exhausted
 
+    name = "evidence"  # of its snapshots on disk
+
+    def _snapshot_dir(self) -> Path | None:
+        directory = self._rt.settings.index_dir
+        return Path(directory) if directory else None
+
+    def _meta(self) -> dict[str, Any]:
+        return {"threshold": self._rt.policy.evidence_threshold, "categories": self._categories()}
+
     def _load(self) -> None:
         categories = self._categories()
+        threshold = self._rt.policy.evidence_threshold
+        directory = self._snapshot_dir()
+        if directory is not None:
+            # One copy per host: map the newest snapshot (building it first if there is none), then
+            # apply the changes committed since it was written.
+            with snapshots.locked(directory, self.name):
+                found = snapshots.newest(directory, self.name, self._meta())
+                if found is None:
+                    with self._rt.db.transaction() as conn:
+                        cursor, rows = self._read_all(conn, categories)
+                    built = EvidenceIndex.build(rows, categories, threshold, self._delta_limit)
+                    found = snapshots.write(directory, self.name, cursor, built.base_arrays(), self._meta())
+            self._index = EvidenceIndex.from_base_arrays(
+                found.arrays(), categories, threshold, self._delta_limit
+            )
+            self._cursor = found.cursor
+            self._refresh(merge=False)
+            return
         with self._rt.db.transaction() as conn:
             cursor, rows = self._read_all(conn, categories)
-        threshold = self._rt.policy.evidence_threshold
         self._index = EvidenceIndex.build(rows, categories, threshold, self._delta_limit)
         self._cursor, self._checked = cursor, time.monotonic()
 
-    def _refresh(self) -> None:
+    def _refresh(self, merge: bool = True) -> None:
         index = self._index
         assert index is not None
         while True:
@@ -172,7 +200,7 @@ class Matcher:
             if exhausted:
                 break
         self._checked = time.monotonic()
-        if index.needs_merge and self._replay is None:
+        if merge and index.needs_merge and self._replay is None:
             self._replay = []
             self._merge_thread = threading.Thread(
                 target=self._merge, args=(index,), name="evidence-index-merge", daemon=True
@@ -180,6 +208,9 @@ class Matcher:
             self._merge_thread.start()
 
     def _merge(self, snapshot: EvidenceIndex) -> None:
+        if self._snapshot_dir() is not None:
+            self._merge_shared(snapshot)
+            return
         merged: EvidenceIndex | None = None
         try:
             merged = snapshot.merged()
@@ -191,6 +222,29 @@ class Matcher:
                     merged = merged.with_changes(owners, current, merge=False)
                 self._index = merged
             self._replay = None
+
+    def _merge_shared(self, index: EvidenceIndex) -> None:
+        """Merge into a new host-wide snapshot, or map the one another process wrote meanwhile. The
+        cursor goes back to the snapshot's: re-applying changes is idempotent, so nothing is lost."""
+        directory = self._snapshot_dir()
+        assert directory is not None
+        categories, threshold = self._categories(), self._rt.policy.evidence_threshold
+        try:
+            with self._lock:
+                cursor = self._cursor  # `index` holds every change up to here
+            with snapshots.locked(directory, self.name):
+                found = snapshots.newest(directory, self.name, self._meta())
+                if found is None or found.cursor < cursor:
+                    arrays = index.merged().base_arrays()
+                    found = snapshots.write(directory, self.name, cursor, arrays, self._meta())
+            mapped = EvidenceIndex.from_base_arrays(found.arrays(), categories, threshold, self._delta_limit)
+            with self._lock:
+                self._index, self._cursor, self._checked = mapped, found.cursor, 0.0
+        except Exception:  # the unmerged index keeps answering correctly
+            log.exception("merging the shared evidence index failed")
+        finally:
+            with self._lock:
+                self._replay = None
 
 
 # -- lookups ---------------------------------------------------------------------------------------------

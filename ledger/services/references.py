@@ -43,6 +43,8 @@ class ReferenceMatcher(Matcher):
     """The process's reference index: the evidence matcher's loading, refreshing and merging, over the
     registered reference photos."""
 
+    name = "references"
+
     def _categories(self) -> list[str]:
         return ["other", *store.KINDS]
 
