@@ -130,15 +130,34 @@ def incident_body(external_id: str = "order-1", **overrides: Any) -> dict[str, A
     return body
 
 
-def post_report(client: Any, member: Member, external_id: str = "order-1", **overrides: Any) -> Any:
-    """POST /v1/incidents with `incident_body(external_id, **overrides)` as `member`; the raw response."""
-    return client.post("/v1/incidents", json=incident_body(external_id, **overrides), headers=member.headers)
+def post_report(
+    client: Any,
+    member: Member,
+    external_id: str = "order-1",
+    *,
+    headers: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Any:
+    """POST /v1/incidents with `incident_body(external_id, **overrides)` as `member`, with any extra
+    `headers`; the raw response."""
+    return client.post(
+        "/v1/incidents",
+        json=incident_body(external_id, **overrides),
+        headers={**member.headers, **(headers or {})},
+    )
 
 
-def report(client: Any, member: Member, external_id: str = "order-1", **overrides: Any) -> dict[str, Any]:
+def report(
+    client: Any,
+    member: Member,
+    external_id: str = "order-1",
+    *,
+    headers: dict[str, str] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Report an incident as `member` (a Flask test client), require 201, and return the body: its
     `id`, `receipt` and the rest."""
-    response = post_report(client, member, external_id, **overrides)
+    response = post_report(client, member, external_id, headers=headers, **overrides)
     assert response.status_code == 201, response.get_json()
     return response.get_json()  # type: ignore[no-any-return]
 

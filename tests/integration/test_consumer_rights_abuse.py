@@ -25,7 +25,7 @@ from ledger.identity import tokenize
 from ledger.services import access, disputes, retention
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
-from tests.support import IDENTITY_KEY, Member, incident_body, stored_token, wait_for
+from tests.support import IDENTITY_KEY, Member, report, stored_token, wait_for
 
 PHONE_A = {"type": "phone", "value": "13800138000"}
 PHONE_B = {"type": "phone", "value": "13900139000"}
@@ -37,21 +37,12 @@ def operator(make_platform: Any) -> Member:
     return make_platform("operator", "dispute", operator=True)  # type: ignore[no-any-return]
 
 
-def report(client: Any, member: Member, external_id: str, *identifiers: dict[str, str]) -> str:
-    response = client.post(
-        "/v1/incidents",
-        json=incident_body(external_id, identifiers=list(identifiers)),
-        headers=member.headers,
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]  # type: ignore[no-any-return]
-
-
 def test_a_device_id_never_pulls_in_another_consumer(
     client: Any, alpha: Member, beta: Member, operator: Member
 ) -> None:
-    mine = report(client, alpha, "order-a", PHONE_A, DEVICE)
-    theirs = report(client, beta, "order-b", PHONE_B, DEVICE)  # someone else on the same device
+    mine = report(client, alpha, "order-a", identifiers=[PHONE_A, DEVICE])["id"]
+    # Someone else on the same device:
+    theirs = report(client, beta, "order-b", identifiers=[PHONE_B, DEVICE])["id"]
     # The subject report for A, asked with A's phone and the shared device.
     body = client.post(
         "/v1/subjects/report", json={"identifiers": [PHONE_A, DEVICE]}, headers=operator.headers
@@ -77,7 +68,7 @@ def test_a_device_id_never_pulls_in_another_consumer(
 def test_every_subject_report_is_recorded_without_identifiers(
     client: Any, alpha: Member, operator: Member, rt: Runtime, database_url: str
 ) -> None:
-    report(client, alpha, "order-a", PHONE_A)
+    report(client, alpha, "order-a", identifiers=[PHONE_A])
     for _ in range(2):
         answered = client.post(
             "/v1/subjects/report", json={"identifiers": [PHONE_A]}, headers=operator.headers
@@ -117,7 +108,7 @@ def test_subject_reports_and_disputes_are_rate_limited(
     strict_client: Any, make_platform: Any, alpha: Member
 ) -> None:
     operator = make_platform("operator", "dispute", operator=True)
-    report(strict_client, alpha, "order-a", PHONE_A)
+    report(strict_client, alpha, "order-a", identifiers=[PHONE_A])
     statuses = [
         strict_client.post(
             "/v1/subjects/report",
@@ -142,7 +133,7 @@ def test_subject_reports_and_disputes_are_rate_limited(
 def test_upholding_a_dispute_never_revives_an_expired_entry(
     client: Any, alpha: Member, operator: Member, rt: Runtime
 ) -> None:
-    incident = report(client, alpha, "order-a", PHONE_A)
+    incident = report(client, alpha, "order-a", identifiers=[PHONE_A])["id"]
     opened = client.post(
         "/v1/disputes", json={"identifiers": [PHONE_A], "incident_id": incident}, headers=operator.headers
     )
@@ -166,7 +157,7 @@ def test_upholding_a_dispute_never_revives_an_expired_entry(
 def test_a_retraction_committed_during_open_dispute_wins(
     client: Any, alpha: Member, operator: Member, rt: Runtime, database_url: str
 ) -> None:
-    incident = report(client, alpha, "order-a", PHONE_A)
+    incident = report(client, alpha, "order-a", identifiers=[PHONE_A])["id"]
     with rt.db.transaction() as conn:
         row = conn.execute("SELECT id FROM platforms WHERE slug = 'operator'").fetchone()
         assert row is not None

@@ -15,7 +15,7 @@ import pytest
 from ledger.config import Settings
 from ledger.services import reliability, scoring, verification
 from ledger.services.runtime import Runtime
-from tests.support import Member, incident_body, run_ledger, wait_for
+from tests.support import Member, lookup, report, run_ledger, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 OTHER_PHONE = {"type": "phone", "value": "13900139000"}
@@ -24,24 +24,6 @@ OTHER_PHONE = {"type": "phone", "value": "13900139000"}
 @pytest.fixture
 def operator(make_platform: Any) -> Member:
     return make_platform("operator", "dispute", operator=True)  # type: ignore[no-any-return]
-
-
-def lookup(client: Any, member: Member, *identifiers: dict[str, str]) -> dict[str, Any]:
-    response = client.post(
-        "/v1/lookups",
-        json={"identifiers": list(identifiers), "purpose": "refund_review"},
-        headers=member.headers,
-    )
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()  # type: ignore[no-any-return]
-
-
-def report(client: Any, member: Member, external_id: str, **overrides: Any) -> str:
-    response = client.post(
-        "/v1/incidents", json=incident_body(external_id, **overrides), headers=member.headers
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]  # type: ignore[no-any-return]
 
 
 def score_of(client: Any, member: Member, *identifiers: dict[str, str]) -> int:
@@ -77,7 +59,7 @@ def counts(database_url: str) -> tuple[int, int]:
 def test_dispute_lifecycle_open_upheld(
     client: Any, alpha: Member, beta: Member, operator: Member, worker: Any
 ) -> None:
-    incident_id = report(client, alpha, "order-1")
+    incident_id = report(client, alpha, "order-1")["id"]
     before = settled_score(client, beta, lambda r: r["decision"]["score"] > 0, PHONE)["decision"]["score"]
 
     opened = open_dispute(client, operator, incident_id=incident_id)
@@ -116,8 +98,8 @@ def test_dispute_lifecycle_open_upheld(
 def test_dispute_retracted_drops_to_remaining_incidents(
     client: Any, alpha: Member, beta: Member, operator: Member, worker: Any
 ) -> None:
-    kept = report(client, alpha, "order-1")
-    disputed = report(client, beta, "order-2", category="false_damage_claim")
+    kept = report(client, alpha, "order-1")["id"]
+    disputed = report(client, beta, "order-2", category="false_damage_claim")["id"]
     both = settled_score(client, alpha, lambda r: r["summary"]["incidents"] == 2, PHONE)["decision"]["score"]
     dispute = open_dispute(client, operator, incident_id=disputed).get_json()["disputes"][0]
     response = client.post(
@@ -145,7 +127,7 @@ def test_all_entries_dispute_covers_every_incident_about_the_consumer(
 def test_sla_expiry_retracts_with_reason(
     client: Any, alpha: Member, beta: Member, operator: Member, settings: Settings, rt: Runtime
 ) -> None:
-    incident_id = report(client, alpha, "order-1")
+    incident_id = report(client, alpha, "order-1")["id"]
     scoring.flush_outbox(rt)
     open_dispute(client, operator, incident_id=incident_id)
 
@@ -185,8 +167,8 @@ def test_sla_expiry_retracts_with_reason(
 def test_access_control_and_bad_input_change_nothing(
     client: Any, alpha: Member, beta: Member, operator: Member, database_url: str, rt: Runtime
 ) -> None:
-    incident_id = report(client, alpha, "order-1")
-    foreign = report(client, alpha, "order-2", identifiers=[OTHER_PHONE])
+    incident_id = report(client, alpha, "order-1")["id"]
+    foreign = report(client, alpha, "order-2", identifiers=[OTHER_PHONE])["id"]
     scoring.flush_outbox(rt)
     dispute = open_dispute(client, operator, incident_id=incident_id).get_json()["disputes"][0]
     baseline = counts(database_url)
@@ -331,12 +313,12 @@ def test_lookup_tokens_erased_after_audit_retention(
 def test_overturned_reports_lower_trust_and_then_scores(
     client: Any, alpha: Member, beta: Member, operator: Member, rt: Runtime
 ) -> None:
-    kept = report(client, alpha, "keep-1")
+    kept = report(client, alpha, "keep-1")["id"]
     scoring.flush_outbox(rt)
     before = score_of(client, beta, PHONE)
     for n in range(6):  # alpha's reports about other consumers keep being overturned
         phone = {"type": "phone", "value": f"1390013{n:04d}"}
-        incident_id = report(client, alpha, f"bad-{n}", identifiers=[phone])
+        incident_id = report(client, alpha, f"bad-{n}", identifiers=[phone])["id"]
         scoring.flush_outbox(rt)
         dispute = client.post(
             "/v1/disputes",

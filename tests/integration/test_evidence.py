@@ -32,7 +32,8 @@ from ledger.domain.pdq_index import EvidenceIndex, hamming
 from ledger.services import retention
 from ledger.services.evidence import Matcher
 from ledger.services.runtime import Runtime
-from tests.support import ROOT, Member, env_for, incident_body, wait_for
+from tests import support
+from tests.support import ROOT, Member, env_for, report, wait_for
 
 PROBLEM = "application/problem+json"
 UNKNOWN_BUYER = {"type": "phone", "value": "13700137000"}  # never reported: a fresh account
@@ -135,14 +136,6 @@ def distance(a_hex: str, b_hex: str) -> int:
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def report(client: Any, member: Member, external_id: str, **overrides: Any) -> dict[str, Any]:
-    response = client.post(
-        "/v1/incidents", json=incident_body(external_id, **overrides), headers=member.headers
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()  # type: ignore[no-any-return]
-
-
 def upload(client: Any, member: Member, incident_id: str, *images: bytes, name: str = "images") -> Any:
     files = [(io.BytesIO(image), f"photo-{n}.bin") for n, image in enumerate(images)]
     return client.post(
@@ -156,12 +149,9 @@ def upload(client: Any, member: Member, incident_id: str, *images: bytes, name: 
 def lookup(
     client: Any, member: Member, *pdq: str, identifiers: list[dict[str, str]] | None = None
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"identifiers": identifiers or [UNKNOWN_BUYER], "purpose": "refund_review"}
-    if pdq:
-        body["evidence"] = {"pdq": list(pdq)}
-    response = client.post("/v1/lookups", json=body, headers=member.headers)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()  # type: ignore[no-any-return]
+    """A lookup (tests.support.lookup) for an unknown buyer unless told, carrying these PDQ hashes."""
+    evidence = {"evidence": {"pdq": list(pdq)}} if pdq else {}
+    return support.lookup(client, member, *(identifiers or [UNKNOWN_BUYER]), **evidence)
 
 
 def post_image_lookup(client: Any, member: Member, request: Any, *images: bytes) -> Any:

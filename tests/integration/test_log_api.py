@@ -16,7 +16,7 @@ import pytest
 
 from ledger.domain import merkle, note
 from ledger.services.runtime import Runtime
-from tests.support import Member, check_receipt, incident_body, integrate, metric
+from tests.support import Member, check_receipt, incident_body, integrate, metric, post_report, report
 
 PROBLEM = "application/problem+json"
 
@@ -36,14 +36,6 @@ def sequencer(rt: Runtime) -> Iterator[None]:
     yield
     stop.set()
     thread.join(timeout=30)
-
-
-def report(client: Any, member: Member, external_id: str, **headers: str) -> Any:
-    response = client.post(
-        "/v1/incidents", json=incident_body(external_id), headers={**member.headers, **headers}
-    )
-    assert response.status_code == 201, response.get_json()
-    return response
 
 
 def check_proof(rt: Runtime, proof: dict[str, Any], leaf: bytes) -> None:
@@ -96,7 +88,7 @@ def test_key_and_checkpoint_are_published(client: Any, alpha: Member, rt: Runtim
 def test_another_platforms_leaf_answers_exactly_like_an_unknown_one(
     client: Any, alpha: Member, beta: Member, rt: Runtime
 ) -> None:
-    mine = check_receipt(rt, report(client, alpha, "secret-order").get_json()["receipt"])
+    mine = check_receipt(rt, report(client, alpha, "secret-order")["receipt"])
     integrate(rt)
     own = client.get(f"/v1/log/inclusion?leaf_hash={mine.hex()}", headers=alpha.headers)
     assert own.status_code == 200
@@ -169,7 +161,7 @@ def test_consistency_proofs_are_immutable_and_verify(client: Any, alpha: Member,
 def test_prefer_wait_returns_the_inclusion_proof(
     client: Any, alpha: Member, rt: Runtime, sequencer: None
 ) -> None:
-    response = report(client, alpha, "waited", Prefer="wait=5")
+    response = post_report(client, alpha, "waited", headers={"Prefer": "wait=5"})
     assert response.headers["Preference-Applied"] == "wait=5"
     body = response.get_json()
     check_proof(rt, body["inclusion"], check_receipt(rt, body["receipt"]))
@@ -198,7 +190,7 @@ def test_batch_items_each_get_a_promise_and_a_proof(
 def test_without_a_sequencer_prefer_wait_answers_with_the_promise_only(
     client: Any, alpha: Member, rt: Runtime
 ) -> None:
-    body = report(client, alpha, "unsequenced", Prefer="wait=1").get_json()
+    body = report(client, alpha, "unsequenced", headers={"Prefer": "wait=1"})
     check_receipt(rt, body["receipt"])
     assert "inclusion" not in body
 

@@ -28,6 +28,7 @@ from ledger.services import platforms as platform_service
 from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
+from tests import support
 from tests.private_services import PostgresServer, RedisServer
 from tests.support import Member, WorkerProcess, audit_count, incident_body, metric, wait_for
 
@@ -74,18 +75,12 @@ def new_member(rt: Runtime, slug: str) -> Member:
 
 
 def post_lookup(client: Any, member: Member, *identifiers: dict[str, str]) -> Any:
-    body = {
-        "identifiers": list(identifiers or [PHONE]),
-        "purpose": "refund_review",
-        "refund": {"reference": "R-1"},
-    }
-    return client.post("/v1/lookups", json=body, headers=member.headers)
+    """A lookup (tests.support.post_lookup) by PHONE unless told, with a refund reference."""
+    return support.post_lookup(client, member, *(identifiers or [PHONE]), refund={"reference": "R-1"})
 
 
 def lookup(client: Any, member: Member, *identifiers: dict[str, str]) -> dict[str, Any]:
-    response = post_lookup(client, member, *identifiers)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
+    return support.lookup(client, member, *(identifiers or [PHONE]), refund={"reference": "R-1"})
 
 
 def same_decision(a: dict[str, Any], b: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from ledger.api import schemas
 from ledger.services import platforms as platform_service
 from ledger.services import verification
 from ledger.services.runtime import Runtime
-from tests.support import Member, incident_body, stored_token, wait_for
+from tests.support import Member, lookup, post_lookup, report, stored_token, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 OTHER_PHONE = {"type": "phone", "value": "13900139000"}
@@ -31,25 +31,6 @@ PROBLEM = "application/problem+json"
 SERIOUS = {"amount": {"value": 450_000, "currency": "CNY"}, "confirmation": "court_or_police"}
 # 2,000 yuan of refund-only abuse: `review` (until its decay, from 2026-11-01, takes it below).
 MINOR = {"category": "refund_only_abuse", "amount": {"value": 200_000, "currency": "CNY"}}
-
-
-def post_lookup(client: Any, member: Member, *identifiers: dict[str, str], **extra: Any) -> Any:
-    body = {"identifiers": list(identifiers), "purpose": "refund_review", **extra}
-    return client.post("/v1/lookups", json=body, headers=member.headers)
-
-
-def lookup(client: Any, member: Member, *identifiers: dict[str, str], **extra: Any) -> dict[str, Any]:
-    response = post_lookup(client, member, *identifiers, **extra)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
-def report(client: Any, member: Member, external_id: str, **overrides: Any) -> dict[str, Any]:
-    response = client.post(
-        "/v1/incidents", json=incident_body(external_id, **overrides), headers=member.headers
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
 
 
 def scored(client: Any, member: Member, *identifiers: dict[str, str], incidents: int = 1) -> dict[str, Any]:

@@ -39,8 +39,9 @@ from tests.private_services import REDIS_PORTS, RedisServer, free_port
 from tests.support import (
     Member,
     WorkerProcess,
-    incident_body,
     ledger_json,
+    lookup,
+    report,
     stored_token,
     wait_for,
 )
@@ -141,22 +142,6 @@ def shared(isolated_settings: Settings) -> Iterator[Shared]:
     rt.close()
 
 
-def report(stack: Stack, external_id: str, **overrides: Any) -> dict[str, Any]:
-    response = stack.client.post(
-        "/v1/incidents", json=incident_body(external_id, **overrides), headers=stack.member.headers
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def lookup(client: Any, member: Member, identifier: dict[str, str]) -> dict[str, Any]:
-    response = client.post(
-        "/v1/lookups", json={"identifiers": [identifier], "purpose": "refund_review"}, headers=member.headers
-    )
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
 def outbox_rows(rt: Runtime) -> list[dict[str, Any]]:
     with rt.db.transaction() as conn:
         return conn.execute("SELECT id, sent_at, attempts, done_at FROM outbox ORDER BY id").fetchall()
@@ -204,7 +189,7 @@ def run_together(target: Callable[[Runtime], None], runtimes: list[Runtime]) -> 
 def test_the_api_publishes_nothing_and_a_worker_relays_and_scores_the_report(
     stack: Stack, broker: PrivateRedis
 ) -> None:
-    report(stack, "order-1")
+    report(stack.client, stack.member, "order-1")
     (row,) = outbox_rows(stack.rt)
     assert (row["sent_at"], row["attempts"], row["done_at"]) == (None, 0, None)
     assert broker.queued_tasks() == []  # no task from the API: only the relay's wake-up
@@ -235,7 +220,7 @@ def test_the_relay_is_woken_by_a_commit_and_polls_for_what_it_missed(
     relay.start()
     try:
         time.sleep(0.3)  # the relay has looked once and is now blocked on the wake-up list
-        report(stack, "order-1")
+        report(stack.client, stack.member, "order-1")
         # Sent before the relay's next poll could come, so the commit's wake-up did it.
         wait_for(lambda: len(broker.queued_outbox_ids()) == 1, timeout=poll - 2, interval=0.01)
         assert not broker.client().exists(RELAY_WAKE_KEY)
@@ -247,7 +232,7 @@ def test_the_relay_is_woken_by_a_commit_and_polls_for_what_it_missed(
 
         # The broker dies: reports are still accepted, and the relay keeps trying without sending.
         broker.kill()
-        report(stack, "order-2", identifiers=[EMAIL])
+        report(stack.client, stack.member, "order-2", identifiers=[EMAIL])
         time.sleep(1.5)
         row = outbox_rows(stack.rt)[-1]
         assert (row["sent_at"], row["attempts"]) == (None, 0)
@@ -265,7 +250,7 @@ def test_a_report_accepted_while_the_broker_is_down_is_scored_once_it_is_back(
     worker = WorkerProcess(stack.settings, concurrency=1).start()
     try:
         broker.kill()
-        created = report(stack, "order-1")
+        created = report(stack.client, stack.member, "order-1")
         assert created["status"] == "active"
         during = lookup(stack.client, stack.member, PHONE)  # answered from PostgreSQL, said to lag behind
         assert during["stale"] is True
@@ -288,7 +273,12 @@ def test_a_report_accepted_while_the_broker_is_down_is_scored_once_it_is_back(
 
 def test_two_relays_never_send_a_row_twice(stack: Stack, broker: PrivateRedis) -> None:
     for i in range(40):
-        report(stack, f"order-{i}", identifiers=[{"type": "phone", "value": f"1390000{i:04d}"}])
+        report(
+            stack.client,
+            stack.member,
+            f"order-{i}",
+            identifiers=[{"type": "phone", "value": f"1390000{i:04d}"}],
+        )
     ids = [int(r["id"]) for r in outbox_rows(stack.rt)]
     runtimes = [Runtime(stack.settings), Runtime(stack.settings)]
     sent: list[int] = []
@@ -325,8 +315,8 @@ def test_two_relays_never_send_a_row_twice(stack: Stack, broker: PrivateRedis) -
 def test_a_report_to_an_unreachable_broker_is_scored_by_outbox_flush(
     unreachable: Stack, shared: Shared, isolated_settings: Settings
 ) -> None:
-    report(unreachable, "order-1")
-    report(unreachable, "order-2", identifiers=[EMAIL])
+    report(unreachable.client, unreachable.member, "order-1")
+    report(unreachable.client, unreachable.member, "order-2", identifiers=[EMAIL])
     assert [r["done_at"] for r in outbox_rows(unreachable.rt)] == [None, None]
     # `ledger outbox flush` processes the pending rows in its own process, no broker needed.
     assert ledger_json(isolated_settings, "outbox", "flush") == {"processed": 2}
@@ -340,7 +330,7 @@ def test_a_report_to_an_unreachable_broker_is_scored_by_outbox_flush(
 
 # -- duplicate delivery ------------------------------------------------------------------------------
 def test_duplicate_delivery_changes_nothing(stack: Stack, broker: PrivateRedis) -> None:
-    report(stack, "order-1", identifiers=[PHONE, EMAIL])
+    report(stack.client, stack.member, "order-1", identifiers=[PHONE, EMAIL])
     (row,) = outbox_rows(stack.rt)
     outbox_id = int(row["id"])
     assert broker.queued_outbox_ids() == []  # the API sends nothing; no worker (and so no relay) runs yet
@@ -404,7 +394,12 @@ def pending_reports(stack: Stack, broker: PrivateRedis, n: int) -> list[int]:
     """n reports accepted while the broker was down; the broker is back (empty) when this returns."""
     broker.kill()
     for i in range(n):
-        report(stack, f"order-{i}", identifiers=[{"type": "phone", "value": f"1390000{i:04d}"}])
+        report(
+            stack.client,
+            stack.member,
+            f"order-{i}",
+            identifiers=[{"type": "phone", "value": f"1390000{i:04d}"}],
+        )
     broker.start()
     age_outbox(stack.rt)
     rows = outbox_rows(stack.rt)
@@ -458,9 +453,9 @@ def test_rescore_all_and_cache_rebuild_from_the_cli(
 ) -> None:
     """Reports accepted with no broker are never linked nor scored until an operator runs the twins."""
     settings, rt, client, beta = isolated_settings, shared.rt, shared.client, shared.beta
-    report(unreachable, "order-1")
-    report(unreachable, "order-2", category="false_damage_claim")
-    report(unreachable, "order-3", identifiers=[EMAIL])
+    report(unreachable.client, unreachable.member, "order-1")
+    report(unreachable.client, unreachable.member, "order-2", category="false_damage_claim")
+    report(unreachable.client, unreachable.member, "order-3", identifiers=[EMAIL])
     with rt.db.transaction() as conn:
         assert conn.execute("SELECT count(*) AS n FROM risk_scores").fetchone()["n"] == 0  # type: ignore[index]
 

@@ -33,7 +33,7 @@ from ledger.services.runtime import Runtime
 from ledger.storage import scores, subjects
 from ledger.storage.cache import TOKEN_KEY
 from ledger.storage.decision_cache import SEQ_WIDTH
-from tests.support import Member, WorkerProcess, incident_body, stored_token, wait_for
+from tests.support import Member, WorkerProcess, incident_body, lookup, report, stored_token, wait_for
 
 POLICY = load_policy()
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -48,24 +48,6 @@ def phone(i: int) -> dict[str, str]:
 
 def token_of(identifier: dict[str, str]) -> str:
     return stored_token(identifier["type"], identifier["value"])
-
-
-def lookup(client: Any, member: Member, *identifiers: dict[str, str]) -> dict[str, Any]:
-    response = client.post(
-        "/v1/lookups",
-        json={"identifiers": list(identifiers), "purpose": "refund_review"},
-        headers=member.headers,
-    )
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
-
-
-def report(client: Any, member: Member, external_id: str, **overrides: Any) -> dict[str, Any]:
-    response = client.post(
-        "/v1/incidents", json=incident_body(external_id, **overrides), headers=member.headers
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
 
 
 def codes(result: dict[str, Any]) -> list[str]:

@@ -21,7 +21,7 @@ from ledger.config import Settings
 from ledger.domain import note
 from ledger.services import verify_remote
 from ledger.services.runtime import Runtime
-from tests.support import Member, ServedApp, incident_body, integrate, run_ledger
+from tests.support import Member, ServedApp, integrate, report, run_ledger
 
 # Every test here serves the API (`ledger serve`) to verify it from outside.
 pytestmark = pytest.mark.process
@@ -32,12 +32,6 @@ def served(settings: Settings, clean: None) -> Iterator[ServedApp]:
     app = ServedApp(settings, workers=1).start()
     yield app
     app.stop()
-
-
-def report(client: Any, member: Member, external_id: str) -> dict[str, Any]:
-    response = client.post("/v1/incidents", json=incident_body(external_id), headers=member.headers)
-    assert response.status_code == 201
-    return dict(response.get_json()["receipt"])
 
 
 def remote(
@@ -63,7 +57,7 @@ def test_a_member_follows_the_log_and_catches_a_fork(
     client: Any, alpha: Member, rt: Runtime, settings: Settings, served: ServedApp, tmp_path: Path
 ) -> None:
     state, receipts = tmp_path / "state.json", tmp_path / "receipts.json"
-    receipts.write_text(json.dumps([report(client, alpha, f"r-{n}") for n in range(3)]))
+    receipts.write_text(json.dumps([report(client, alpha, f"r-{n}")["receipt"] for n in range(3)]))
     integrate(rt)
     code, first = remote(settings, served, state, alpha, "--receipts", str(receipts))
     assert code == 0, first
@@ -71,7 +65,7 @@ def test_a_member_follows_the_log_and_catches_a_fork(
     assert json.loads(state.read_text())["vkey"] == rt.log_signer.verifier.vkey()  # pinned
 
     # The log grows; the next run proves consistency from the saved checkpoint, and cosigns as a witness.
-    mine = [report(client, alpha, f"r-{n}") for n in range(3, 6)]
+    mine = [report(client, alpha, f"r-{n}")["receipt"] for n in range(3, 6)]
     receipts.write_text(json.dumps(mine))
     integrate(rt)
     seed = base64.b64encode(bytes(range(32))).decode()
@@ -104,7 +98,7 @@ def test_a_broken_promise_and_a_foreign_key_fail(
 ) -> None:
     report(client, alpha, "kept")
     integrate(rt)
-    late = report(client, alpha, "never-integrated")  # no sequencer runs after this one
+    late = report(client, alpha, "never-integrated")["receipt"]  # no sequencer runs after this one
     state = tmp_path / "state.json"
 
     # Within its MMD a pending leaf is fine; past it, it is a broken promise.

@@ -24,7 +24,7 @@ from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from tests.private_services import RedisServer
 from tests.receiver import Receiver, Script
-from tests.support import Member, WorkerProcess, incident_body, run_ledger, wait_for
+from tests.support import Member, WorkerProcess, report, run_ledger, wait_for
 
 PHONE = {"type": "phone", "value": "13800138000"}
 ALL_EVENTS = ["dispute.opened", "dispute.resolved", "incident.retracted", "subject.cleared"]
@@ -48,12 +48,6 @@ def register(client: Any, member: Member, url: str, events: list[str] = ALL_EVEN
     )
     assert response.status_code == 201, response.get_json()
     return response.get_json()  # type: ignore[no-any-return]
-
-
-def report(client: Any, member: Member, external_id: str = "order-1") -> str:
-    response = client.post("/v1/incidents", json=incident_body(external_id), headers=member.headers)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]  # type: ignore[no-any-return]
 
 
 def open_dispute(client: Any, operator: Member, incident_id: str) -> dict[str, Any]:
@@ -90,7 +84,7 @@ def test_events_are_signed_and_reach_only_the_entitled_platform(
     assert [e["id"] for e in listed] == [endpoints["alpha"]["id"]]
     assert "secret" not in json.dumps(listed)  # shown once, at creation
 
-    incident_id = report(client, alpha)
+    incident_id = report(client, alpha)["id"]
     scoring.flush_outbox(rt)
     # beta is answered with a restriction for refund_review; gamma looks up for another purpose.
     restricted = wait_for(
@@ -186,7 +180,7 @@ def test_a_receiver_failing_three_times_gets_the_event_once(
 ) -> None:
     receiver.scripts["/flaky"] = Script(fail=3)
     endpoint = register(client, alpha, f"{receiver.base}/flaky", ["dispute.opened"])
-    open_dispute(client, operator, report(client, alpha))
+    open_dispute(client, operator, report(client, alpha)["id"])
     [event] = wait_for(lambda: events_at(receiver, "/flaky", endpoint["secret"]))
     assert event["type"] == "dispute.opened"
     wait_for(lambda: not _pending(rt))
@@ -211,7 +205,7 @@ def test_a_hanging_receiver_is_timed_out(
 ) -> None:
     receiver.scripts["/hang"] = Script(hang=1, hang_seconds=8)
     endpoint = register(client, alpha, f"{receiver.base}/hang", ["dispute.opened"])
-    open_dispute(client, operator, report(client, alpha))
+    open_dispute(client, operator, report(client, alpha)["id"])
 
     def log() -> list[dict[str, Any]]:
         return client.get(  # type: ignore[no-any-return]
@@ -242,7 +236,9 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_counted(
         alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
         receiver.scripts["/down"] = Script(fail=1000)
         endpoint = register(client, alpha, f"{receiver.base}/down", ["dispute.opened"])
-        open_dispute(client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha))
+        open_dispute(
+            client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha)["id"]
+        )
         scoring.flush_outbox(rt)  # fans the event out to a delivery
         for _ in range(3):
             wait_for(lambda: webhooks.deliver_due_now(rt) > 0)
@@ -317,7 +313,9 @@ def test_ssrf_is_checked_again_at_delivery(
         operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute", operator=True)
         alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
         endpoint = register(client, alpha, f"{receiver.base}/later-refused", ["dispute.opened"])
-        open_dispute(client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha))
+        open_dispute(
+            client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha)["id"]
+        )
         scoring.flush_outbox(rt)
         refused = run_ledger(
             isolated_settings.with_(webhook_allow_networks=""), "webhooks", "sweep", "--here"
@@ -353,7 +351,9 @@ def test_a_worker_killed_mid_delivery_still_delivers(
         receiver.scripts["/killed"] = Script(hang=1, hang_seconds=30)
         endpoint = register(client, alpha, f"{receiver.base}/killed", ["dispute.opened"])
         dying = WorkerProcess(settings.with_(webhook_timeout_seconds=8), concurrency=1).start()
-        open_dispute(client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha))
+        open_dispute(
+            client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha)["id"]
+        )
         wait_for(lambda: receiver.at("/killed"), timeout=30)  # the worker is inside the attempt
         dying.kill(9)
         survivor = WorkerProcess(settings, concurrency=1).start()
@@ -387,7 +387,9 @@ def test_finished_deliveries_are_purged_after_thirty_days(
         operator_key = platform_service.create_platform(rt, "operator", "Operator", "dispute", operator=True)
         alpha = Member("alpha", alpha_key.key, alpha_key.key_id)
         register(client, alpha, f"{receiver.base}/kept", ["dispute.opened"])
-        open_dispute(client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha))
+        open_dispute(
+            client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha)["id"]
+        )
         scoring.flush_outbox(rt)
         assert webhooks.deliver_due_now(rt) == 1
         assert retention.run(rt)["webhook_deliveries_purged"] == 0  # delivered today: kept
