@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,14 +34,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ledger.embedded import free_port  # noqa: E402 (importable once ROOT is on the path)
+
 CATEGORIES = ["fabricated_evidence", "false_damage_claim", "false_not_received", "refund_only_abuse"]
 CONFIRMATIONS = ["platform_review", "merchant_evidence", "consumer_admission"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def phone(n: int) -> str:

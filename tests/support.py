@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
 
 from ledger.config import Settings
+from ledger.embedded import free_port
 from ledger.services.runtime import Runtime
 
 
@@ -40,6 +41,8 @@ PG_SERVER = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 # The session worker's broker and cache: the next Redis database after TEST_REDIS_URL's, unless set.
 WORKER_REDIS_URL = os.environ.get("TEST_WORKER_REDIS_URL") or _next_database(REDIS_URL)
+# The soak's (tests/e2e/test_soak.py), which it flushes: the database after the worker's, unless set.
+SOAK_REDIS_URL = os.environ.get("TEST_SOAK_REDIS_URL") or _next_database(WORKER_REDIS_URL)
 IDENTITY_KEY = "test-identity-key-0123456789abcdef"
 TOKEN_KEY = "test-server-token-key-0123456789abcdef"  # the server-only re-keying secret
 
@@ -280,12 +283,6 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class ServedApp:
     """`ledger serve` (gunicorn) as a subprocess on a free local port; its output goes to a log file."""
 
@@ -489,3 +486,24 @@ def check_receipt(rt: Runtime, receipt: dict[str, Any]) -> bytes:
         rt.log_signer.verifier, rt.settings.log_origin, leaf, received, by, receipt["promise"]
     )
     return leaf
+
+
+# -- the browser tests ------------------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"  # Debian's, never a browser Playwright downloads (.ci/run installs it)
+SHOTS = ROOT / "build" / "screenshots"  # the browser tests' screenshots, which CI keeps
+
+
+class Recorder:
+    """Every URL the browser asked for, through any page of its context."""
+
+    def __init__(self, context: Any) -> None:
+        self.urls: list[str] = []
+        context.on("request", lambda request: self.urls.append(request.url))
+
+    def outside(self, base: str) -> list[str]:
+        """The URLs not under `base` (the served app); data: and blob: URLs never leave the page."""
+        return [
+            u
+            for u in self.urls
+            if not u.startswith(base + "/") and urlsplit(u).scheme not in ("data", "blob")
+        ]

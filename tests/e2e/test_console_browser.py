@@ -15,9 +15,7 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -25,10 +23,8 @@ import pytest
 from ledger.config import Settings
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.support import ROOT, Member, ServedApp, incident_body, run_ledger, wait_for
+from tests.support import SHOTS, Member, Recorder, ServedApp, incident_body, run_ledger, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "build" / "screenshots"
 PHONE = "13800138000"
 OTHER_PHONE = "13900139000"
 STATEMENT = "我没有申请仅退款，商品已退回"
@@ -62,34 +58,6 @@ def served(settings: Settings, clean: None, worker: Any) -> Iterator[ServedApp]:
     app = ServedApp(settings, workers=2).start()
     yield app
     app.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), (
-        "Debian's chromium is needed (.ci/run installs it: apt-get install chromium)"
-    )
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield instance
-        instance.close()
-
-
-class Recorder:
-    """Every URL the browser asked for, through any page of its context."""
-
-    def __init__(self, context: Any) -> None:
-        self.urls: list[str] = []
-        context.on("request", lambda request: self.urls.append(request.url))
-
-    def outside(self, base: str) -> list[str]:
-        return [
-            u
-            for u in self.urls
-            if not u.startswith(base + "/") and urlsplit(u).scheme not in ("data", "blob")
-        ]
 
 
 def shot(page: Any, name: str) -> None:

@@ -13,7 +13,6 @@ import os
 import selectors
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,16 +29,10 @@ import pytest
 import redis
 
 from ledger.domain import merkle, note
-from tests.support import PG_SERVER, ROOT, wait_for
+from tests.support import PG_SERVER, ROOT, free_port, wait_for
 
 REDIS_URL = os.environ.get("TEST_DEMO_REDIS_URL", "redis://127.0.0.1:6379/6")
 PHONE = {"type": "phone", "value": "13900139000"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -92,7 +85,7 @@ def demo_database() -> Iterator[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_demo_serves_and_stops_everything_on_sigterm(demo_database: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     env.update(DATABASE_URL=demo_database, REDIS_URL=REDIS_URL, PYTHONUNBUFFERED="1")
     stderr = (tmp_path / "demo.err").open("wb")

@@ -18,7 +18,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -26,10 +25,8 @@ from ledger.config import Settings
 from ledger.identity import id_card_check_digit
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.support import ROOT, ServedApp, incident_body, wait_for
+from tests.support import SHOTS, Recorder, ServedApp, incident_body, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "build" / "screenshots"
 PHONE = {"type": "phone", "value": "13800138000"}
 ID_CARD = {"type": "id_card", "value": "11010519491231002" + id_card_check_digit("11010519491231002")}
 # A4 is 210 mm wide; the page's @page margins are 14 mm a side: 182 mm at 96 px per inch.
@@ -54,32 +51,6 @@ def served(settings: Settings, clean: None, worker: Any) -> Iterator[ServedApp]:
     app = ServedApp(settings, workers=1).start()
     yield app
     app.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed (.ci/run installs it)"
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield instance
-        instance.close()
-
-
-class Recorder:
-    """Every URL any page of the context asked for."""
-
-    def __init__(self, context: Any) -> None:
-        self.urls: list[str] = []
-        context.on("request", lambda request: self.urls.append(request.url))
-
-    def leaving(self) -> list[str]:
-        return [
-            u
-            for u in self.urls
-            if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname != "127.0.0.1"
-        ]
 
 
 def rendering_fonts(page: Any, selector: str) -> set[str]:
@@ -193,7 +164,7 @@ def test_subject_report_page_reads_as_chinese_in_beijing_time(
     en_times = english.eval_on_selector_all("time", "nodes => nodes.map(n => n.textContent)")
     assert all(t.endswith(" Beijing time (UTC+8)") for t in en_times), en_times
     shot(english, "subject-report-en")
-    assert recorder.leaving() == []
+    assert recorder.outside(served.base) == []
     context.close()
 
 
@@ -217,5 +188,5 @@ def test_docs_load_with_no_request_leaving_the_machine(served: ServedApp, browse
     assert page.locator('a[href="/docs/reference"]').count() == 1
     assert recorder.urls, "the recorder saw nothing"
     assert any("/static/vendor/swagger-ui-dist/swagger-ui-bundle.js" in u for u in recorder.urls)
-    assert recorder.leaving() == [], recorder.leaving()
+    assert recorder.outside(served.base) == [], recorder.outside(served.base)
     context.close()

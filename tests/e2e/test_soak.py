@@ -1,4 +1,6 @@
-"""The short soak: `benchmarks/soak.py` for 45 seconds against a served instance, run in CI.
+"""The short soak: `benchmarks/soak.py` for 45 seconds against a served instance, run in CI, on the
+test session's PostgreSQL server and a Redis database of its own on the session's Redis server (it
+flushes that database).
 
 It fails unless every promise holds after the mixed load: no 5xx, every 201 in the ledger, every 200
 lookup audited, scores equal to a from-scratch recompute, and `ledger verify` passing.
@@ -11,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.support import PG_SERVER, ROOT
+from tests.support import PG_SERVER, ROOT, SOAK_REDIS_URL
 
 
 @pytest.mark.slow
@@ -28,7 +30,7 @@ def test_short_soak_keeps_every_promise() -> None:
             "--pg-server",
             PG_SERVER,
             "--redis-url",
-            "redis://127.0.0.1:6379/11",
+            SOAK_REDIS_URL,
         ],
         capture_output=True,
         text=True,

@@ -10,7 +10,6 @@ not, concurrent reports converge, an out-of-order write never wins, and a killed
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -33,7 +32,16 @@ from ledger.services.runtime import Runtime
 from ledger.storage import scores, subjects
 from ledger.storage.cache import TOKEN_KEY
 from ledger.storage.decision_cache import SEQ_WIDTH
-from tests.support import Member, WorkerProcess, incident_body, lookup, report, stored_token, wait_for
+from tests.support import (
+    Member,
+    WorkerProcess,
+    free_port,
+    incident_body,
+    lookup,
+    report,
+    stored_token,
+    wait_for,
+)
 
 POLICY = load_policy()
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -391,10 +399,6 @@ def test_a_task_run_out_of_order_never_leaves_an_older_score(
 
 
 # -- a worker killed mid-task ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
