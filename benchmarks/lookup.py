@@ -134,13 +134,13 @@ def rebuild_cache(url: str) -> None:
     """`ledger cache rebuild`, in chunks of 500 subjects: on a loaded machine a 5,000-subject chunk's
     script can outlast the cache client's 0.5 s socket timeout."""
     from ledger.config import Settings
-    from ledger.services import scoring
+    from ledger.services import cache_rebuild
     from ledger.services.runtime import Runtime
 
     rt = Runtime(Settings(database_url=url, redis_url=c.REDIS_URL, identity_key=c.IDENTITY_KEY))
     try:
         started = time.perf_counter()
-        written = scoring.rebuild_cache(rt, chunk=500)
+        written = cache_rebuild.rebuild_cache(rt, chunk=500)
         c.say(f"cache rebuilt: {written} entries in {time.perf_counter() - started:.0f} s")
     finally:
         rt.close()

@@ -582,10 +582,10 @@ def outbox() -> None:
 @json_option
 @handled
 def outbox_flush(send: bool, as_json: bool) -> None:
-    from ledger.services import scoring
+    from ledger.services import outbox_work
 
     rt = runtime()
-    count = scoring.sweep_outbox(rt) if send else scoring.flush_outbox(rt)
+    count = outbox_work.sweep_outbox(rt) if send else outbox_work.flush_outbox(rt)
     emit(as_json, {"sent" if send else "processed": count}, f"{'sent' if send else 'processed'} {count}")
 
 
@@ -694,9 +694,9 @@ def cache() -> None:
 @json_option
 @handled
 def cache_rebuild(as_json: bool) -> None:
-    from ledger.services import scoring
+    from ledger.services import cache_rebuild
 
-    count = scoring.rebuild_cache(runtime())
+    count = cache_rebuild.rebuild_cache(runtime())
     emit(as_json, {"tokens_written": count}, f"wrote {count} tokens")
 
 

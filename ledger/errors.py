@@ -103,6 +103,12 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
 }
 
 
+class CacheUnavailable(Exception):
+    """Redis could not be reached (ledger/storage/redis_guard.py). Not a problem type: every caller
+    handles it, by falling back to PostgreSQL, by leaving the work to the outbox relay's poll, or (the
+    console) by showing its own 503 page."""
+
+
 class LedgerError(Exception):
     """Base class. `type_slug` names the problem type; `status` and `title` come from PROBLEM_TYPES."""
 

@@ -16,9 +16,10 @@ import logging
 import threading
 
 from ledger.config import Settings
+from ledger.errors import CacheUnavailable
 from ledger.services.relay import CLAIM_LIMIT, relay_once
 from ledger.services.runtime import Runtime
-from ledger.storage.cache import CacheUnavailable, RelayWakeups
+from ledger.storage.pending_work import RelayWakeups
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from ledger.services import scoring, webhooks
+from ledger.services import cache_rebuild, outbox_work, scoring, webhooks
 from workers.app import app, runtime
 
 TASK_OPTIONS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
@@ -20,7 +20,7 @@ TASK_OPTIONS: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True
     **TASK_OPTIONS,
 )
 def process_outbox(outbox_id: int) -> str:
-    return scoring.process_outbox(runtime(), outbox_id)
+    return outbox_work.process_outbox(runtime(), outbox_id)
 
 
 @app.task(
@@ -32,13 +32,13 @@ def process_outbox(outbox_id: int) -> str:
 )
 def process_outbox_batch(outbox_ids: list[int]) -> int:
     """What the outbox relay sends; `ledger.process_outbox` (one id) is what the beat sweep re-sends."""
-    return scoring.process_outbox_batch(runtime(), outbox_ids)
+    return outbox_work.process_outbox_batch(runtime(), outbox_ids)
 
 
 @app.task(name="ledger.sweep_outbox", **TASK_OPTIONS)
 def sweep_outbox() -> int:
-    sent = scoring.sweep_outbox(runtime())
-    scoring.warm_cache(runtime())  # after a Redis restart: refill the cache from PostgreSQL
+    sent = outbox_work.sweep_outbox(runtime())
+    cache_rebuild.warm_cache(runtime())  # after a Redis restart: refill the cache from PostgreSQL
     return sent
 
 

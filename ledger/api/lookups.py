@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 import marshmallow as ma
@@ -19,14 +19,11 @@ from ledger.api.problems import flatten, problem_for
 from ledger.errors import InvalidInput, LedgerError
 from ledger.services import evidence, lookups
 
-if TYPE_CHECKING:
-    from ledger.storage.cache import Quota
-
 blp = Blueprint("lookups", __name__, url_prefix="/v1/lookups", description="Refund-time risk lookups")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
-def rate_headers(quota: Quota | None) -> dict[str, str]:
+def rate_headers(quota: lookups.Quota | None) -> dict[str, str]:
     """RateLimit headers (IETF draft) describing the key's token bucket after this request."""
     if quota is None:
         return {}

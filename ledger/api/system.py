@@ -39,7 +39,7 @@ class Ready(MethodView):
         """
         rt = runtime()
         postgres = rt.db.ping()
-        redis = rt.cache.ping()
+        redis = rt.redis.ping()
         checks = {
             "postgres": "ok" if postgres else "down",
             "redis": "ok" if redis else "down",

@@ -26,13 +26,20 @@ from flask import (
 from ledger import identity
 from ledger.console import catalogue
 from ledger.domain import labels
-from ledger.errors import Forbidden, InvalidInput, LedgerError, QuotaExceeded, Unauthorized, Unavailable
+from ledger.errors import (
+    CacheUnavailable,
+    Forbidden,
+    InvalidInput,
+    LedgerError,
+    QuotaExceeded,
+    Unauthorized,
+    Unavailable,
+)
 from ledger.services import console, disputes, platforms, reliability
 from ledger.services.disputes import selecting_tokens
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import KeyResolver
 from ledger.services.runtime import Runtime
-from ledger.storage.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

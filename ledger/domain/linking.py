@@ -1,6 +1,6 @@
 """The identity linking rule as a pure function, so that a simulation can follow the rule the database does.
 
-The served system links in SQL (`services.scoring.link_incidents` over `storage.subjects`): every
+The served system links in SQL (`services.linking.link_incidents` over `storage.subjects`): every
 incident's strong identifiers (id card, phone, e-mail, payment account) belong to one subject; when an
 incident's strong identifiers already belong to several subjects, those subjects become one, kept under
 the subject with the most linked identifiers (the lowest id on a tie); an incident with no known strong

@@ -22,13 +22,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.domain.labels import BEIJING
-from ledger.errors import Forbidden, LedgerError, Unauthorized
+from ledger.errors import CacheUnavailable, Forbidden, LedgerError, Unauthorized
 from ledger.services import access, lookups, reliability
 from ledger.services.platforms import KeyResolver, Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import console as store
 from ledger.storage import sessions
-from ledger.storage.cache import CacheUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ def sign_in(rt: Runtime, resolver: KeyResolver, key: str, client: str) -> Sessio
         csrf=secrets.token_urlsafe(32),
         created=time.time(),
     )
-    sessions.save(rt.cache.client, session.session_id, session.as_record(), IDLE_SECONDS)
+    sessions.save(rt.redis.client, session.session_id, session.as_record(), IDLE_SECONDS)
     record_action(rt, session.platform_id, session.key_id, session.role, "sign_in", "ok", {})
     return session
 
@@ -102,20 +101,20 @@ def sign_in(rt: Runtime, resolver: KeyResolver, key: str, client: str) -> Sessio
 def load_session(rt: Runtime, resolver: KeyResolver, session_id: str) -> Session | None:
     """The live session behind a cookie, or None: unknown, idle too long, too old, or its key revoked or
     stripped of the scopes it signed in with."""
-    record = sessions.load(rt.cache.client, session_id, IDLE_SECONDS)
+    record = sessions.load(rt.redis.client, session_id, IDLE_SECONDS)
     if record is None:
         return None
     if time.time() - float(record["created"]) > LIFETIME_SECONDS:
-        sessions.delete(rt.cache.client, session_id)
+        sessions.delete(rt.redis.client, session_id)
         return None
     try:
         principal = resolver.principal_for(record["key_id"])
     except Unauthorized:
-        sessions.delete(rt.cache.client, session_id)
+        sessions.delete(rt.redis.client, session_id)
         return None
     scopes = tuple(s for s in record["scopes"] if s in principal.scopes)
     if not scopes:
-        sessions.delete(rt.cache.client, session_id)
+        sessions.delete(rt.redis.client, session_id)
         return None
     return Session(
         session_id=session_id,
@@ -134,12 +133,12 @@ def remember_desk_tokens(rt: Runtime, session: Session, tokens: list[str]) -> Se
     identifiers never have to travel back through the page."""
     updated = Session(**{**session.__dict__, "desk_tokens": tuple(tokens)})
     remaining = max(1, int(LIFETIME_SECONDS - (time.time() - session.created)))
-    sessions.save(rt.cache.client, session.session_id, updated.as_record(), min(IDLE_SECONDS, remaining))
+    sessions.save(rt.redis.client, session.session_id, updated.as_record(), min(IDLE_SECONDS, remaining))
     return updated
 
 
 def sign_out(rt: Runtime, session: Session) -> None:
-    sessions.delete(rt.cache.client, session.session_id)
+    sessions.delete(rt.redis.client, session.session_id)
     record_action(rt, session.platform_id, session.key_id, session.role, "sign_out", "ok", {})
 
 
@@ -174,7 +173,7 @@ def recent_actions(rt: Runtime, limit: int = 50) -> list[dict[str, Any]]:
 def overview_snapshot(rt: Runtime) -> dict[str, Any]:
     """The latest overview: beat's snapshot when it is fresh enough, otherwise computed now."""
     try:
-        snapshot = sessions.load_overview(rt.cache.client)
+        snapshot = sessions.load_overview(rt.redis.client)
     except CacheUnavailable:
         snapshot = None
     if snapshot is not None:
@@ -188,7 +187,7 @@ def refresh_overview(rt: Runtime, now: datetime | None = None) -> dict[str, Any]
     """Compute the overview and keep it in Redis for the pages (the beat job and its CLI twin)."""
     snapshot = overview(rt, now)
     with contextlib.suppress(CacheUnavailable):
-        sessions.save_overview(rt.cache.client, snapshot, 5 * OVERVIEW_MAX_AGE_SECONDS)
+        sessions.save_overview(rt.redis.client, snapshot, 5 * OVERVIEW_MAX_AGE_SECONDS)
     return snapshot
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.domain import chain
-from ledger.errors import Conflict, InvalidInput, LedgerError, NotFound
+from ledger.errors import CacheUnavailable, Conflict, InvalidInput, LedgerError, NotFound
 from ledger.services import transparency, webhooks
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
@@ -29,7 +29,6 @@ from ledger.services.runtime import Runtime
 from ledger.storage import disputes, outbox
 from ledger.storage import events as event_store
 from ledger.storage import incidents as store
-from ledger.storage.cache import CacheUnavailable
 from ledger.storage.events import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
 
@@ -227,7 +226,7 @@ def after_commit(rt: Runtime, tokens: Sequence[str]) -> None:
     Redis round trip. A Redis failure is fine: the committed outbox rows are the guarantee, and the relay
     also polls for them."""
     with contextlib.suppress(CacheUnavailable):
-        rt.cache.mark_pending_and_wake(tokens)
+        rt.pending.mark_pending_and_wake(tokens)
 
 
 def get(rt: Runtime, principal: Principal, incident_id: UUID) -> dict[str, Any]:

@@ -25,15 +25,15 @@ from ledger import metrics
 from ledger.domain import chain, merkle
 from ledger.domain.decisions import Decision, SubjectView, decide, inquiry_leaf, lookup_commitment
 from ledger.domain.notices import adverse_action
-from ledger.errors import InvalidInput, LedgerError, NotFound, QuotaExceeded
+from ledger.errors import CacheUnavailable, InvalidInput, LedgerError, NotFound, QuotaExceeded
 from ledger.services import evidence
 from ledger.services.identifiers import tokenize_all
 from ledger.services.platforms import Principal
 from ledger.services.runtime import Runtime
 from ledger.storage import audit, scores, subjects
 from ledger.storage import incidents as incident_store
-from ledger.storage.cache import CacheUnavailable, Quota
 from ledger.storage.decision_cache import CachedDecision, DeviceSignal
+from ledger.storage.quota import Quota
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import metrics
-from ledger.errors import Conflict, Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthorized
+from ledger.errors import (
+    CacheUnavailable,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
 from ledger.services.runtime import Runtime
 from ledger.storage import platforms as store
-from ledger.storage.cache import CacheUnavailable, Quota
+from ledger.storage.quota import Quota
 
 SCOPES = ("report", "lookup", "dispute", "admin")
 MEMBER_SCOPES = frozenset({"report", "lookup"})
@@ -212,7 +220,7 @@ class KeyResolver:
     def _note_failure(self, client: str) -> None:
         digest = hashlib.sha256(client.encode()).hexdigest()[:32]  # no client address at rest
         try:
-            failures = self.rt.cache.count_auth_failure(digest, AUTH_WINDOW_SECONDS)
+            failures = self.rt.auth_failures.count(digest, AUTH_WINDOW_SECONDS)
         except CacheUnavailable:
             return
         if failures > AUTH_FAILURES:
@@ -267,7 +275,7 @@ def charge(rt: Runtime, principal: Principal, cost: int = 1) -> Quota | None:
     """Charge the platform's request bucket, shared by all its keys (429 when empty). While Redis is down
     quotas are not enforced, as on the lookup path; None then."""
     try:
-        quota = rt.cache.charge(str(principal.platform_id), principal.rate_per_second, principal.burst, cost)
+        quota = rt.quotas.charge(str(principal.platform_id), principal.rate_per_second, principal.burst, cost)
     except CacheUnavailable:
         return None
     if not quota.allowed:
@@ -303,7 +311,7 @@ class QuotaGate:
         failure is fine: quotas go unenforced while Redis is down (as for lookups), and the committed
         outbox rows are the guarantee of the scoring work, which the relay also polls for."""
         try:
-            left = rt.cache.settle_report(
+            left = rt.pending.settle_report(
                 str(principal.platform_id), principal.rate_per_second, principal.burst, cost, tokens, wake
             )
         except CacheUnavailable:
@@ -322,7 +330,7 @@ def charge_consumer_rights(rt: Runtime, principal: Principal) -> None:
     whole file, so even the operator's key must not be able to walk the ledger."""
     per_minute = rt.settings.consumer_rights_per_minute
     try:
-        quota = rt.cache.charge(str(principal.platform_id) + RIGHTS_BUCKET, per_minute / 60, per_minute, 1)
+        quota = rt.quotas.charge(str(principal.platform_id) + RIGHTS_BUCKET, per_minute / 60, per_minute, 1)
     except CacheUnavailable:
         # Unlike lookups, consumer-rights requests are rare and never urgent: refuse rather than go unbounded.
         raise QuotaExceeded("the consumer-rights rate limit cannot be checked now", 5, per_minute) from None

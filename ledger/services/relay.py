@@ -2,7 +2,7 @@
 
 Why: a publish costs the publisher about 1 ms of CPU (kombu builds a Redis client per message, Celery
 builds the message), a fifth of a report's CPU in the API. After commit the API now only flags the
-tokens as pending and pushes a wake-up, in one Redis round trip (`Cache.mark_pending_and_wake`). The
+tokens as pending and pushes a wake-up, in one Redis round trip (ledger/storage/pending_work.py). The
 relay blocks on that wake-up, or at most `POLL_SECONDS`, then claims the rows never sent with
 `FOR UPDATE SKIP LOCKED` (several relays never send a row twice), publishes them as a few
 `ledger.process_outbox_batch` tasks on one long-lived producer, marks them sent and commits.

@@ -16,10 +16,10 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.errors import CacheUnavailable
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
 from ledger.storage import platforms as platform_store
-from ledger.storage.cache import CacheUnavailable
 from ledger.storage.queue import PROCESS_OUTBOX
 
 
@@ -70,5 +70,5 @@ def refresh(rt: Runtime, platform_ids: Sequence[int] | None = None) -> list[str]
                 changed.append((row["slug"], outbox.add(conn, PROCESS_OUTBOX, {"platform": row["id"]})))
     if changed:
         with contextlib.suppress(CacheUnavailable):  # the outbox row is the guarantee; the relay polls too
-            rt.cache.mark_pending_and_wake([])
+            rt.pending.mark_pending_and_wake([])
     return [slug for slug, _ in changed]

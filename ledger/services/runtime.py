@@ -19,10 +19,15 @@ from ledger.config import Settings
 from ledger.domain.note import Signer
 from ledger.domain.policy import Policy, load_policy
 from ledger.storage import audit
-from ledger.storage.cache import Cache
+from ledger.storage.auth_failures import AuthFailures
 from ledger.storage.db import Database
+from ledger.storage.decision_cache import DecisionCache
 from ledger.storage.group_commit import GroupCommit, Rows
+from ledger.storage.pending_work import PendingWork
 from ledger.storage.queue import TaskQueue
+from ledger.storage.quota import Quotas
+from ledger.storage.rebuild_markers import RebuildMarkers
+from ledger.storage.redis_guard import GuardedRedis
 
 if TYPE_CHECKING:
     from ledger.services.evidence import Matcher as EvidenceMatcher
@@ -50,9 +55,33 @@ class Runtime:
         return GroupCommit(flush)
 
     @cached_property
-    def cache(self) -> Cache:
+    def redis(self) -> GuardedRedis:
+        """The process's Redis client and circuit breaker, shared by the five Redis jobs below."""
         assert self.settings.redis_url
-        return Cache(self.settings.redis_url)
+        return GuardedRedis(self.settings.redis_url)
+
+    @cached_property
+    def cache(self) -> DecisionCache:
+        """Decisions per token: written by scoring, read (with the quota, in one call) by lookups."""
+        return DecisionCache(self.redis)
+
+    @cached_property
+    def quotas(self) -> Quotas:
+        return Quotas(self.redis)
+
+    @cached_property
+    def auth_failures(self) -> AuthFailures:
+        return AuthFailures(self.redis)
+
+    @cached_property
+    def pending(self) -> PendingWork:
+        """Pending flags and the outbox relay's wake-up, set after commit."""
+        return PendingWork(self.redis)
+
+    @cached_property
+    def rebuild(self) -> RebuildMarkers:
+        """Whether this Redis holds every decision, and the rebuild that makes it so."""
+        return RebuildMarkers(self.redis)
 
     @cached_property
     def queue(self) -> TaskQueue:

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from ledger.storage.cache import CacheUnavailable
+from ledger.storage.redis_guard import redis_errors
 
 SESSION_KEY = "ccl:cs:"
 OVERVIEW_KEY = "ccl:console:overview"
@@ -26,21 +26,17 @@ def _key(session_id: str) -> str:
 
 
 def save(client: redis.Redis, session_id: str, session: dict[str, Any], ttl_seconds: int) -> None:
-    try:
+    with redis_errors("session store"):
         client.set(_key(session_id), json.dumps(session, separators=(",", ":")), ex=ttl_seconds)
-    except redis.RedisError:
-        raise CacheUnavailable("session store") from None
 
 
 def load(client: redis.Redis, session_id: str, ttl_seconds: int) -> dict[str, Any] | None:
     """The session, its idle timeout renewed; None when unknown or expired."""
-    try:
+    with redis_errors("session store"):
         pipe = client.pipeline(transaction=False)
         pipe.get(_key(session_id))
         pipe.expire(_key(session_id), ttl_seconds, xx=True)
         raw, _ = pipe.execute()
-    except redis.RedisError:
-        raise CacheUnavailable("session store") from None
     if raw is None:
         return None
     session: dict[str, Any] = json.loads(raw)
@@ -48,25 +44,19 @@ def load(client: redis.Redis, session_id: str, ttl_seconds: int) -> dict[str, An
 
 
 def delete(client: redis.Redis, session_id: str) -> None:
-    try:
+    with redis_errors("session store"):
         client.delete(_key(session_id))
-    except redis.RedisError:
-        raise CacheUnavailable("session store") from None
 
 
 def save_overview(client: redis.Redis, overview: dict[str, Any], ttl_seconds: int) -> None:
     """The overview's aggregates (counts only, no identifier or token), as computed at `computed_at`."""
-    try:
+    with redis_errors("console overview"):
         client.set(OVERVIEW_KEY, json.dumps(overview, separators=(",", ":")), ex=ttl_seconds)
-    except redis.RedisError:
-        raise CacheUnavailable("console overview") from None
 
 
 def load_overview(client: redis.Redis) -> dict[str, Any] | None:
-    try:
+    with redis_errors("console overview"):
         raw = client.get(OVERVIEW_KEY)
-    except redis.RedisError:
-        raise CacheUnavailable("console overview") from None
     if raw is None:
         return None
     overview: dict[str, Any] = json.loads(raw)

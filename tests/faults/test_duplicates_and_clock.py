@@ -21,7 +21,7 @@ import pytest
 
 from ledger.api.schemas import IncidentSchema
 from ledger.services import incidents as incident_service
-from ledger.services import scoring
+from ledger.services import outbox_work
 from ledger.services.platforms import KeyResolver
 from ledger.services.runtime import Runtime
 from ledger.storage.queue import PROCESS_OUTBOX, TaskQueue
@@ -222,7 +222,7 @@ def test_two_beat_processes_by_mistake_send_each_row_once_and_leave_the_ledger_c
         rt = Runtime(stack.settings)  # outbox_grace_seconds=1
         try:
             barrier.wait(timeout=30)
-            sent.append(scoring.sweep_outbox(rt))
+            sent.append(outbox_work.sweep_outbox(rt))
         finally:
             rt.close()
 

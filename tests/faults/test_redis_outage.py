@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from ledger.storage.cache import QUOTA_KEY, WARM_KEY
+from ledger.storage.quota import QUOTA_KEY
+from ledger.storage.rebuild_markers import WARM_KEY
 from tests.faults.support import (
     Http,
     Stack,

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ledger.api import examples
 from ledger.api.examples import EXAMPLES
-from ledger.services import scoring
+from ledger.services import outbox_work
 from tests.support import integrate
 
 # Operations documented without a worked example, and why.
@@ -171,7 +171,7 @@ def test_the_examples_work_as_documented(client: Any, make_platform: Any, rt: An
         assert not differences, f"ledger/api/examples.py, {method} {template}: {differences}"
         if template == "/v1/incidents":
             ids["incident_id"] = answer["id"]
-            scoring.flush_outbox(rt)
+            outbox_work.flush_outbox(rt)
             integrate(rt)  # the sequencer: the first report is leaf 0 of a checkpoint of size 1
         elif template == "/v1/incidents/{incident_id}/retract":
             integrate(rt)  # and everything since, before the log's own examples

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from ledger.config import Settings
-from ledger.services import reliability, scoring, verification
+from ledger.services import outbox_work, reliability, verification
 from ledger.services.runtime import Runtime
 from tests.support import Member, lookup, report, run_ledger, wait_for
 
@@ -118,7 +118,7 @@ def test_all_entries_dispute_covers_every_incident_about_the_consumer(
     report(client, alpha, "order-1")
     report(client, beta, "order-2")
     report(client, beta, "order-3", identifiers=[OTHER_PHONE])
-    scoring.flush_outbox(client.application.extensions["ledger.runtime"])
+    outbox_work.flush_outbox(client.application.extensions["ledger.runtime"])
     opened = open_dispute(client, operator, all_entries=True)
     assert opened.status_code == 201, opened.get_json()
     assert len(opened.get_json()["disputes"]) == 2
@@ -128,7 +128,7 @@ def test_sla_expiry_retracts_with_reason(
     client: Any, alpha: Member, beta: Member, operator: Member, settings: Settings, rt: Runtime
 ) -> None:
     incident_id = report(client, alpha, "order-1")["id"]
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     open_dispute(client, operator, incident_id=incident_id)
 
     not_yet = run_ledger(
@@ -159,7 +159,7 @@ def test_sla_expiry_retracts_with_reason(
         client.get("/v1/disputes?status=expired", headers=alpha.headers).get_json()["disputes"][0]["status"]
         == "expired"
     )
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     assert lookup(client, beta, PHONE)["decision"]["score"] == 0
     assert verification.verify(rt).ok
 
@@ -169,7 +169,7 @@ def test_access_control_and_bad_input_change_nothing(
 ) -> None:
     incident_id = report(client, alpha, "order-1")["id"]
     foreign = report(client, alpha, "order-2", identifiers=[OTHER_PHONE])["id"]
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     dispute = open_dispute(client, operator, incident_id=incident_id).get_json()["disputes"][0]
     baseline = counts(database_url)
 
@@ -208,7 +208,7 @@ def test_subject_report_shows_incidents_reporters_and_lookups(
     client: Any, alpha: Member, beta: Member, operator: Member, rt: Runtime
 ) -> None:
     report(client, alpha, "order-1")
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     lookup(client, beta, PHONE)
     client.post(
         "/v1/lookups", json={"identifiers": [PHONE], "purpose": "account_review"}, headers=alpha.headers
@@ -252,7 +252,7 @@ def test_expiry_shreds_the_link_and_the_chain_still_verifies(
     database_url: str,
 ) -> None:
     report(client, alpha, "order-1", identifiers=[PHONE, {"type": "device_id", "value": "dev-42"}])
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     assert lookup(client, beta, PHONE)["decision"]["score"] > 0
     lookup_count = len(
         client.post(
@@ -271,7 +271,7 @@ def test_expiry_shreds_the_link_and_the_chain_still_verifies(
     # The session's worker may still be linking the incident: retention skips rows that are locked (SKIP
     # LOCKED) and takes them on its next run, as the daily job would, so run it until the row was free.
     assert wait_for(retention_expired_it, timeout=20)
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
 
     with psycopg.connect(database_url) as conn:
         for table in ("incident_identifiers", "identity_links", "incident_evidence"):
@@ -314,12 +314,12 @@ def test_overturned_reports_lower_trust_and_then_scores(
     client: Any, alpha: Member, beta: Member, operator: Member, rt: Runtime
 ) -> None:
     kept = report(client, alpha, "keep-1")["id"]
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     before = score_of(client, beta, PHONE)
     for n in range(6):  # alpha's reports about other consumers keep being overturned
         phone = {"type": "phone", "value": f"1390013{n:04d}"}
         incident_id = report(client, alpha, f"bad-{n}", identifiers=[phone])["id"]
-        scoring.flush_outbox(rt)
+        outbox_work.flush_outbox(rt)
         dispute = client.post(
             "/v1/disputes",
             json={"identifiers": [phone], "incident_id": incident_id},
@@ -333,7 +333,7 @@ def test_overturned_reports_lower_trust_and_then_scores(
     assert stats["alpha"]["overturned"] == 6
     assert stats["alpha"]["effective_trust"] < 1.0
     assert stats["beta"]["effective_trust"] == 1.0
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     assert score_of(client, beta, PHONE) < before
     assert client.get(f"/v1/incidents/{kept}", headers=alpha.headers).get_json()["status"] == "active"
     cli = run_ledger(client.application.extensions["ledger.runtime"].settings, "platforms", "stats", "--json")
@@ -347,7 +347,7 @@ def test_adverse_action_notice_accompanies_restrictions(
     assert lookup(client, beta, PHONE)["adverse_action"] is None
     for n in range(3):
         report(client, alpha, f"order-{n}", amount={"value": 900_000, "currency": "CNY"})
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     result = lookup(client, beta, PHONE)
     assert result["decision"]["restrictions"]
     notice = result["adverse_action"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from ledger.services import scoring
+from ledger.services import outbox_work
 from ledger.services.runtime import Runtime
 from tests.support import Member, incident_body
 
@@ -84,7 +84,7 @@ def test_injection_payloads_are_plain_data(
         assert created.get_json()["external_id"] == payload
         replay = client.post("/v1/incidents", json=body, headers=alpha.headers)
         assert replay.status_code == 200
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     for payload in PAYLOADS:
         result = client.post(
             "/v1/lookups",

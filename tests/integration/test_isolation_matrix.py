@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from ledger.services import outbox_work
 from ledger.services import platforms as platform_service
-from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from tests.support import Member, incident_body
 
@@ -57,7 +57,7 @@ def world(client: Any, make_platform: Callable[..., Member], rt: Runtime) -> dic
             headers=keys[(slug, "all")].headers,
         )
         assert created.status_code == 201
-        scoring.flush_outbox(rt)
+        outbox_work.flush_outbox(rt)
         looked = client.post(
             "/v1/lookups",
             json={"identifiers": [phone], "purpose": "refund_review"},

@@ -24,8 +24,8 @@ from flask import Flask
 
 from ledger import create_app
 from ledger.config import Settings
+from ledger.services import cache_rebuild
 from ledger.services import platforms as platform_service
-from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage.db import apply_schema
 from tests import support
@@ -110,7 +110,7 @@ def test_redis_stopped_mid_test_answers_from_postgres_with_the_same_decision(
     rt = runtime_of(application)
     try:
         api = application.test_client()
-        assert scoring.rebuild_cache(rt) > 0
+        assert cache_rebuild.rebuild_cache(rt) > 0
         before = lookup(api, beta, PHONE)
         same_decision(before, scored)
         ready = api.get("/readyz")
@@ -142,8 +142,8 @@ def test_redis_stopped_mid_test_answers_from_postgres_with_the_same_decision(
         # Redis back on the same port: the hot path returns to it without a restart.
         private_redis.start()
         # The circuit breaker keeps skipping Redis for a moment after its last failure.
-        wait_for(lambda: api.get("/readyz").status_code == 200 and not rt.cache.is_tripped)
-        assert scoring.rebuild_cache(rt) > 0
+        wait_for(lambda: api.get("/readyz").status_code == 200 and not rt.redis.is_tripped)
+        assert cache_rebuild.rebuild_cache(rt) > 0
         fallbacks = metric(api, "ledger_cache_fallbacks_total")
         same_decision(lookup(api, beta, PHONE), before)
         assert metric(api, "ledger_cache_fallbacks_total") == fallbacks

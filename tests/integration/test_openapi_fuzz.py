@@ -25,7 +25,7 @@ from schemathesis.checks import (
 )
 
 from ledger.services.platforms import KeyResolver
-from ledger.storage.cache import AUTH_FAIL_KEY
+from ledger.storage.auth_failures import AUTH_FAIL_KEY
 from tests.support import REDIS_URL, Member, incident_body
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

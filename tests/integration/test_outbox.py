@@ -27,13 +27,13 @@ import pytest
 
 from ledger import create_app
 from ledger.config import Settings
+from ledger.services import outbox_work
 from ledger.services import platforms as platform_service
-from ledger.services import scoring
 from ledger.services.relay import relay_once
 from ledger.services.runtime import Runtime
 from ledger.storage import outbox
-from ledger.storage.cache import RELAY_WAKE_KEY, TOKEN_KEY
-from ledger.storage.decision_cache import SEQ_WIDTH
+from ledger.storage.decision_cache import SEQ_WIDTH, TOKEN_KEY
+from ledger.storage.pending_work import RELAY_WAKE_KEY
 from ledger.storage.queue import PROCESS_OUTBOX, PROCESS_OUTBOX_BATCH
 from tests.private_services import REDIS_PORTS, RedisServer, free_port
 from tests.support import (
@@ -337,13 +337,13 @@ def test_duplicate_delivery_changes_nothing(stack: Stack, broker: PrivateRedis) 
     assert relay_once(stack.rt) == 1
     assert broker.queued_tasks() == [(PROCESS_OUTBOX_BATCH, [outbox_id])]
 
-    assert scoring.process_outbox(stack.rt, outbox_id) == "done"
+    assert outbox_work.process_outbox(stack.rt, outbox_id) == "done"
     first = ledger_state(stack.rt)
     first_cache = cached(stack.rt, PHONE)
     assert first["counts"]["subjects"] == 1
     assert first["counts"]["links"] == 2
     assert len(first["scores"]) == 1
-    assert scoring.process_outbox(stack.rt, outbox_id) == "already-done"
+    assert outbox_work.process_outbox(stack.rt, outbox_id) == "already-done"
 
     # A redelivery after a crash between scoring and marking done runs the whole body again,
     # and so do two deliveries racing each other.
@@ -355,7 +355,7 @@ def test_duplicate_delivery_changes_nothing(stack: Stack, broker: PrivateRedis) 
 
         def deliver(barrier: threading.Barrier, results: list[str]) -> None:
             barrier.wait()
-            results.append(scoring.process_outbox(stack.rt, outbox_id))
+            results.append(outbox_work.process_outbox(stack.rt, outbox_id))
 
         threads = [threading.Thread(target=deliver, args=(barrier, results)) for _ in range(parallel)]
         for t in threads:
@@ -415,7 +415,7 @@ def test_a_sweep_skips_rows_another_sweep_holds(stack: Stack, broker: PrivateRed
         held = [int(r["id"]) for r in outbox.due(conn, stack.rt.settings.outbox_grace_seconds, limit=2)]
         assert held == ids[:2]
         # A second sweep neither waits for it nor sends those rows.
-        assert scoring.sweep_outbox(stack.rt) == 4
+        assert outbox_work.sweep_outbox(stack.rt) == 4
         assert broker.queued_outbox_ids() == ids[2:]
         outbox.mark_sent(conn, held)
     for outbox_id in held:
@@ -423,7 +423,7 @@ def test_a_sweep_skips_rows_another_sweep_holds(stack: Stack, broker: PrivateRed
     assert broker.queued_outbox_ids() == ids
     assert [r["attempts"] for r in outbox_rows(stack.rt)] == [1] * len(ids)
     # Within the grace period nothing is due again.
-    assert scoring.sweep_outbox(stack.rt) == 0
+    assert outbox_work.sweep_outbox(stack.rt) == 0
 
 
 def test_two_concurrent_sweeps_send_each_row_once(stack: Stack, broker: PrivateRedis) -> None:
@@ -434,7 +434,7 @@ def test_two_concurrent_sweeps_send_each_row_once(stack: Stack, broker: PrivateR
 
     def sweep(rt: Runtime) -> None:
         barrier.wait()
-        sent.append(scoring.sweep_outbox(rt, limit=15))  # small batches: the sweeps interleave
+        sent.append(outbox_work.sweep_outbox(rt, limit=15))  # small batches: the sweeps interleave
 
     try:
         for _ in range(3):

@@ -26,12 +26,11 @@ from ledger import create_app
 from ledger.config import Settings
 from ledger.domain.policy import load_policy
 from ledger.identity import id_card_check_digit
+from ledger.services import outbox_work, scoring
 from ledger.services import platforms as platform_service
-from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from ledger.storage import scores, subjects
-from ledger.storage.cache import TOKEN_KEY
-from ledger.storage.decision_cache import SEQ_WIDTH
+from ledger.storage.decision_cache import SEQ_WIDTH, TOKEN_KEY
 from tests.support import (
     Member,
     WorkerProcess,
@@ -383,7 +382,7 @@ def test_a_task_run_out_of_order_never_leaves_an_older_score(
         first = conn.execute("SELECT min(id) AS id FROM outbox").fetchone()
         assert first is not None
         conn.execute("UPDATE outbox SET done_at = NULL WHERE id = %s", (first["id"],))
-    assert scoring.process_outbox(rt, int(first["id"])) == "done"
+    assert outbox_work.process_outbox(rt, int(first["id"])) == "done"
     assert lookup(client, beta, PHONE)["summary"]["incidents"] == 2
     assert score_row(rt, PHONE)["incidents"] == 2  # type: ignore[index]
 
@@ -486,7 +485,7 @@ def test_a_worker_killed_mid_task_does_not_lose_the_recompute(private_stack: Sta
                     """UPDATE outbox SET created_at = created_at - interval '1 minute',
                                          sent_at = sent_at - interval '1 minute'"""
                 )
-            assert scoring.sweep_outbox(stack.rt) == 1
+            assert outbox_work.sweep_outbox(stack.rt) == 1
         result = scored(stack.client, member, PHONE, 1)
         assert result["decision"]["score"] > 0
         assert outbox_pending(stack.rt) == 0
@@ -513,7 +512,7 @@ def test_a_slow_cache_write_from_before_a_merge_never_wins(private_stack: Stack,
     member = Member("alpha", reporter.key, reporter.key_id)
     report(stack.client, member, "order-1", identifiers=[PHONE])
     report(stack.client, member, "order-2", identifiers=[ID_CARD])
-    assert scoring.flush_outbox(stack.rt) == 2
+    assert outbox_work.flush_outbox(stack.rt) == 2
     report(stack.client, member, "order-3", identifiers=[PHONE, ID_CARD])  # bridges the two subjects
 
     # A task for the phone's subject computes at the new position but before the bridge is linked, and
@@ -525,7 +524,7 @@ def test_a_slow_cache_write_from_before_a_merge_never_wins(private_stack: Stack,
         )
         (phone_subject,) = live_subjects(stack.rt)[:1]
         scoring.rescore(stack.rt, [phone_subject])
-    assert scoring.flush_outbox(stack.rt) == 1
+    assert outbox_work.flush_outbox(stack.rt) == 1
     merged = scored(stack.client, member, PHONE, 3)
     (seq, by_token) = delayed[0]
     assert seq == score_row(stack.rt, PHONE)["computed_from_seq"]  # type: ignore[index]

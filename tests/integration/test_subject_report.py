@@ -19,8 +19,8 @@ from ledger import create_app
 from ledger.config import Settings
 from ledger.domain import labels
 from ledger.identity import id_card_check_digit
+from ledger.services import outbox_work
 from ledger.services import platforms as platform_service
-from ledger.services import scoring
 from tests.support import Member, incident_body
 
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -89,7 +89,7 @@ def test_report_by_id_card_lists_what_was_done_through_the_phone(
         201,
     )
     if linked:
-        scoring.flush_outbox(rt)
+        outbox_work.flush_outbox(rt)
 
     body = post(client, "/v1/subjects/report", {"identifiers": [ID_CARD]}, operator)
 
@@ -138,10 +138,10 @@ def test_page_speaks_chinese_or_english_and_names_the_zone(client: Any, make_pla
     post(client, "/v1/incidents", incident_body("c-2", identifiers=[PHONE]), shop, 201)
     post(client, "/v1/lookups", {"identifiers": [PHONE], "purpose": "refund_review"}, shop)
     post(client, "/v1/disputes", {"identifiers": [PHONE], "incident_id": incident["id"]}, operator, 201)
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     disputes = client.get("/v1/disputes", headers=shop.headers).get_json()["disputes"]
     post(client, f"/v1/disputes/{disputes[0]['id']}/response", {"outcome": "retracted"}, shop)
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
 
     zh = client.post(
         "/v1/subjects/report/html", json={"identifiers": [PHONE]}, headers=operator.headers

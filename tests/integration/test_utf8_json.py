@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.domain.chain import canonical
-from ledger.services import scoring
+from ledger.services import outbox_work
 from tests.support import Member, incident_body
 
 PHONE = {"type": "phone", "value": "13800138000"}
@@ -19,7 +19,7 @@ def test_chinese_comes_as_utf8_not_escapes(client: Any, make_platform: Any, rt: 
     operator: Member = make_platform("operator", "dispute")
     created = client.post("/v1/incidents", json=incident_body("u-1"), headers=shop.headers)
     assert created.status_code == 201
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
 
     looked = client.post(
         "/v1/lookups", json={"identifiers": [PHONE], "purpose": "refund_review"}, headers=shop.headers

@@ -19,8 +19,8 @@ from standardwebhooks import Webhook
 
 from ledger import create_app
 from ledger.config import Settings
+from ledger.services import outbox_work
 from ledger.services import platforms as platform_service
-from ledger.services import scoring
 from ledger.services.runtime import Runtime
 from tests.private_services import RedisServer
 from tests.receiver import Receiver, Script
@@ -85,7 +85,7 @@ def test_events_are_signed_and_reach_only_the_entitled_platform(
     assert "secret" not in json.dumps(listed)  # shown once, at creation
 
     incident_id = report(client, alpha)["id"]
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     # beta is answered with a restriction for refund_review; gamma looks up for another purpose.
     restricted = wait_for(
         lambda: (
@@ -141,7 +141,7 @@ def test_events_are_signed_and_reach_only_the_entitled_platform(
         "timestamp": cleared["timestamp"],
         "data": {"lookup_ids": [restricted["lookup_id"]]},
     }
-    scoring.flush_outbox(rt)
+    outbox_work.flush_outbox(rt)
     wait_for(lambda: not _pending(rt))
     assert receiver.at("/gamma") == []  # an account_review lookup, never restricted for a refund
     assert len(events_at(receiver, "/alpha", endpoints["alpha"]["secret"])) == 3  # alpha looked nobody up
@@ -239,7 +239,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_counted(
         open_dispute(
             client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha)["id"]
         )
-        scoring.flush_outbox(rt)  # fans the event out to a delivery
+        outbox_work.flush_outbox(rt)  # fans the event out to a delivery
         for _ in range(3):
             wait_for(lambda: webhooks.deliver_due_now(rt) > 0)
         [listed] = client.get("/v1/webhooks/endpoints", headers=alpha.headers).get_json()["endpoints"]
@@ -316,7 +316,7 @@ def test_ssrf_is_checked_again_at_delivery(
         open_dispute(
             client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha)["id"]
         )
-        scoring.flush_outbox(rt)
+        outbox_work.flush_outbox(rt)
         refused = run_ledger(
             isolated_settings.with_(webhook_allow_networks=""), "webhooks", "sweep", "--here"
         )
@@ -390,7 +390,7 @@ def test_finished_deliveries_are_purged_after_thirty_days(
         open_dispute(
             client, Member("operator", operator_key.key, operator_key.key_id), report(client, alpha)["id"]
         )
-        scoring.flush_outbox(rt)
+        outbox_work.flush_outbox(rt)
         assert webhooks.deliver_due_now(rt) == 1
         assert retention.run(rt)["webhook_deliveries_purged"] == 0  # delivered today: kept
         with rt.db.transaction() as conn:

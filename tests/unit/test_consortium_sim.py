@@ -3,7 +3,7 @@
 The table in docs/decision-quality.md is only worth something if the simulator is right about the things
 that must hold whatever the policy: nobody is restricted without an entry, a run repeats from its seed,
 wrong entries leave only through disputes, and its subjects are exactly the connected components of the
-strong identifiers (the rule `services.scoring.link_incidents` applies in SQL).
+strong identifiers (the rule `services.linking.link_incidents` applies in SQL).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The decision cache's wire format: what scoring writes is what lookups read, and what the Lua
-compare-and-set script in ledger/storage/cache.py can order.
+compare-and-set script (`_SET_IF_NEWER`, in the same module) can order.
 
 If `decode(encode(...))` lost or changed a field, a lookup answered from Redis would differ from the
 same lookup answered from PostgreSQL; if the sequence prefix or `o` moved, the script would let an older
