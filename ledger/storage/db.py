@@ -29,8 +29,10 @@ class Database:
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8, role: str | None = None) -> None:
         self.url = url
         self._min, self._max = min_size, max_size
-        # Every pooled connection acts as this role (schema.sql: no UPDATE or DELETE on the history).
-        self._options = "-c statement_timeout=30000" + (f" -c role={role}" if role else "")
+        # Every pooled connection acts as this role (schema.sql: no UPDATE or DELETE on the history). JIT
+        # is off: these are short statements, and a misestimated plan once cost 0.2 s of JIT compilation
+        # for a query that runs in 0.1 ms (an inclusion proof at 10,000,000 leaves, docs/performance.md).
+        self._options = "-c statement_timeout=30000 -c jit=off" + (f" -c role={role}" if role else "")
         self._pool: psycopg_pool.ConnectionPool | None = None
 
     @property

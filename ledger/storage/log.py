@@ -78,23 +78,19 @@ def nodes(
     if not wanted:
         return {}
     chunks = sorted({(idx << level) >> STORED_LEVEL for level, idx in low})
-    # Leaves as level 0, then the stored nodes; tuples, not dicts: up to 256 rows per chunk.
+    # Leaves as level 0, then the stored nodes; tuples, not dicts: up to 256 rows per chunk. Each chunk is
+    # its own range with plain bounds: a range computed in SQL from an array is estimated at a tenth of
+    # the table, which at 10,000,000 leaves made the plan costly enough to be JIT-compiled (0.2 s).
+    width = 1 << STORED_LEVEL
+    leaf_ranges = [
+        f"SELECT 0::smallint, idx, leaf_hash FROM {tree.leaves} WHERE idx >= %s AND idx < %s"
+    ] * len(chunks)
+    stored = f"""SELECT n.level, n.idx, n.hash FROM {tree.nodes} n
+                 JOIN unnest(%s::smallint[], %s::bigint[]) AS w (level, idx) ON n.level = w.level AND n.idx = w.idx"""
+    params: list[Any] = [bound for chunk in chunks for bound in (chunk * width, (chunk + 1) * width)]
+    params += [[level for level, _ in high], [idx for _, idx in high]]
     with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(
-            f"""SELECT 0::smallint, l.idx, l.leaf_hash FROM unnest(%s::bigint[]) AS c (chunk)
-                  JOIN {tree.leaves} l ON l.idx >= c.chunk * %s AND l.idx < (c.chunk + 1) * %s
-                UNION ALL
-                SELECT n.level, n.idx, n.hash FROM {tree.nodes} n
-                  JOIN unnest(%s::smallint[], %s::bigint[]) AS w (level, idx)
-                    ON n.level = w.level AND n.idx = w.idx""",
-            (
-                chunks,
-                1 << STORED_LEVEL,
-                1 << STORED_LEVEL,
-                [level for level, _ in high],
-                [idx for _, idx in high],
-            ),
-        ).fetchall()
+        rows = cur.execute(" UNION ALL ".join([*leaf_ranges, stored]), params).fetchall()
     known: dict[tuple[int, int], bytes | None] = {(level, idx): bytes(h) for level, idx, h in rows}
 
     def subtree(level: int, idx: int) -> bytes | None:
