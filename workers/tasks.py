@@ -52,11 +52,6 @@ def rescore_stale_policy() -> int:
     return scoring.rescore_stale_policy(runtime())
 
 
-@app.task(name="ledger.rescore_subjects", **TASK_OPTIONS)
-def rescore_subjects(subject_ids: list[int]) -> int:
-    return scoring.rescore(runtime(), subject_ids)
-
-
 @app.task(name="ledger.refresh_reliability", **TASK_OPTIONS)
 def refresh_reliability() -> list[str]:
     from ledger.services import reliability

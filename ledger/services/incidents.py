@@ -32,7 +32,6 @@ from ledger.storage import incidents as store
 from ledger.storage.events import NewEvent
 from ledger.storage.queue import PROCESS_OUTBOX
 
-RETRACT_REASONS = ("reported_in_error", "overturned_on_review", "consumer_resolved", "duplicate_report")
 CLOCK_SKEW = timedelta(seconds=60)
 
 

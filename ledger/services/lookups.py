@@ -37,8 +37,6 @@ from ledger.storage.quota import Quota
 
 log = logging.getLogger(__name__)
 
-PURPOSES = ("refund_review", "dispute_investigation", "account_review")
-
 
 @dataclass(frozen=True)
 class Prepared:
