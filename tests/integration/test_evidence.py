@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,7 @@ from ledger.services import retention
 from ledger.services.evidence import Matcher
 from ledger.services.runtime import Runtime
 from tests import support
-from tests.support import ROOT, Member, env_for, report, wait_for
+from tests.support import ROOT, Member, report, run_ledger, wait_for
 
 PROBLEM = "application/problem+json"
 UNKNOWN_BUYER = {"type": "phone", "value": "13700137000"}  # never reported: a fresh account
@@ -686,37 +685,19 @@ def test_openapi_documents_both_multipart_endpoints(client: Any) -> None:
     assert set(spec["components"]["schemas"]["EvidenceMatch"]["properties"]) == MATCH_KEYS
 
 
-@pytest.mark.process
 def test_ledger_hash_prints_the_same_hashes_as_the_server(tmp_path: Any, settings: Settings) -> None:
     forged, reused, broken = tmp_path / "forged.png", tmp_path / "reused.jpg", tmp_path / "notes.txt"
     forged.write_bytes(FORGED_PNG)
     reused.write_bytes(REUSED["jpeg"])
     broken.write_text("not a photo")
-    run = [sys.executable, "-m", "ledger.cli", "hash"]
-    done = subprocess.run(
-        [*run, "--json", str(forged), str(reused)],
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_ledger(settings, "hash", "--json", str(forged), str(reused))
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert [(p["pdq"], p["quality"], p["low_quality"]) for p in printed] == [
         (FORGED_HASH, FORGED_QUALITY, False),
         (*pdq_hash(REUSED["jpeg"]), False),
     ]
-    text = subprocess.run(
-        [*run, str(forged), str(broken)],
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    text = run_ledger(settings, "hash", str(forged), str(broken))
     assert text.returncode == 2
     assert text.stdout.startswith(FORGED_HASH)
     assert "notes.txt" in text.stderr
@@ -760,32 +741,14 @@ def test_a_rotated_photo_is_stored_in_both_views_and_matches_threatexchange_and_
     assert same["best_distance"] == 0
 
 
-@pytest.mark.process
 def test_ledger_hash_prints_both_views_of_a_rotated_photo(settings: Settings) -> None:
     path = TE_DATA / "exif-rotn-6.jpg"
     expected = hash_image(path.read_bytes(), max_bytes=None)
     assert expected.displayed is not None
-    run = [sys.executable, "-m", "ledger.cli", "hash"]
-    done = subprocess.run(
-        [*run, "--json", str(path)],
-        check=False,
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_ledger(settings, "hash", "--json", str(path))
     assert done.returncode == 0, done.stderr
     [printed] = json.loads(done.stdout)
     assert (printed["pdq"], printed["pdq_displayed"]) == (expected.hex, expected.displayed)
-    text = subprocess.run(
-        [*run, str(path)],
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    text = run_ledger(settings, "hash", str(path))
     assert text.returncode == 0, text.stderr
     assert [line.split()[0] for line in text.stdout.splitlines()] == [expected.hex, expected.displayed]

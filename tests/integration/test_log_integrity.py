@@ -316,7 +316,6 @@ def test_an_event_outside_the_log_is_caught(
     assert_verify_fails(settings, rt, None, "an event row was added outside the log")
 
 
-@pytest.mark.process
 def test_verify_with_only_the_database_uses_the_recorded_key(
     client: Any, alpha: Member, rt: Runtime, settings: Settings
 ) -> None:
@@ -324,9 +323,8 @@ def test_verify_with_only_the_database_uses_the_recorded_key(
     recorded, and still catches a checkpoint signed by another key."""
     import os
     import subprocess
-    import sys
 
-    from tests.support import ROOT
+    from tests.support import invoke_ledger
 
     report_many(client, alpha, "dbonly", 3)
     integrate(rt)
@@ -335,15 +333,7 @@ def test_verify_with_only_the_database_uses_the_recorded_key(
     }
 
     def verify_cli() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "ledger.cli", "verify"],
-            env={**shell, "DATABASE_URL": settings.database_url or ""},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return invoke_ledger({**shell, "DATABASE_URL": settings.database_url or ""}, "verify")
 
     ok = verify_cli()
     assert ok.returncode == 0, ok.stdout + ok.stderr

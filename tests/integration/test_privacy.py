@@ -14,7 +14,6 @@ import binascii
 import json
 import logging
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -24,10 +23,9 @@ from ledger.config import Settings
 from ledger.identity import id_card_check_digit, tokenize
 from tests.support import (
     IDENTITY_KEY,
-    ROOT,
     Member,
-    env_for,
     incident_body,
+    run_ledger,
     stored_token,
     wait_for,
 )
@@ -123,15 +121,7 @@ def _decoded_bodies(text: str) -> list[str]:
 
 
 def ledger_cli(settings: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args],
-        env=env_for(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_ledger(settings, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 
