@@ -1,7 +1,7 @@
 """Whether this Redis holds every decision: the warm marker and the rebuild that sets it.
 
 A Redis restarted without persistence comes back empty, and a miss then no longer means "no decision".
-`ccl:warm` is set when a full rebuild from PostgreSQL completed on this Redis (ledger/services/scoring.py
+`ccl:warm` is set when a full rebuild from PostgreSQL completed on this Redis (ledger/services/cache_rebuild.py
 `rebuild_cache`); lookups that once saw it and now miss it answer from PostgreSQL until it is back.
 `ccl:rebuild:<id>` marks a rebuild in progress; a restart wipes it, so a rebuild interrupted by one never
 claims warm. `ccl:rebuild-lock` keeps two beat sweeps from rebuilding at once.
