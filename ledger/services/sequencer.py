@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
 from ledger.domain import merkle, note
+from ledger.errors import Unavailable
 from ledger.services.runtime import Runtime
 from ledger.storage import log as log_store
+from ledger.storage.db import session
 
 log = logging.getLogger("ledger.sequencer")
 
@@ -71,28 +70,20 @@ class Sequencer:
         """Run until `stop` is set: wait for the lock, then integrate. Reconnects after a lost database."""
         while not self.stop.is_set():
             try:
-                with psycopg.connect(
-                    self.rt.settings.database_url or "",
-                    autocommit=True,
-                    row_factory=dict_row,
-                    connect_timeout=3,
-                ) as conn:
+                with session(self.rt.settings.database_url or "", connect_timeout=3) as conn:
                     if not self._acquire(conn):
                         return
                     self._load(conn)
                     self._loop(conn)
-            except psycopg.Error as exc:
+            except Unavailable as exc:
                 # The lock went with the connection: reconnect, wait for it again, reload the frontier.
-                log.warning("sequencer lost the database (%s); reconnecting", type(exc).__name__)
+                log.warning("sequencer lost the database (%s); reconnecting", exc.detail)
                 self.stop.wait(1.0)
 
     def _acquire(self, conn: Any) -> bool:
         announced = False
         while not self.stop.is_set():
-            row = conn.execute(
-                "SELECT pg_try_advisory_lock(%s) AS ok", (log_store.SEQUENCER_LOCK,)
-            ).fetchone()
-            if row["ok"]:
+            if log_store.try_lock_sequencer(conn):
                 log.info("sequencer is the log's writer")
                 return True
             if not announced:
@@ -200,9 +191,8 @@ def run(rt: Runtime, stop: threading.Event | None = None) -> None:
 def integrate_now(rt: Runtime, limit: int = 100_000) -> int:
     """Integrate everything pending and sign, once, if no sequencer is running (`ledger sequencer --once`,
     tests, the upgrade). Returns how many leaves were integrated; -1 when another sequencer holds the log."""
-    with psycopg.connect(rt.settings.database_url or "", autocommit=True, row_factory=dict_row) as conn:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (log_store.SEQUENCER_LOCK,)).fetchone()
-        if not row or not row["ok"]:
+    with session(rt.settings.database_url or "") as conn:
+        if not log_store.try_lock_sequencer(conn):
             return -1
         try:
             seq = Sequencer(rt)
@@ -214,4 +204,4 @@ def integrate_now(rt: Runtime, limit: int = 100_000) -> int:
                 if added == 0:
                     return total
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (log_store.SEQUENCER_LOCK,))
+            log_store.unlock_sequencer(conn)

@@ -101,6 +101,19 @@ class Database:
             return False
 
 
+@contextmanager
+def session(url: str, connect_timeout: int | None = None) -> Iterator[Connection]:
+    """A connection of its own, outside the pool, in autocommit mode, for a holder of a session-level
+    advisory lock (the sequencer): the lock lives exactly as long as this connection. Any driver error
+    inside the block, the connection lost with it, becomes Unavailable."""
+    options: dict[str, Any] = {"connect_timeout": connect_timeout} if connect_timeout is not None else {}
+    try:
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row, **options) as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise Unavailable(f"the database session was lost ({type(exc).__name__})") from exc
+
+
 def apply_schema(url: str, path: Path = SCHEMA_PATH) -> int:
     """Apply schema.sql; every statement in it is idempotent. An advisory lock keeps two inits apart.
     A database of the release before the transparency log is upgraded in place (ledger/storage/upgrade.py);

@@ -61,6 +61,16 @@ INQUIRIES = Tree(
 )
 
 
+def try_lock_sequencer(conn: Connection) -> bool:
+    """Take the sequencer's lock on this session if it is free; it is held until the session ends."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SEQUENCER_LOCK,)).fetchone()
+    return bool(row and row["ok"])
+
+
+def unlock_sequencer(conn: Connection) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (SEQUENCER_LOCK,))
+
+
 def tree_size(conn: Connection, tree: Tree = EVENTS) -> int:
     row = conn.execute(f"SELECT coalesce(max(idx) + 1, 0) AS size FROM {tree.leaves}").fetchone()
     return int(row["size"]) if row else 0
