@@ -328,9 +328,27 @@ def main() -> int:
     parser.add_argument("--compare", action="store_true", help="also measure faiss-cpu binary indexes")
     parser.add_argument("--hnsw-size", type=int, default=100_000, help="rows for the (slow to build) HNSW")
     parser.add_argument("--postgres", action="store_true", help="also measure the cold load from PostgreSQL")
+    parser.add_argument(
+        "--claims",
+        action="store_true",
+        help="the claim check instead (benchmarks/evidence_claims.py): derivation, AI labels, a 12 MP JPEG end "
+        "to end, and the shared reference index at --claims-size hashes across --processes processes",
+    )
+    parser.add_argument("--claims-size", type=int, default=10_000_000)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--listings", type=int, default=100)
     args = parser.parse_args()
     if args.dry_run:
         args.size, args.queries, args.hnsw_size = 100_000, 200, 20_000
+        args.claims_size, args.listings = 200_000, 10
+    if args.claims:
+        from benchmarks import evidence_claims
+
+        evidence_claims.run(
+            args.claims_size, args.processes, args.listings, runs=10 if args.dry_run else 30, seed=args.seed
+        )
+        c.say(f"after: {c.load()}")
+        return 0
     c.say(
         f"evidence index benchmark: {args.size:,} random hashes + planted near-duplicates, {args.queries} queries"
     )

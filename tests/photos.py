@@ -66,21 +66,21 @@ def render(seed: int, size: tuple[int, int] = (800, 600), background: int | None
     bg_rng = random.Random(bg_seed * 7919 + 1)
     w, h = size
     base = tuple(bg_rng.randrange(60, 220) for _ in range(3))
-    image = Image.new("RGB", size, base)  # type: ignore[arg-type]
+    image = Image.new("RGB", size, base)
     draw = ImageDraw.Draw(image)
     for _ in range(40):  # background texture: planks, tiles, shadows
         x0, y0 = bg_rng.randrange(-w // 4, w), bg_rng.randrange(-h // 4, h)
         colour = tuple(max(0, min(255, c + bg_rng.randrange(-50, 50))) for c in base)
         draw.rectangle(
             (x0, y0, x0 + bg_rng.randrange(20, w // 2), y0 + bg_rng.randrange(10, h // 3)), fill=colour
-        )  # type: ignore[arg-type]
+        )
     cx, cy = w // 2 + rng.randrange(-w // 10, w // 10), h // 2 + rng.randrange(-h // 10, h // 10)
     body = tuple(rng.randrange(0, 256) for _ in range(3))
     rx, ry = w // 5 + rng.randrange(0, w // 10), h // 3 + rng.randrange(0, h // 10)
     if rng.random() < 0.5:
-        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=body, outline=(20, 20, 20), width=4)  # type: ignore[arg-type]
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=body, outline=(20, 20, 20), width=4)
     else:
-        draw.rectangle((cx - rx, cy - ry, cx + rx, cy + ry), fill=body, outline=(20, 20, 20), width=4)  # type: ignore[arg-type]
+        draw.rectangle((cx - rx, cy - ry, cx + rx, cy + ry), fill=body, outline=(20, 20, 20), width=4)
     for _ in range(12):  # the object's own pattern: stripes and dots
         y = cy - ry + rng.randrange(0, 2 * ry)
         colour = tuple(rng.randrange(0, 256) for _ in range(3))
@@ -88,7 +88,7 @@ def render(seed: int, size: tuple[int, int] = (800, 600), background: int | None
             (cx - rx + 10, y, cx + rx - 10, y + rng.randrange(-20, 20)),
             fill=colour,
             width=rng.randrange(3, 12),
-        )  # type: ignore[arg-type]
+        )
     return image.filter(ImageFilter.GaussianBlur(1.2))
 
 
@@ -113,7 +113,7 @@ def encode(image: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
     out = io.BytesIO()
     if fmt == "JPEG":
         options.setdefault("quality", 85)
-    image.save(out, fmt, **options)  # type: ignore[arg-type]
+    image.save(out, fmt, **options)
     return out.getvalue()
 
 
