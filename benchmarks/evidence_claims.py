@@ -438,19 +438,29 @@ def end_to_end(runs: int) -> None:
 
         with_image()  # loads both indexes, warms the decoders
         json_only()
-        results = {
-            name: [fn() for _ in range(runs)]
-            for name, fn in (
-                ("claim check, 12 MP JPEG (multipart)", with_image),
-                ("baseline: the same lookup as JSON", json_only),
-                ("baseline: PDQ hashing alone", hash_only),
-                ("baseline: metadata reading alone", metadata_only),
-            )
-        }
+        results: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
+        for name, fn in (
+            ("claim check, 12 MP JPEG (multipart)", with_image),
+            ("baseline: the same lookup as JSON", json_only),
+            ("baseline: PDQ hashing alone", hash_only),
+            ("baseline: metadata reading alone", metadata_only),
+        ):
+            results[name], cpu[name] = [], []
+            for _ in range(runs):
+                # CPU time of this thread (the request runs in it): what the load on the machine cannot add.
+                used = time.thread_time()
+                results[name].append(fn())
+                cpu[name].append(time.thread_time() - used)
         for name, seconds in results.items():
             c.say("  " + latency(name, seconds).replace("queries", "runs"))
+            c.say("  " + latency("  (CPU time of the same)", cpu[name]).replace("queries", "runs"))
         p99 = percentile(results["claim check, 12 MP JPEG (multipart)"], 99) * 1000
-        c.say(f"  target: p99 {p99:.0f} ms <= 150 ms: {'PASS' if p99 <= 150 else 'MISS'}; {c.load()}")
+        p99_cpu = percentile(cpu["claim check, 12 MP JPEG (multipart)"], 99) * 1000
+        c.say(
+            f"  target: p99 {p99:.0f} ms wall, {p99_cpu:.0f} ms CPU <= 150 ms: wall {'PASS' if p99 <= 150 else 'MISS'}, "
+            f"CPU {'PASS' if p99_cpu <= 150 else 'MISS'}; {c.load()}"
+        )
         rt.close()
 
 
