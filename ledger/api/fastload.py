@@ -69,7 +69,8 @@ def _money(value: Any) -> int | None:
 
 
 def _aware_datetime() -> Check:
-    """An AwareDateTime field made as IncidentSchema's `occurred_at` and `consumer_notified_at` are
+    """An AwareDateTime field made as IncidentSchema's `occurred_at` and `consumer_notified_at` (and
+    RefundSchema's `delivered_at`) are
     (format "iso", no default time zone) parses it, so the two read a time alike."""
     field = ma.fields.AwareDateTime(format="iso")
 
@@ -134,6 +135,7 @@ REFUND: Fields = {
     "reference": (OPTIONAL, _text(1, 128, storable=True)),
     "amount": (OPTIONAL, _nested(AMOUNT)),
     "kind": (OPTIONAL, _one_of(REFUND_KINDS)),
+    "delivered_at": (OPTIONAL, _aware_datetime()),
 }
 IDENTIFIERS = _list(_identifier, 1, 10)
 LOOKUP: Fields = {

@@ -59,6 +59,14 @@ ANY_CHAR = st.characters() | st.sampled_from(["\x00", "\ud800", "\udfff"])
 STORABLE = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 TIMEZONES = [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
 
+
+@st.composite
+def occurred_at(draw: st.DrawFn) -> str:
+    moment = draw(st.datetimes(timezones=st.sampled_from(TIMEZONES)))
+    text = moment.isoformat(timespec=draw(st.sampled_from(["seconds", "milliseconds", "microseconds"])))
+    return text.replace("+00:00", "Z") if draw(st.booleans()) else text
+
+
 IDENTIFIER = st.fixed_dictionaries(
     {"type": st.sampled_from(schemas.IDENTIFIER_TYPES), "value": st.text(ANY_CHAR, min_size=1, max_size=256)}
 ) | st.fixed_dictionaries({"token": HEX64, "type": st.sampled_from(schemas.IDENTIFIER_TYPES)})
@@ -71,7 +79,13 @@ AMOUNT = st.fixed_dictionaries(
 EVIDENCE = st.fixed_dictionaries({"pdq": st.lists(HEX64, min_size=1, max_size=20)})
 REFERENCE = st.text(STORABLE, min_size=1, max_size=128) | st.sampled_from(["x", "x" * 128])
 REFUND = st.fixed_dictionaries(
-    {}, optional={"kind": st.sampled_from(schemas.REFUND_KINDS), "amount": AMOUNT, "reference": REFERENCE}
+    {},
+    optional={
+        "kind": st.sampled_from(schemas.REFUND_KINDS),
+        "amount": AMOUNT,
+        "reference": REFERENCE,
+        "delivered_at": occurred_at(),
+    },
 )
 LOOKUP = st.fixed_dictionaries(
     {
@@ -80,13 +94,6 @@ LOOKUP = st.fixed_dictionaries(
     },
     optional={"evidence": EVIDENCE, "refund": REFUND, "operator_ref": REFERENCE},
 )
-
-
-@st.composite
-def occurred_at(draw: st.DrawFn) -> str:
-    moment = draw(st.datetimes(timezones=st.sampled_from(TIMEZONES)))
-    text = moment.isoformat(timespec=draw(st.sampled_from(["seconds", "milliseconds", "microseconds"])))
-    return text.replace("+00:00", "Z") if draw(st.booleans()) else text
 
 
 INCIDENT = st.fixed_dictionaries(
