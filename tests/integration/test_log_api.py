@@ -50,8 +50,9 @@ def check_proof(rt: Runtime, proof: dict[str, Any], leaf: bytes) -> None:
 def test_proofs_combine_stored_nodes_and_nodes_recomputed_from_leaves(
     client: Any, alpha: Member, rt: Runtime
 ) -> None:
-    """Nodes below level 8 are not stored: a proof recomputes them from the leaves under them. Every proof
-    of a 300-leaf tree, whose right edge is a partial block of 44 leaves, still verifies."""
+    """Nodes below level 8 are not stored: a proof recomputes them from the leaves under them. Every
+    inclusion and consistency proof of a 300-leaf tree, whose right edge is a partial block of 44 leaves,
+    still verifies."""
     items = [incident_body(f"mix-{i}") for i in range(300)]
     created = client.post("/v1/incidents/batch", json={"incidents": items}, headers=alpha.headers)
     assert created.status_code == 200
@@ -62,6 +63,16 @@ def test_proofs_combine_stored_nodes_and_nodes_recomputed_from_leaves(
         assert proof.status_code == 200
         check_proof(rt, proof.get_json(), leaves[index])
     assert merkle.root(leaves) == bytes.fromhex(proof.get_json()["root_hash"])
+    for old in (1, 5, 255, 256, 257, 299):
+        step = client.get(f"/v1/log/consistency?from={old}&to=300")
+        assert step.status_code == 200
+        merkle.verify_consistency(
+            old,
+            300,
+            merkle.root(leaves[:old]),
+            merkle.root(leaves),
+            [bytes.fromhex(p) for p in step.get_json()["proof"]],
+        )
 
 
 def test_key_and_checkpoint_are_published(client: Any, alpha: Member, rt: Runtime) -> None:
