@@ -23,11 +23,13 @@ def principal() -> Principal:
     return cast(Principal, g.principal)
 
 
-def requires(scope: str, *alternatives: str, cost: int = 1) -> Callable[[F], F]:
+def requires(scope: str, *alternatives: str, cost: int = 1, charged_after: bool = False) -> Callable[[F], F]:
     """Authenticate the bearer key (401), check its scope, or one of the alternatives (403), and charge
     `cost` units to the platform's request bucket (429), all before the view runs. Lookups pass 0: they
-    are charged per identifier in the same Redis call that reads their decisions. Reports pass 0 too: they
-    are charged after their work, in the Redis call that flags their tokens (services/incidents.py).
+    are charged per identifier in the same Redis call that reads their decisions. Reports pass 0 and
+    `charged_after`: they are charged after their work, in the Redis call that flags their tokens
+    (services/incidents.py), and are refused here, before their body is read, while this process last saw
+    the platform's bucket empty (`QuotaGate`).
 
     It also documents both: the operation gets the bearer security requirement and `x-required-scope`
     in the OpenAPI document (OpenAPI 3.0 has no scopes for bearer tokens), which /docs/reference shows."""
@@ -41,6 +43,8 @@ def requires(scope: str, *alternatives: str, cost: int = 1) -> Callable[[F], F]:
             who.require(accepted)
             if cost:
                 charge(runtime(), who, cost)
+            if charged_after:
+                runtime().report_gate.check(who)
             g.principal = who
             return view(*args, **kwargs)
 

@@ -70,7 +70,7 @@ def _status(outcome: incidents.Outcome) -> int:
 @blp.route("")
 class IncidentCollection(MethodView):
     @blp.doc(security=SECURITY, operationId="report_incident", **PREFER_DOC)
-    @requires("report", cost=0)  # charged after the work (services/incidents.py, report)
+    @requires("report", cost=0, charged_after=True)
     @blp.arguments(schemas.INCIDENT_SCHEMA)
     @blp.response(201, schemas.IncidentCreatedSchema)
     @blp.alt_response(
@@ -106,7 +106,7 @@ class IncidentCollection(MethodView):
 @blp.route("/batch")
 class IncidentBatch(MethodView):
     @blp.doc(security=SECURITY, operationId="report_incident_batch", **PREFER_DOC)
-    @requires("report", cost=0)  # charged after the work, as a single report
+    @requires("report", cost=0, charged_after=True)
     @blp.arguments(schemas.IncidentBatchSchema)
     @blp.response(200, schemas.IncidentBatchResultSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")

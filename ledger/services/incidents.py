@@ -146,8 +146,8 @@ def report(
     `items` may contain a LedgerError already raised by schema validation, which is passed through.
 
     The request costs one unit of the platform's bucket, charged after the work in the same Redis call
-    that flags the new tokens (`QuotaGate`): a report makes one Redis round trip, not two."""
-    rt.report_gate.check(principal)
+    that flags the new tokens (`QuotaGate`; the API refuses a platform whose bucket this process saw
+    empty before reading the body): a report makes one Redis round trip, not two."""
     now = datetime.now(UTC)
     outcomes: list[Outcome | None] = [None] * len(items)
     prepared: dict[int, Prepared] = {}

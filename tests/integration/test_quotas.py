@@ -141,6 +141,9 @@ def test_reports_are_charged_after_their_work_and_refused_once_the_bucket_is_emp
         ).fetchone()
     assert stored is not None
     assert stored["n"] == 0  # refused before any work
+    # Refused before the body is even read: a flood of invalid batches costs the server no parsing.
+    bogus = client.post("/v1/incidents/batch", json={"incidents": "not a list"}, headers=alpha.headers)
+    assert bogus.status_code == 429
     time.sleep(retry_after)
     assert post_report(client, alpha, "quota-later").status_code == 201
 
