@@ -286,7 +286,7 @@ def charge(rt: Runtime, principal: Principal, cost: int = 1) -> Quota | None:
 
 class QuotaGate:
     """Reports are charged after their work, in the Redis call that flags their tokens
-    (`Cache.settle_report`), so that a report makes one Redis round trip rather than two. Each API process
+    (`PendingWork.settle_report`), so that a report makes one Redis round trip rather than two. Each API process
     remembers, from the answer, until when each platform's bucket is empty and refuses that platform's
     reports itself until then (429, with no round trip). A platform can therefore overshoot its limit by
     at most the requests in flight when its bucket empties (the server's threads), and every one of them
