@@ -10,7 +10,7 @@ CPU from /proc/<pid>/stat before and after, so the figures are PostgreSQL's work
 writer's share, not counted). It also times the subject report's query (`for_tokens`) with and without
 the index over the rows written.
 
-    .venv/bin/python benchmarks/audit_index.py [--records 20000] [--batch 1,8]
+    .venv/bin/python benchmarks/audit_index.py [--records 20000] [--batch 1,8] [--database bench_gin]
 """
 
 from __future__ import annotations
@@ -74,11 +74,12 @@ def main() -> int:
     )
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--batch", default="1,8")
+    parser.add_argument("--database", default="bench_gin", help="prefix of the scratch databases' names")
     args = parser.parse_args()
     c.say(f"GIN index cost per audit record; {args.records} records per run; {c.load()}")
     for batch in (int(x) for x in args.batch.split(",")):
         for with_gin in (True, False):
-            name = f"bench_gin_{os.getpid()}_{batch}_{int(with_gin)}"
+            name = f"{args.database}_{os.getpid()}_{batch}_{int(with_gin)}"
             with c.bench_database(name) as url:
                 r = measure(url, args.records, batch, with_gin)
             c.say(

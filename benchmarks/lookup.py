@@ -40,6 +40,9 @@ import psycopg
 from benchmarks import _common as c
 from benchmarks import _synth
 
+# Every audit record queues its inquiry log leaf in the statement that writes it (docs/audit.md).
+INQUIRY_LEAVES = "SELECT (SELECT count(*) FROM inquiry_pending) + (SELECT count(*) FROM inquiry_leaves)"
+
 SWEEP = ("gthread:4x2", "gthread:2x4", "granian:2x2", "granian:2x4", "granian:4x2", "granian:2x8")
 
 LOOKUP_LUA = """
@@ -213,6 +216,7 @@ def main() -> int:
     key = c.member(env, slug, "lookup")
     with psycopg.connect(url) as conn:
         audited_before = conn.execute("SELECT count(*) FROM lookups").fetchone()[0]  # type: ignore[index]
+        leaves_before = conn.execute(INQUIRY_LEAVES).fetchone()[0]  # type: ignore[index]
     bodies, known = body_pool(args.subjects, args.pool, args.known_share)
     lua = lookup_lua(key, bodies)
     ledger: dict[tuple[c.ServerConfig, int], c.WrkResult] = {}
@@ -267,6 +271,7 @@ def main() -> int:
         time.sleep(1.5)  # the last answers' records are durable before they are sent; let wrk's cut-offs land
         with psycopg.connect(url) as conn:
             audited = conn.execute("SELECT count(*) FROM lookups").fetchone()[0] - audited_before  # type: ignore[index]
+            leaves = conn.execute(INQUIRY_LEAVES).fetchone()[0] - leaves_before  # type: ignore[index]
     finally:
         if database is not None:
             database.__exit__(None, None, None)
@@ -309,6 +314,10 @@ def main() -> int:
             f"CPU per lookup, {config} at {connections[0]} conns: {parts}; total {sum(per_lookup.values()):.0f} µs "
             f"(wrk and the machine's other work not counted)"
         )
+    c.say(
+        f"inquiry log leaves queued or integrated: {leaves} for the {audited} records "
+        f"({'every record has its leaf' if leaves == audited else 'MISSING'})"
+    )
     c.say(
         f"audit records {audited} for {sent} lookups answered to the clients ({'none lost' if audited >= sent else 'LOST'}; "
         f"requests cut off when wrk stops are answered and audited but not counted)"

@@ -34,6 +34,25 @@ WEBHOOKS = Counter("ledger_webhook_attempts_total", "Webhook delivery attempts, 
 INCIDENTS = Counter("ledger_incidents_reported_total", "Incidents accepted (201)")
 
 
+_LOOKUP_COUNTERS: dict[tuple[str, str, bool], tuple[Counter, Counter | None]] = {}
+
+
+def count_lookup(tier: str, purpose: str, referenced: bool) -> None:
+    """Count one answered lookup (and, without a refund reference, one possible fishing). The labelled
+    children are looked up once per (tier, purpose) and kept: `labels()` checks and locks on every call,
+    which was a third of the metrics' cost per lookup."""
+    key = (tier, purpose, referenced)
+    children = _LOOKUP_COUNTERS.get(key)
+    if children is None:
+        children = _LOOKUP_COUNTERS[key] = (
+            LOOKUPS.labels(tier, purpose),
+            None if referenced else FISHING.labels(purpose),
+        )
+    children[0].inc()
+    if children[1] is not None:
+        children[1].inc()
+
+
 def render() -> bytes:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -228,9 +228,7 @@ def lookup_many(
     rt.audit.write(records)
     # Counted only once recorded: a lookup whose audit record failed was never answered.
     for record in records:
-        metrics.LOOKUPS.labels(record["tier"], record["purpose"]).inc()
-        if not record["refund_ref"]:
-            metrics.FISHING.labels(record["purpose"]).inc()
+        metrics.count_lookup(str(record["tier"]), str(record["purpose"]), bool(record["refund_ref"]))
     return [o for o in outcomes if o is not None]
 
 

@@ -252,3 +252,25 @@ def test_verify_checks_records_not_yet_integrated_and_a_cut_log(
     result = verification.verify(rt)
     assert not result.ok
     assert result.first_bad_inquiry == 0
+
+
+def test_retention_erases_tokens_and_the_log_still_verifies(
+    client: Any, alpha: Member, rt: Runtime, settings: Settings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ledger.storage import audit
+
+    lookup_id = post_lookup(client, alpha, PHONE).get_json()["lookup_id"]
+    integrate(rt)
+    before = client.get(
+        f"/v1/log/inquiries/inclusion?lookup_id={lookup_id}", headers=alpha.headers
+    ).get_json()
+
+    with rt.db.transaction() as conn:  # as the retention job does, as the application's role
+        assert audit.erase_before(conn, datetime.now(UTC) + timedelta(days=1), 100) == 1
+
+    assert query(settings, "SELECT tokens, salt, refund_ref FROM lookups") == [(None, None, None)]
+    assert verification.verify(rt).ok
+    after = client.get(f"/v1/log/inquiries/inclusion?lookup_id={lookup_id}", headers=alpha.headers).get_json()
+    assert after == before
