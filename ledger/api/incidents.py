@@ -216,5 +216,5 @@ class IncidentEvidence(MethodView):
         evidence.require_own_incident(rt, who, incident_id)  # 404 before reading a large body
         upload = uploads.read_upload("images")
         uploads.settle(rt, who, len(upload.images))
-        status, body = evidence.add_images(rt, who, incident_id, upload.images)
-        return body, status
+        added, body = evidence.add_images(rt, who, incident_id, upload.images)
+        return body, (201 if added else 200)

@@ -363,10 +363,11 @@ def require_own_incident(rt: Runtime, principal: Principal, incident_id: UUID) -
 
 def add_images(
     rt: Runtime, principal: Principal, incident_id: UUID, images: Sequence[bytes]
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[bool, dict[str, Any]]:
     """Hash the images and add their hashes to one of the platform's own incidents.
 
-    201 when something was added, 200 when every hash was already there (a safe retry). The addition is a
+    Returns whether something was added (False when every hash was already there: a safe retry) and the
+    body; the API picks 201 or 200 from it. The addition is a
     `evidence_added` event (a log leaf), like the report itself."""
     hashed = hash_uploads(images)
     quality: dict[bytes, int] = {}
@@ -415,4 +416,4 @@ def add_images(
         ],
         "stored": len(stored) + len(new),
     }
-    return (201 if new else 200), body
+    return bool(new), body
