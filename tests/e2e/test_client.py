@@ -134,6 +134,25 @@ def test_every_endpoint_through_the_client(
     )
     assert item["status"] == 200
     assert added["evidence"][0]["low_quality"] is False
+    # Reference photos: a listing of alpha's, and a claim photo that is that listing, checked by beta.
+    listing = alpha.add_reference_images("listing", "sku-client-1", [("listing.png", _photo(5), "image/png")])
+    assert listing["held"] == 1
+    assert (
+        alpha.register_references([{"kind": "shipping", "reference": "o-1", "pdq": ["ab" * 32]}])[0]["added"]
+        == 1
+    )
+    assert beta.remove_references([{"kind": "listing", "reference": "sku-client-1"}])[0]["removed"] == 0
+    assert (
+        alpha.replace_references([{"kind": "shipping", "reference": "o-1", "pdq": ["cd" * 32]}])[0]["held"]
+        == 1
+    )
+    assert alpha.remove_references([{"kind": "shipping", "reference": "o-1"}])[0]["removed"] == 1
+    derived = wait_for(
+        lambda: beta.lookup_with_images(
+            {"identifiers": consumer, "purpose": "refund_review"}, [("claim.png", _photo(5), "image/png")]
+        )["evidence_matches"][0]["derived_from_reference"]
+    )
+    assert derived == {"kind": "listing", "distance": 0}
     # Each API process learns of new evidence by polling; the match follows within moments.
     wait_for(
         lambda: beta.lookup_with_images(

@@ -159,6 +159,36 @@ class Client:
             ),
         )
 
+    # -- reference photos (what you sell and ship) --------------------------------------------------------
+
+    def register_references(self, references: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Add PDQ hashes of your listing or shipping photos: up to 1,000 `{kind, reference, pdq}` items.
+        Adding the same hashes again changes nothing, so this is retried like a read."""
+        answer = self.request("POST", "/v1/references", {"references": list(references)}, safe=True)
+        return cast(list[dict[str, Any]], answer["results"])
+
+    def replace_references(self, references: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Each named reference of yours holds exactly the given hashes afterwards."""
+        answer = self.request("POST", "/v1/references/replace", {"references": list(references)}, safe=True)
+        return cast(list[dict[str, Any]], answer["results"])
+
+    def remove_references(self, references: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+        """Remove your references (`{kind, reference}` items); one you do not hold gives `removed: 0`."""
+        answer = self.request("POST", "/v1/references/remove", {"references": list(references)}, safe=True)
+        return cast(list[dict[str, Any]], answer["results"])
+
+    def add_reference_images(self, kind: str, reference: str, images: Sequence[Image]) -> dict[str, Any]:
+        """Register 1 to 5 photos under one reference; the server keeps only their PDQ hashes."""
+        parts: list[tuple[str, Image | str]] = [
+            ("request", json.dumps({"kind": kind, "reference": reference}))
+        ]
+        parts += [("images", image) for image in images]
+        body, content_type = _multipart(parts)
+        return cast(
+            dict[str, Any],
+            self.request("POST", "/v1/references/images", safe=True, raw=body, content_type=content_type),
+        )
+
     # -- lookups -----------------------------------------------------------------------------------------
 
     def lookup(self, lookup: Lookup) -> LookupResult:
