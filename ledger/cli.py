@@ -770,13 +770,15 @@ def demo(bind: str, workers: int, state_dir: str, as_json: bool) -> None:
     "hash",
     help="Print the PDQ hash and quality of each image, so that a partner can report or look up evidence "
     "by hash and no photo ever leaves it: the hash as stored (ThreatExchange's convention) and, for a "
-    "rotated or transparent image, also the hash as displayed; send both. Needs no database. Exit 2 if "
-    "any file is not a usable image.",
+    "rotated or transparent image, also the hash as displayed; send both. Any AI-content label is flagged "
+    "(`ledger inspect` shows every finding; --json has them all). Needs no database. Exit 2 if any file is "
+    "not a usable image.",
 )
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @json_option
 @handled
 def hash_images(images: tuple[str, ...], as_json: bool) -> None:
+    from ledger.domain.image_metadata import read_metadata
     from ledger.domain.pdq_hash import ImageRejected, hash_image
     from ledger.domain.policy import load_policy
 
@@ -785,7 +787,8 @@ def hash_images(images: tuple[str, ...], as_json: bool) -> None:
     for path in images:
         try:
             with open(path, "rb") as handle:
-                hashed = hash_image(handle.read(), max_bytes=None)
+                data = handle.read()
+            hashed = hash_image(data, max_bytes=None)
         except ImageRejected as exc:
             results.append({"path": path, "error": exc.reason})
             continue
@@ -796,6 +799,7 @@ def hash_images(images: tuple[str, ...], as_json: bool) -> None:
                 "pdq_displayed": hashed.displayed,
                 "quality": hashed.quality,
                 "low_quality": hashed.low_quality(min_quality),
+                **read_metadata(data).as_json(),  # what `ledger inspect` shows in full
             }
         )
     if as_json:
@@ -805,6 +809,9 @@ def hash_images(images: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"{r['pdq']}  quality={r['quality']}{' LOW' if r['low_quality'] else ''}  {r['path']}")
             if r["pdq_displayed"]:  # send both in evidence.pdq (docs/evidence.md: two views of one photo)
                 click.echo(f"{r['pdq_displayed']}  as displayed  {r['path']}")
+            for found in r["labels"]:  # a warning worth seeing before the claim is approved
+                what = found["label"] or "MALFORMED"
+                click.echo(f"AI label {what} via {found['source']}  {r['path']}  (ledger inspect shows more)")
         else:
             click.echo(f"error: {r['path']}: {r['error']}", err=True)
     if any("error" in r for r in results):

@@ -50,3 +50,21 @@ def test_inspect_prints_hash_labels_capture_time_and_software(tmp_path: Path) ->
     assert "AI label      ai_generated  via xmp:TC260:AIGC" in text
     assert "captured      2026-11-20T09:30:00+08:00" in text
     assert "software      Adobe Photoshop 26.0" in text
+
+
+def test_hash_flags_an_ai_label_and_carries_the_findings_in_json(tmp_path: Path) -> None:
+    labelled = photos.jpeg_xmp(photos.encode(PICTURE), photos.xmp(source_type=photos.TRAINED))
+    (tmp_path / "claim.jpg").write_bytes(labelled)
+    (tmp_path / "plain.jpg").write_bytes(photos.encode(PICTURE))
+    text = CliRunner().invoke(main, ["hash", str(tmp_path / "claim.jpg"), str(tmp_path / "plain.jpg")])
+    assert text.exit_code == 0
+    lines = text.stdout.splitlines()
+    assert len(lines) == 3  # two hashes and one label line, for the labelled file only
+    assert lines[1].startswith("AI label ai_generated via xmp:Iptc4xmpExt:DigitalSourceType")
+    [claim, plain] = json.loads(
+        CliRunner()
+        .invoke(main, ["hash", "--json", str(tmp_path / "claim.jpg"), str(tmp_path / "plain.jpg")])
+        .stdout
+    )
+    assert claim["labels"][0]["label"] == "ai_generated"
+    assert plain["labels"] == []
