@@ -269,7 +269,9 @@ def signer() -> object:
     ("source_type", "label"),
     [(photos.TRAINED, "ai_generated"), (photos.COMPOSITE, "ai_edited"), (photos.CAPTURED, None)],
 )
-@pytest.mark.parametrize(("fmt", "mime"), [("JPEG", "image/jpeg"), ("PNG", "image/png")])
+@pytest.mark.parametrize(
+    ("fmt", "mime"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")]
+)
 def test_c2pa_manifests_are_read_and_validated(
     signer: object, source_type: str | None, label: str | None, fmt: str, mime: str
 ) -> None:
