@@ -16,7 +16,7 @@ import pytest
 from ledger.services import outbox_work
 from ledger.services import platforms as platform_service
 from ledger.services.runtime import Runtime
-from tests.support import Member, incident_body
+from tests.support import Member, incident_body, integrate
 
 SCOPES = ("report", "lookup", "dispute", "admin")
 MEMBER_SCOPES = ("report", "lookup")
@@ -81,6 +81,7 @@ def world(client: Any, make_platform: Callable[..., Member], rt: Runtime) -> dic
         )
         assert opened.status_code == 201, opened.get_json()
         owned[slug]["dispute"] = opened.get_json()["disputes"][0]["id"]
+    integrate(rt)  # every lookup above becomes a leaf of the inquiry log, under a signed checkpoint
     return {"keys": keys, "owned": owned}
 
 
@@ -89,6 +90,8 @@ OWNED_ENDPOINTS = [
     ("GET", "/v1/incidents/{incident}", "report", "incident", None),
     ("POST", "/v1/incidents/{incident}/retract", "report", "incident", {"reason": "reported_in_error"}),
     ("GET", "/v1/lookups/{lookup}", "lookup", "lookup", None),
+    # Each lookup is a leaf of the inquiry log (integrated in `world`): its proof is the owner's alone.
+    ("GET", "/v1/log/inquiries/inclusion?lookup_id={lookup}", "lookup", "lookup", None),
     (
         "POST",
         "/v1/disputes/{dispute}/response",
@@ -167,6 +170,11 @@ def test_owned_resources_matrix(client: Any, world: dict[str, Any]) -> None:
             f"/v1/incidents/{owned[slug]['incident']}", headers=keys[(slug, "report")].headers
         )
         assert incident.get_json()["status"] == "disputed"
+        proof = client.get(
+            f"/v1/log/inquiries/inclusion?lookup_id={owned[slug]['lookup']}",
+            headers=keys[(slug, "lookup")].headers,
+        )
+        assert proof.status_code == 200, proof.get_json()
 
 
 def test_scope_matrix_for_open_endpoints(client: Any, world: dict[str, Any]) -> None:
