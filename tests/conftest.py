@@ -35,6 +35,7 @@ from tests.support import (
     WORKER_REDIS_URL,
     Member,
     WorkerProcess,
+    close_reset_connections,
     reset_state,
 )
 
@@ -79,6 +80,7 @@ def _session_database() -> Iterator[str]:
     url = _db_url(name)
     apply_schema(url)
     yield url
+    close_reset_connections()
     with psycopg.connect(PG_SERVER, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
