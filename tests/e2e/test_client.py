@@ -133,6 +133,18 @@ def test_every_endpoint_through_the_client(
         [{"identifiers": consumer, "purpose": "account_review", "operator_ref": "agent-7"}]
     )
     assert item["status"] == 200
+    # The lookup is a leaf of the inquiry log: beta proves it, and that the leaf is of the answer it got.
+    integrate(rt)
+    assert beta.inquiry_log_key()["origin"].endswith("/inquiries")
+    inquiry = beta.inquiry_inclusion_proof(lookup_id=decided["lookup_id"])
+    beta.verify_inquiry_leaf(inquiry, decided)
+    beta.verify_inclusion(inquiry)
+    with pytest.raises(ValueError, match="not of this answer"):
+        beta.verify_inquiry_leaf(inquiry, {**decided, "stale": not decided["stale"]})
+    assert beta.inquiry_log_checkpoint(inquiry["tree_size"])["root_hash"] == inquiry["root_hash"]
+    with pytest.raises(ProblemError) as foreign:
+        alpha.inquiry_inclusion_proof(lookup_id=decided["lookup_id"])  # not alpha's lookup: unknown
+    assert foreign.value.status == 404
     assert added["evidence"][0]["low_quality"] is False
     # Reference photos: a listing of alpha's, and a claim photo that is that listing, checked by beta.
     listing = alpha.add_reference_images("listing", "sku-client-1", [("listing.png", _photo(5), "image/png")])

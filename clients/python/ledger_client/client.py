@@ -15,6 +15,7 @@ field `errors`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -316,6 +317,55 @@ class Client:
             bytes.fromhex(new_root),
             [bytes.fromhex(h) for h in proof["proof"]],
         )
+
+    # -- the inquiry log: one leaf per lookup record (docs/transparency.md, "The inquiry log") -------------
+
+    def inquiry_log_checkpoint(self, tree_size: int | None = None) -> dict[str, Any]:
+        """The inquiry log's latest signed checkpoint, or the one signed at `tree_size`."""
+        path = (
+            "/v1/log/inquiries/checkpoint"
+            if tree_size is None
+            else f"/v1/log/inquiries/checkpoints/{tree_size}"
+        )
+        return cast(dict[str, Any], self.request("GET", path, safe=True))
+
+    def inquiry_log_key(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", "/v1/log/inquiries/key", safe=True))
+
+    def inquiry_inclusion_proof(
+        self, *, lookup_id: str | None = None, index: int | None = None, tree_size: int | None = None
+    ) -> dict[str, Any]:
+        """An inclusion proof for one of your own lookups (by its lookup id, or its leaf index), with the
+        leaf itself; check it with `verify_inquiry_leaf` and `verify_inclusion`."""
+        query = {"lookup_id": lookup_id} if lookup_id is not None else {"index": str(index)}
+        if tree_size is not None:
+            query["tree_size"] = str(tree_size)
+        return cast(
+            dict[str, Any], self.request("GET", "/v1/log/inquiries/inclusion", safe=True, query=query)
+        )
+
+    def inquiry_consistency_proof(self, old_size: int, new_size: int) -> dict[str, Any]:
+        query = {"from": str(old_size), "to": str(new_size)}
+        return cast(
+            dict[str, Any], self.request("GET", "/v1/log/inquiries/consistency", safe=True, query=query)
+        )
+
+    @staticmethod
+    def verify_inquiry_leaf(proof: Mapping[str, Any], answer: Mapping[str, Any]) -> None:
+        """Check that an inquiry proof's leaf is of `answer` (the lookup's answer as you received it) and
+        that `leaf_hash` is that leaf's hash; raises `ProofError` (a ValueError) if not. The service sends
+        the answer with sorted keys, no whitespace and UTF-8 text, so encoding the parsed answer that way
+        gives back the bytes it sent."""
+        sent = json.dumps(answer, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        leaf = str(proof["leaf"]).encode()
+        fields = json.loads(leaf)
+        if (
+            fields.get("id") != answer.get("lookup_id")
+            or fields.get("response") != hashlib.sha256(sent).hexdigest()
+        ):
+            raise _merkle.ProofError("the leaf is not of this answer")
+        if _merkle.leaf_hash(leaf).hex() != proof["leaf_hash"]:
+            raise _merkle.ProofError("the leaf hash is not the hash of the leaf")
 
     def health(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("GET", "/healthz", safe=True))
