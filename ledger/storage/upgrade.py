@@ -57,7 +57,9 @@ def _lookups_before_schema(conn: psycopg.Connection[Any], batch: int) -> bool:
         return False
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("LOCK TABLE lookups IN ACCESS EXCLUSIVE MODE")
-        cur.execute("ALTER TABLE lookups ADD COLUMN IF NOT EXISTS operator_ref text")
+        cur.execute(
+            "ALTER TABLE lookups ADD COLUMN IF NOT EXISTS operator_ref text CHECK (length(operator_ref) <= 128)"
+        )
         cur.execute("ALTER TABLE lookups ADD COLUMN IF NOT EXISTS leaf_hash bytea")
         cur.execute("ALTER TABLE lookups DISABLE TRIGGER USER")
         after = None
