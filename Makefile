@@ -15,9 +15,10 @@ test:
 	.venv/bin/python -m pytest
 
 # The edit loop's tier: unit tests and the integration tests that start no process of their own (no
-# worker, served app, sequencer, private server, script or browser) and take no minutes.
+# worker, served app, sequencer, private server, script or browser) and take no minutes, run as two
+# pytest-xdist sessions, one per core, each with its own database and Redis databases (tests/support.py).
 test-fast:
-	.venv/bin/python -m pytest -m "not process and not slow"
+	.venv/bin/python -m pytest -m "not process and not slow" -n 2
 
 lint:
 	.venv/bin/ruff check .

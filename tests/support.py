@@ -39,6 +39,12 @@ def _next_database(url: str) -> str:
 ROOT = Path(__file__).resolve().parents[1]
 PG_SERVER = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# Under pytest-xdist (`make test-fast` runs two), each xdist worker is a test session of its own: worker
+# gwN takes the three Redis databases 3N below TEST_REDIS_URL's set, so no two sessions flush each other.
+_XDIST = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+if _XDIST:
+    _base, _, _number = REDIS_URL.rpartition("/")
+    REDIS_URL = f"{_base}/{(int(_number or 0) - 3 * _XDIST) % 16}"
 # The session worker's broker and cache: the next Redis database after TEST_REDIS_URL's, unless set.
 WORKER_REDIS_URL = os.environ.get("TEST_WORKER_REDIS_URL") or _next_database(REDIS_URL)
 # The soak's (tests/e2e/test_soak.py), which it flushes: the database after the worker's, unless set.

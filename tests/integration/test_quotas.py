@@ -73,7 +73,9 @@ def test_the_limit_is_per_platform_across_its_keys(
     assert {r["key_id"]: r["n"] for r in keys} == {alpha.key_id: 2, beta.key_id: 3}
 
 
-def test_the_quota_counts_identifiers_not_requests(client: Any, alpha: Member, rt: Runtime) -> None:
+def test_the_quota_counts_identifiers_not_requests(
+    client: Any, alpha: Member, beta: Member, rt: Runtime
+) -> None:
     """One lookup of ten identifiers used to cost what one of a single identifier did."""
     platform_service.set_rate_limit(rt, "alpha", 1, 10)
     ten = [{"type": "phone", "value": f"1380013{n:04d}"} for n in range(10)]
@@ -83,10 +85,16 @@ def test_the_quota_counts_identifiers_not_requests(client: Any, alpha: Member, r
     assert first.status_code == 200
     assert first.headers["RateLimit-Remaining"] == "0"
     assert post_lookup(client, alpha).status_code == 429
-    # A batch is charged for every identifier of every item.
-    time.sleep(3)
-    batch = {"lookups": [{"identifiers": ten[:2], "purpose": "refund_review"}] * 3}
-    answered = client.post("/v1/lookups/batch", json=batch, headers=alpha.headers)
+    # A batch is charged for every identifier of every item. Beta's fresh bucket of 20 keeps 10 after a
+    # lookup of ten identifiers; a batch of 4 items of 5 identifiers costs 20, where a charge per item (4)
+    # would pass. Only a 10-second stall between the two requests could refill the difference.
+    platform_service.set_rate_limit(rt, "beta", 1, 20)
+    spent = client.post(
+        "/v1/lookups", json={"identifiers": ten, "purpose": "refund_review"}, headers=beta.headers
+    )
+    assert spent.headers["RateLimit-Remaining"] == "10"
+    batch = {"lookups": [{"identifiers": ten[:5], "purpose": "refund_review"}] * 4}
+    answered = client.post("/v1/lookups/batch", json=batch, headers=beta.headers)
     assert answered.status_code == 429
 
 
