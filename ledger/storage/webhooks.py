@@ -50,6 +50,10 @@ def endpoint(conn: Connection, endpoint_id: UUID, platform_id: int | None = None
 
 
 def delete_endpoint(conn: Connection, endpoint_id: UUID) -> None:
+    """Delete an endpoint and its deliveries and attempts. The endpoint's row is locked first: a fan-out or
+    a worker's attempt that is inserting a row referencing it holds a key-share lock, so this waits for it
+    to commit and then deletes its row too, rather than failing on the foreign key; new ones wait for us."""
+    conn.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s FOR UPDATE", (endpoint_id,))
     conn.execute("DELETE FROM webhook_attempts WHERE endpoint_id = %s", (endpoint_id,))
     conn.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = %s", (endpoint_id,))
     conn.execute("DELETE FROM webhook_endpoints WHERE id = %s", (endpoint_id,))
