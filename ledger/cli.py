@@ -765,6 +765,36 @@ def demo(bind: str, workers: int, state_dir: str, as_json: bool) -> None:
     sys.exit(run_demo(state_dir, bind, workers, as_json))
 
 
+def read_photos(images: tuple[str, ...]) -> list[dict[str, Any]]:
+    """What `ledger hash` and `ledger inspect` both read from each file, locally: the PDQ hashes and
+    quality, the AI labels, capture time and software; or why the file is not a usable image."""
+    from ledger.domain.image_metadata import read_metadata
+    from ledger.domain.pdq_hash import ImageRejected, hash_image
+    from ledger.domain.policy import load_policy
+
+    min_quality = load_policy(Settings.from_env().policy_path).evidence_min_quality
+    results: list[dict[str, Any]] = []
+    for path in images:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        try:
+            hashed = hash_image(data, max_bytes=None)
+        except ImageRejected as exc:
+            results.append({"path": path, "error": exc.reason})
+            continue
+        results.append(
+            {
+                "path": path,
+                "pdq": hashed.hex,
+                "pdq_displayed": hashed.displayed,
+                "quality": hashed.quality,
+                "low_quality": hashed.low_quality(min_quality),
+                **read_metadata(data).as_json(),
+            }
+        )
+    return results
+
+
 # -- evidence hashes ---------------------------------------------------------------------------------
 @main.command(
     "hash",
@@ -778,30 +808,7 @@ def demo(bind: str, workers: int, state_dir: str, as_json: bool) -> None:
 @json_option
 @handled
 def hash_images(images: tuple[str, ...], as_json: bool) -> None:
-    from ledger.domain.image_metadata import read_metadata
-    from ledger.domain.pdq_hash import ImageRejected, hash_image
-    from ledger.domain.policy import load_policy
-
-    min_quality = load_policy(Settings.from_env().policy_path).evidence_min_quality
-    results: list[dict[str, Any]] = []
-    for path in images:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            hashed = hash_image(data, max_bytes=None)
-        except ImageRejected as exc:
-            results.append({"path": path, "error": exc.reason})
-            continue
-        results.append(
-            {
-                "path": path,
-                "pdq": hashed.hex,
-                "pdq_displayed": hashed.displayed,
-                "quality": hashed.quality,
-                "low_quality": hashed.low_quality(min_quality),
-                **read_metadata(data).as_json(),  # what `ledger inspect` shows in full
-            }
-        )
+    results = read_photos(images)
     if as_json:
         emit(True, results)
     for r in [] if as_json else results:
@@ -830,30 +837,7 @@ def hash_images(images: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @handled
 def inspect_images(images: tuple[str, ...], as_json: bool) -> None:
-    from ledger.domain.image_metadata import read_metadata
-    from ledger.domain.pdq_hash import ImageRejected, hash_image
-    from ledger.domain.policy import load_policy
-
-    min_quality = load_policy(Settings.from_env().policy_path).evidence_min_quality
-    results: list[dict[str, Any]] = []
-    for path in images:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        try:
-            hashed = hash_image(data, max_bytes=None)
-        except ImageRejected as exc:
-            results.append({"path": path, "error": exc.reason})
-            continue
-        results.append(
-            {
-                "path": path,
-                "pdq": hashed.hex,
-                "pdq_displayed": hashed.displayed,
-                "quality": hashed.quality,
-                "low_quality": hashed.low_quality(min_quality),
-                **read_metadata(data).as_json(),
-            }
-        )
+    results = read_photos(images)
     if as_json:
         emit(True, results)
     for r in [] if as_json else results:
