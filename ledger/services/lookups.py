@@ -11,7 +11,6 @@ that runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -23,7 +22,14 @@ from uuid import UUID
 
 from ledger import metrics
 from ledger.domain import chain, merkle
-from ledger.domain.decisions import Decision, SubjectView, decide, inquiry_leaf, lookup_commitment
+from ledger.domain.decisions import (
+    Decision,
+    SubjectView,
+    decide,
+    inquiry_leaf,
+    lookup_commitment,
+    response_text,
+)
 from ledger.domain.notices import adverse_action
 from ledger.errors import CacheUnavailable, InvalidInput, LedgerError, NotFound, QuotaExceeded
 from ledger.services import evidence
@@ -185,9 +191,10 @@ def lookup_many(
         lookup_id = uuid.uuid4()
         body = response_body(rt, lookup_id, decision, stale)
         body["evidence_matches"] = matches
-        # UTF-8, not \u escapes: the reasons' Chinese text must be readable as sent. The inquiry leaf covers
-        # these bytes' digest (decisions.response_text encodes the stored answer back to them).
-        body_json = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # The answer's bytes as sent (UTF-8, so the reasons' Chinese text is readable), encoded by the one
+        # function that also re-derives them from the stored answer, so the inquiry leaf's digest matches.
+        response = response_text(body)
+        body_json = response.decode()
         tokens = [tok for _, tok in p.tokens]
         salt = os.urandom(16)
         commitment = lookup_commitment(salt, tokens, p.refund_ref)
@@ -217,7 +224,7 @@ def lookup_many(
                         decision.reasons,
                         chain.format_time(now),
                         p.operator_ref,
-                        body_json.encode(),
+                        response,
                     )
                 ),
             }
