@@ -52,17 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _common as c
 from benchmarks import transparency
+from ledger.api.vocabulary import CATEGORIES, CONFIRMATIONS
 from ledger.storage.queue import PROCESS_OUTBOX
-
-CATEGORIES = (
-    "fabricated_evidence",
-    "false_damage_claim",
-    "false_not_received",
-    "refund_only_abuse",
-    "return_fraud",
-    "chargeback_abuse",
-)
-CONFIRMATIONS = ("platform_review", "merchant_evidence", "consumer_admission", "court_or_police")
 
 
 def incident(external_id: str, rng: random.Random, occurred_at: str) -> dict[str, object]:

@@ -224,17 +224,26 @@ def _walk_leaves(
                     raise _Bad(f"leaf {index}: the pre-log chain entry {chain_seq} does not chain", index)
                 chain_prev, chain_seq = row["entry_hash"], chain_seq + 1
             created.extend(compact.append(stored))
-            while due and due[-1][0] == compact.size:
-                size, root = due.pop()
-                if compact.root() != root:
-                    raise _Bad(
-                        f"checkpoint at size {size} does not match the leaves: a leaf from {last_good} to "
-                        f"{size - 1} was changed or reordered",
-                        last_good,
-                    )
-                last_good = size
+            last_good = _match_checkpoints(compact, due, last_good, "checkpoint")
         _check_nodes(conn, created)
         after = int(rows[-1]["idx"])
+
+
+def _match_checkpoints(
+    compact: merkle.CompactRange, due: list[tuple[int, bytes]], last_good: int, what: str
+) -> int:
+    """Check every stored checkpoint whose size the recomputed tree has just reached (`due`, largest
+    first) against its root; return the largest size known good so far."""
+    while due and due[-1][0] == compact.size:
+        size, root = due.pop()
+        if compact.root() != root:
+            raise _Bad(
+                f"{what} at size {size} does not match the leaves: a leaf from {last_good} to "
+                f"{size - 1} was changed or reordered",
+                last_good,
+            )
+        last_good = size
+    return last_good
 
 
 def _check_nodes(
@@ -313,15 +322,7 @@ def _walk_inquiries(
                     lookup_id,
                 )
             created.extend(compact.append(stored))
-            while due and due[-1][0] == compact.size:
-                size, root = due.pop()
-                if compact.root() != root:
-                    raise _Bad(
-                        f"inquiry checkpoint at size {size} does not match the leaves: a leaf from {last_good} to "
-                        f"{size - 1} was changed or reordered",
-                        last_good,
-                    )
-                last_good = size
+            last_good = _match_checkpoints(compact, due, last_good, "inquiry checkpoint")
         _check_nodes(conn, created, tree)
         after = int(rows[-1]["idx"])
 
